@@ -1,0 +1,84 @@
+"""Model artifacts: a directory with `model.safetensors` and `config.json`, never a pickle.
+
+`config.json` holds everything needed to rebuild and trust the model: the architecture, the
+catalogue (raw item id of each dense index), where the training data came from, and metrics.
+Loading reads tensors with safetensors and JSON with the json module, so it cannot run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from seqrec.models import ModelConfig, SequentialRecommender, build_model
+
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+
+
+@dataclass
+class ArtifactInfo:
+    """What travels with the weights."""
+
+    model: ModelConfig
+    item_ids: list[str]
+    dataset: dict[str, Any] = field(default_factory=dict)  # name, sha256, origin
+    metrics: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Artifact:
+    model: SequentialRecommender
+    info: ArtifactInfo
+    version: str  # sha256 of the weights file: changes whenever the model does
+
+
+class ArtifactError(ValueError):
+    """The directory is not a readable recmimic artifact."""
+
+
+def save_artifact(directory: str | Path, model: SequentialRecommender, info: ArtifactInfo) -> str:
+    """Write weights and config; returns the model version (sha256 of the weights file)."""
+    if len(info.item_ids) != model.n_items:
+        raise ValueError(f"{len(info.item_ids)} item ids for a model of {model.n_items} items")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
+    save_file(state, directory / WEIGHTS)
+    payload = {"format_version": FORMAT_VERSION, **asdict(info)}
+    (directory / CONFIG).write_text(json.dumps(payload, indent=2))
+    return file_sha256(directory / WEIGHTS)
+
+
+def load_artifact(directory: str | Path, device: str | torch.device = "cpu") -> Artifact:
+    directory = Path(directory)
+    weights, config = directory / WEIGHTS, directory / CONFIG
+    if not weights.is_file() or not config.is_file():
+        raise ArtifactError(f"{directory} is not a model artifact (needs {WEIGHTS} and {CONFIG})")
+    try:
+        payload = json.loads(config.read_text())
+        version = payload.pop("format_version")
+        if version != FORMAT_VERSION:
+            raise ArtifactError(f"{config}: unsupported format_version {version}")
+        info = ArtifactInfo(**{**payload, "model": ModelConfig(**payload["model"])})
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{config}: malformed artifact config ({exc})") from exc
+    model = build_model(info.model)
+    model.load_state_dict(load_file(weights, device="cpu"))
+    return Artifact(model=model.to(device).eval(), info=info, version=file_sha256(weights))
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

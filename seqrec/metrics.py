@@ -1,0 +1,80 @@
+"""Ranking metrics computed from target ranks, plus top-k agreement between two recommenders.
+
+Everything is batched: a rank is "how many candidates scored strictly above the target", so
+HR@k is `rank < k` and NDCG@k (one relevant item) is `1 / log2(rank + 2)` when `rank < k`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+DEFAULT_KS = (1, 5, 10, 20)
+
+
+def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """0-based rank of each row's target among that row's scores [B, N] (ties rank optimistic)."""
+    target_scores = scores.gather(1, targets.unsqueeze(1))
+    return (scores > target_scores).sum(dim=1)
+
+
+def ranking_metrics(ranks: np.ndarray, ks: tuple[int, ...] = DEFAULT_KS) -> dict[str, float]:
+    """Mean HR@k and NDCG@k for every k, from 0-based target ranks."""
+    ranks = np.asarray(ranks)
+    if ranks.size == 0:
+        return {}
+    gains = 1.0 / np.log2(ranks + 2.0)
+    metrics: dict[str, float] = {}
+    for k in ks:
+        hit = ranks < k
+        metrics[f"HR@{k}"] = float(hit.mean())
+        metrics[f"NDCG@{k}"] = float(np.where(hit, gains, 0.0).mean())
+    return metrics
+
+
+def history_mask(
+    rows: np.ndarray, items: np.ndarray, n_rows: int, n_items: int, device: torch.device | str
+) -> torch.Tensor:
+    """Boolean [n_rows, n_items + 1]: True at every (row, item) history pair and in column 0."""
+    mask = torch.zeros(n_rows, n_items + 1, dtype=torch.bool, device=device)
+    mask[torch.as_tensor(rows, device=device), torch.as_tensor(items, device=device)] = True
+    mask[:, 0] = True
+    return mask
+
+
+def sampled_ranks(
+    scores: torch.Tensor,
+    targets: torch.Tensor,
+    excluded: torch.Tensor,
+    n_negatives: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Rank of the target among `n_negatives` uniform items the user has not seen (seeded).
+
+    Negatives are drawn with replacement from items outside `excluded` (history, padding) and
+    different from the target; collisions are redrawn in a loop over rounds, not over users.
+    """
+    n_rows, n_cols = scores.shape
+    blocked = excluded.clone()
+    blocked[torch.arange(n_rows, device=scores.device), targets] = True
+    draw = lambda size: torch.randint(1, n_cols, size, generator=generator).to(scores.device)  # noqa: E731
+    negatives = draw((n_rows, n_negatives))
+    while True:
+        bad = blocked.gather(1, negatives)
+        if not bad.any():
+            break
+        negatives[bad] = draw((int(bad.sum()),))
+    target_scores = scores.gather(1, targets.unsqueeze(1))
+    return (scores.gather(1, negatives) > target_scores).sum(dim=1)
+
+
+def agreement_at_k(
+    top_a: torch.Tensor | np.ndarray, top_b: torch.Tensor | np.ndarray, k: int
+) -> np.ndarray:
+    """Per-row |top-k(a) ∩ top-k(b)| / k for two ranked lists [B, >=k] of distinct item ids."""
+    a = torch.as_tensor(top_a)[:, :k]
+    b = torch.as_tensor(top_b)[:, :k]
+    if a.shape[1] < k or b.shape[1] < k:
+        raise ValueError(f"both lists need at least {k} items")
+    overlap = (a.unsqueeze(2) == b.unsqueeze(1)).any(dim=2).sum(dim=1)
+    return (overlap.float() / k).cpu().numpy()

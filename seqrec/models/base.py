@@ -1,0 +1,142 @@
+"""What every backbone shares: configuration, the transformer encoder, and the common interface.
+
+Input sequences are LEFT-padded LongTensors [B, L] (0 = padding, most recent item last), so the
+prediction for "what comes next" is always read at the last position. Positions are counted from
+the end of the sequence, which makes a padded batch give exactly the logits of the unpadded one.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Arch = Literal["sasrec", "bert4rec"]
+
+
+@dataclass
+class ModelConfig:
+    arch: Arch = "sasrec"
+    n_items: int = 0
+    hidden: int = 64
+    n_blocks: int = 2
+    n_heads: int = 2
+    max_len: int = 50
+    dropout: float = 0.2
+    mask_ratio: float = 0.2  # BERT4Rec cloze: share of positions masked in training
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm self-attention + feed-forward block."""
+
+    def __init__(self, hidden: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        if hidden % n_heads:
+            raise ValueError(f"hidden ({hidden}) must be divisible by n_heads ({n_heads})")
+        self.n_heads = n_heads
+        self.attn_norm = nn.LayerNorm(hidden)
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.attn_out = nn.Linear(hidden, hidden)
+        self.ff_norm = nn.LayerNorm(hidden)
+        self.ff = nn.Sequential(
+            nn.Linear(hidden, 4 * hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(4 * hidden, hidden),
+        )
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        b, length, d = x.shape
+        q, k, v = self.qkv(self.attn_norm(x)).split(d, dim=-1)
+        heads = (
+            t.view(b, length, self.n_heads, d // self.n_heads).transpose(1, 2) for t in (q, k, v)
+        )
+        attended = F.scaled_dot_product_attention(
+            *heads, attn_mask=attn_mask, dropout_p=self.dropout.p if self.training else 0.0
+        )
+        x = x + self.dropout(self.attn_out(attended.transpose(1, 2).reshape(b, length, d)))
+        return x + self.dropout(self.ff(self.ff_norm(x)))
+
+
+class SequentialRecommender(nn.Module, ABC):
+    """Item embeddings (tied with the output layer) + position embeddings + transformer blocks.
+
+    Subclasses decide the attention pattern, how inference input is built, and the training loss.
+    """
+
+    causal: bool
+
+    def __init__(self, config: ModelConfig, n_embeddings: int) -> None:
+        super().__init__()
+        self.config = config
+        self.item_emb = nn.Embedding(n_embeddings, config.hidden, padding_idx=0)
+        self.pos_emb = nn.Embedding(config.max_len, config.hidden)
+        self.emb_dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(config.hidden, config.n_heads, config.dropout)
+            for _ in range(config.n_blocks)
+        )
+        self.final_norm = nn.LayerNorm(config.hidden)
+        nn.init.normal_(self.item_emb.weight, std=0.02)
+        nn.init.normal_(self.pos_emb.weight, std=0.02)
+
+    @property
+    def n_items(self) -> int:
+        return self.config.n_items
+
+    def encode(self, seqs: torch.Tensor) -> torch.Tensor:
+        """Hidden states [B, L, d] for left-padded item ids [B, L]."""
+        length = seqs.shape[1]
+        if length > self.config.max_len:
+            raise ValueError(f"sequence length {length} exceeds max_len {self.config.max_len}")
+        valid = seqs != 0
+        positions = torch.arange(length - 1, -1, -1, device=seqs.device)
+        x = self.item_emb(seqs) * self.config.hidden**0.5 + self.pos_emb(positions)
+        x = self.emb_dropout(x) * valid.unsqueeze(-1)
+        mask = self._attention_mask(valid)
+        for block in self.blocks:
+            x = block(x, mask) * valid.unsqueeze(-1)
+        return self.final_norm(x)
+
+    def _attention_mask(self, valid: torch.Tensor) -> torch.Tensor:
+        """[B, 1, L, L] boolean: attend to real keys (causally for SASRec); pads see themselves.
+
+        The diagonal is always allowed so that padding rows never have every key masked (which
+        would give NaN); their outputs are zeroed anyway.
+        """
+        length = valid.shape[1]
+        eye = torch.eye(length, dtype=torch.bool, device=valid.device)
+        allowed = valid[:, None, :].expand(-1, length, -1)
+        if self.causal:
+            allowed = allowed & torch.ones_like(eye).tril()
+        return (allowed | eye).unsqueeze(1)
+
+    def scores_from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Scores over items 0..n_items from hidden states [..., d]; padding scored -inf."""
+        weight = self.item_emb.weight[: self.n_items + 1]
+        scores = hidden @ weight.T + self.output_bias()
+        scores[..., 0] = float("-inf")
+        return scores
+
+    def output_bias(self) -> torch.Tensor | float:
+        return 0.0
+
+    def user_repr(self, seqs: torch.Tensor) -> torch.Tensor:
+        """The representation [B, d] the next-item prediction is made from."""
+        return self.encode(self.inference_input(seqs))[:, -1]
+
+    def logits(self, seqs: torch.Tensor) -> torch.Tensor:
+        """Next-item scores [B, n_items + 1] at the last position (column 0 is -inf)."""
+        return self.scores_from_hidden(self.user_repr(seqs))
+
+    def inference_input(self, seqs: torch.Tensor) -> torch.Tensor:
+        return seqs
+
+    @abstractmethod
+    def training_loss(self, seqs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Loss on a batch of left-padded training windows [B, max_len + 1]."""

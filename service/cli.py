@@ -1,0 +1,130 @@
+"""The `recmimic` command: one subcommand per pipeline stage, plus `demo`.
+
+Commands stay thin: they parse options into the stage's own config dataclass and call one
+function. Known errors become a one-line message and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from seqrec.artifacts import ArtifactError
+from seqrec.models import ModelConfig
+from seqrec.train import TrainConfig
+
+app = typer.Typer(
+    help="Extract a black-box sequential recommender into a local student model.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Obtain and inspect datasets.", no_args_is_help=True)
+teacher_app = typer.Typer(help="Train and serve the black-box teacher.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(teacher_app, name="teacher")
+
+USER_ERRORS = (ValueError, FileNotFoundError, ArtifactError, OSError)
+
+
+def main() -> None:
+    """Console entry point: turn expected failures into one line on stderr."""
+    try:
+        app()
+    except USER_ERRORS as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+def overrides(cls: type, **values: Any) -> Any:
+    """Build a config dataclass from the options that were given; the dataclass owns defaults."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in values.items() if v is not None and k in names})
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2))
+
+
+@data_app.command("fetch")
+def data_fetch(name: Annotated[str, typer.Argument(help="Dataset name: ml-100k")]) -> None:
+    """Download a public dataset into the cache and print where it is."""
+    from seqrec.data.fetch import fetch_ml100k
+
+    if name != "ml-100k":
+        raise ValueError(f"unknown dataset {name!r}; fetchable: ml-100k")
+    fetched = fetch_ml100k()
+    typer.echo(f"path:   {fetched.path}\nsha256: {fetched.sha256}\norigin: {fetched.origin}")
+
+
+@data_app.command("stats")
+def data_stats(
+    dataset: Annotated[str, typer.Argument(help="ml-100k, synthetic[:USERS:ITEMS] or a file")],
+    fmt: Annotated[str | None, typer.Option(help="File format when not detectable")] = None,
+    min_user: int = 5,
+    min_item: int = 5,
+) -> None:
+    """Size, sparsity, history lengths and the head/tail cut of a dataset."""
+    from seqrec.data.loading import load_dataset
+    from seqrec.data.stats import dataset_stats
+
+    stats = dataset_stats(load_dataset(dataset, fmt=fmt, min_user=min_user, min_item=min_item))
+    width = max(map(len, stats))
+    for key, value in stats.items():
+        typer.echo(f"{key:<{width}}  {value}")
+
+
+@teacher_app.command("train")
+def teacher_train(
+    dataset: Annotated[str, typer.Option(help="ml-100k, synthetic[:USERS:ITEMS] or a file")],
+    out: Annotated[Path, typer.Option(help="Artifact directory to write")] = Path("runs/teacher"),
+    arch: Annotated[str, typer.Option(help="sasrec or bert4rec")] = "sasrec",
+    seed: int = 0,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write test metrics here")
+    ] = None,
+    hidden: int | None = None,
+    n_blocks: int | None = None,
+    n_heads: int | None = None,
+    max_len: int | None = None,
+    dropout: float | None = None,
+    mask_ratio: float | None = None,
+    lr: float | None = None,
+    weight_decay: float | None = None,
+    batch_size: int | None = None,
+    max_epochs: int | None = None,
+    patience: int | None = None,
+    device: str | None = None,
+    min_user: int = 5,
+    min_item: int = 5,
+) -> None:
+    """Train a SASRec or BERT4Rec teacher with early stopping; evaluate on the test split."""
+    from seqrec.data.loading import load_dataset
+    from seqrec.supervised import train_supervised
+
+    options = locals()
+    model_config = overrides(ModelConfig, **options)
+    train_config = overrides(TrainConfig, **options)
+    data = load_dataset(dataset, min_user=min_user, min_item=min_item)
+    summary = train_supervised(data, model_config, train_config, out)
+    overall = summary.test["overall"]
+    typer.echo(
+        f"{arch} on {data.name}: test NDCG@10 {overall['NDCG@10']:.4f}"
+        f"  HR@10 {overall['HR@10']:.4f}"
+        f"  (best epoch {summary.training['best_epoch']}, {summary.seconds:.0f}s) -> {out}"
+    )
+    if json_path:
+        write_json(json_path, summary.to_dict())
+
+
+if __name__ == "__main__":
+    main()
