@@ -7,7 +7,6 @@ Loading reads tensors with safetensors and JSON with the json module, so it cann
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from seqrec.hashing import file_sha256
 from seqrec.models import ModelConfig, SequentialRecommender, build_model
 
 FORMAT_VERSION = 1
@@ -74,11 +74,3 @@ def load_artifact(directory: str | Path, device: str | torch.device = "cpu") -> 
     model = build_model(info.model)
     model.load_state_dict(load_file(weights, device="cpu"))
     return Artifact(model=model.to(device).eval(), info=info, version=file_sha256(weights))
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -1,0 +1,55 @@
+"""One entry point from a dataset name or file path to a `SequenceDataset` with provenance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from seqrec.data.dataset import SequenceDataset, build_dataset
+from seqrec.data.fetch import fetch_ml100k
+from seqrec.data.readers import read_interactions
+from seqrec.data.synthetic import generate_synthetic
+from seqrec.hashing import file_sha256
+
+SYNTHETIC_USERS = 1000
+SYNTHETIC_ITEMS = 1000
+SYNTHETIC_SEED = 0
+ACCEPTED = "'ml-100k', 'synthetic', 'synthetic:USERS:ITEMS' or the path of an interaction file"
+
+
+def load_dataset(
+    name_or_path: str, fmt: str | None = None, min_user: int = 5, min_item: int = 5
+) -> SequenceDataset:
+    """Load, k-core filter and densify a dataset, recording its sha256 and origin.
+
+    `fmt` applies to file paths only (see `read_interactions`); names fix their own format.
+    """
+    if name_or_path == "ml-100k":
+        fetched = fetch_ml100k()
+        frame = read_interactions(fetched.path, fetched.fmt)
+        return build_dataset(
+            frame, "ml-100k", min_user, min_item, sha256=fetched.sha256, origin=fetched.origin
+        )
+    if name_or_path == "synthetic" or name_or_path.startswith("synthetic:"):
+        n_users, n_items = _synthetic_size(name_or_path)
+        frame = generate_synthetic(n_users, n_items, seed=SYNTHETIC_SEED)
+        origin = f"generate_synthetic({n_users}, {n_items}, seed={SYNTHETIC_SEED})"
+        return build_dataset(
+            frame, f"synthetic:{n_users}:{n_items}", min_user, min_item, origin=origin
+        )
+    path = Path(name_or_path).expanduser()
+    if not path.is_file():
+        raise ValueError(f"unknown dataset {name_or_path!r}: expected {ACCEPTED}")
+    frame = read_interactions(path, fmt)
+    return build_dataset(
+        frame, path.stem, min_user, min_item, sha256=file_sha256(path), origin=str(path.resolve())
+    )
+
+
+def _synthetic_size(name: str) -> tuple[int, int]:
+    """(users, items) from "synthetic" or "synthetic:USERS:ITEMS"."""
+    if name == "synthetic":
+        return SYNTHETIC_USERS, SYNTHETIC_ITEMS
+    parts = name.split(":")
+    if len(parts) != 3 or not all(part.isdigit() and int(part) > 0 for part in parts[1:]):
+        raise ValueError(f"bad synthetic dataset {name!r}: expected 'synthetic:USERS:ITEMS'")
+    return int(parts[1]), int(parts[2])
