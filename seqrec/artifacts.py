@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from seqrec.hashing import file_sha256
@@ -69,8 +70,16 @@ def load_artifact(directory: str | Path, device: str | torch.device = "cpu") -> 
         if version != FORMAT_VERSION:
             raise ArtifactError(f"{config}: unsupported format_version {version}")
         info = ArtifactInfo(**{**payload, "model": ModelConfig(**payload["model"])})
-    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        if len(info.item_ids) != info.model.n_items or len(set(info.item_ids)) != len(
+            info.item_ids
+        ):
+            raise ArtifactError(f"{config}: item_ids must be {info.model.n_items} distinct ids")
+        model = build_model(info.model)
+    except (KeyError, TypeError, ValueError) as exc:
         raise ArtifactError(f"{config}: malformed artifact config ({exc})") from exc
-    model = build_model(info.model)
-    model.load_state_dict(load_file(weights, device="cpu"))
+    try:
+        model.load_state_dict(load_file(weights, device="cpu"))
+    except (OSError, RuntimeError, SafetensorError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ArtifactError(f"{weights}: cannot load the weights ({reason})") from exc
     return Artifact(model=model.to(device).eval(), info=info, version=file_sha256(weights))

@@ -17,6 +17,7 @@ import typer
 from seqrec.artifacts import ArtifactError
 from seqrec.models import ModelConfig
 from seqrec.train import TrainConfig
+from teacher_mock.cli import serve as teacher_serve
 
 app = typer.Typer(
     help="Extract a black-box sequential recommender into a local student model.",
@@ -28,6 +29,7 @@ data_app = typer.Typer(help="Obtain and inspect datasets.", no_args_is_help=True
 teacher_app = typer.Typer(help="Train and serve the black-box teacher.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(teacher_app, name="teacher")
+teacher_app.command("serve")(teacher_serve)
 
 USER_ERRORS = (ValueError, FileNotFoundError, ArtifactError, OSError)
 

@@ -89,7 +89,16 @@ def test_artifact_errors(tmp_path) -> None:
     with pytest.raises(ArtifactError, match="not a model artifact"):
         load_artifact(tmp_path)
     model = tiny("sasrec")
-    save_artifact(tmp_path, model, ArtifactInfo(model=model.config, item_ids=["a"] * 30))
+    item_ids = [str(n) for n in range(30)]
+    save_artifact(tmp_path, model, ArtifactInfo(model=model.config, item_ids=item_ids))
+    (tmp_path / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ArtifactError, match="cannot load the weights"):
+        load_artifact(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["item_ids"] = config["item_ids"][:5]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match="distinct ids"):
+        load_artifact(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"format_version": 99}))
     with pytest.raises(ArtifactError, match="format_version"):
         load_artifact(tmp_path)

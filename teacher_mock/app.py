@@ -1,0 +1,209 @@
+"""HTTP face of the black box (DESIGN.md section 4): thin routes over `teacher_mock.teacher`.
+
+Routes: `POST /v1/recommend`, `POST /v1/recommend/batch`, `GET /v1/items`, `GET /v1/usage`
+(the key's own quota counter, which tests and benchmarks read as a witness) and `GET /healthz`
+(no key). Every refusal is `{"detail": "<message>"}` with a 4xx status (injected faults are
+5xx); every response carries `X-Model-Version`. Recommendation bodies are read and parsed by
+hand, after the key and rate checks, so that an unauthenticated or rate-limited client is told
+so before anything else, and so that the size limit holds while the body is read. Faults apply
+to /v1/recommend* only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from seqrec.artifacts import Artifact, load_artifact
+from teacher_mock.errors import BodyTooLarge, InvalidRequest, TeacherError
+from teacher_mock.faults import truncate
+from teacher_mock.schemas import (
+    BatchRecommendation,
+    BatchRecommendRequest,
+    ItemsPage,
+    Recommendation,
+    RecommendRequest,
+    UsageReport,
+    describe_errors,
+)
+from teacher_mock.settings import TeacherSettings
+from teacher_mock.teacher import Teacher
+
+log = logging.getLogger("teacher_mock")
+Body = TypeVar("Body", bound=BaseModel)
+
+
+def create_app(settings: TeacherSettings, artifact: Artifact | None = None) -> FastAPI:
+    """The teacher API for `artifact` (loaded from `settings.model_dir` when not given)."""
+    if artifact is None:
+        artifact = load_artifact(settings.model_dir, settings.device)
+    teacher = Teacher(settings, artifact)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await teacher.batcher.start()
+        try:
+            yield
+        finally:
+            await teacher.batcher.close()
+
+    app = FastAPI(title="recmimic teacher (black box)", lifespan=lifespan)
+    app.state.teacher = teacher
+    _add_routes(app)
+    app.add_exception_handler(TeacherError, _teacher_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_middleware(ModelVersionHeader, version=teacher.version)
+    log.info(
+        "teacher model %s: %d items, %d API key(s), quota=%s, rate=%s/s, faults: error=%g "
+        "timeout=%g truncate=%g latency=%gms",
+        teacher.version[:12],
+        len(teacher.catalogue),
+        len(settings.api_keys),
+        settings.quota,
+        settings.rate,
+        settings.error_rate,
+        settings.timeout_rate,
+        settings.truncate_rate,
+        settings.latency_ms,
+    )
+    return app
+
+
+def get_teacher(request: Request) -> Teacher:
+    return request.app.state.teacher
+
+
+TeacherDep = Annotated[Teacher, Depends(get_teacher)]
+_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
+
+
+def api_key(
+    teacher: TeacherDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    return teacher.authenticate(credentials.credentials if credentials else None)
+
+
+def metered_key(teacher: TeacherDep, key: Annotated[str, Depends(api_key)]) -> str:
+    """A valid key that still has a token in its rate-limit bucket."""
+    teacher.limiter.check(key)
+    return key
+
+
+ApiKey = Annotated[str, Depends(api_key)]
+MeteredKey = Annotated[str, Depends(metered_key)]
+
+
+def _add_routes(app: FastAPI) -> None:
+    @app.get("/healthz")
+    async def healthz(teacher: TeacherDep) -> dict[str, Any]:
+        return {"status": "ok", "model_version": teacher.version, "items": len(teacher.catalogue)}
+
+    @app.post(
+        "/v1/recommend", response_model=Recommendation, openapi_extra=_body_doc(RecommendRequest)
+    )
+    async def recommend(request: Request, teacher: TeacherDep, key: MeteredKey) -> Response:
+        """The top-k unseen items for one history (oldest item first), best first."""
+        body = await read_json(request, RecommendRequest, teacher.settings.max_body_bytes)
+        answer = await teacher.recommend(key, [body.history], body.k, batch=False)
+        return _json(answer.results[0].model_dump(exclude_none=True), answer.truncate)
+
+    @app.post(
+        "/v1/recommend/batch",
+        response_model=BatchRecommendation,
+        openapi_extra=_body_doc(BatchRecommendRequest),
+    )
+    async def recommend_batch(request: Request, teacher: TeacherDep, key: MeteredKey) -> Response:
+        """Several histories in one request; each one counts against the quota."""
+        body = await read_json(request, BatchRecommendRequest, teacher.settings.max_body_bytes)
+        answer = await teacher.recommend(key, body.histories, body.k, batch=True)
+        results = [result.model_dump(exclude_none=True) for result in answer.results]
+        return _json({"results": results}, answer.truncate)
+
+    @app.get("/v1/items")
+    async def items(
+        teacher: TeacherDep,
+        key: MeteredKey,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1)] = 100,
+    ) -> ItemsPage:
+        """The catalogue's raw ids; `limit` is capped at the server's page size."""
+        limit = min(limit, teacher.settings.items_page_max)
+        page = teacher.catalogue.page(offset, limit)
+        end = offset + len(page)
+        next_offset = end if end < len(teacher.catalogue) else None
+        return ItemsPage(items=page, total=len(teacher.catalogue), next_offset=next_offset)
+
+    @app.get("/v1/usage")
+    async def usage(teacher: TeacherDep, key: ApiKey) -> UsageReport:
+        """This key's quota counter: answered histories so far (not rate limited)."""
+        used = teacher.quota.usage(key)
+        return UsageReport(used=used.used, quota=used.quota, remaining=used.remaining)
+
+
+async def read_json(request: Request, model: type[Body], limit: int) -> Body:
+    """Read at most `limit` bytes of body (413 beyond) and parse it as `model` (422 if bad)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"body of {declared} bytes exceeds the limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    try:
+        return model.model_validate_json(b"".join(chunks))
+    except ValidationError as exc:
+        raise InvalidRequest(describe_errors(exc.errors(), prefix="body")) from None
+
+
+def _json(payload: dict[str, Any], cut: bool) -> Response:
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    return Response(truncate(body) if cut else body, media_type="application/json")
+
+
+def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI description of a body the route parses itself."""
+    schema = model.model_json_schema()
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+async def _teacher_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, TeacherError)
+    return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=exc.headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": describe_errors(exc.errors())}, status_code=422)
+
+
+class ModelVersionHeader:
+    """Adds `X-Model-Version` to every response, errors included (the extractor's cache key)."""
+
+    def __init__(self, app: ASGIApp, version: str) -> None:
+        self.app = app
+        self.header = (b"x-model-version", version.encode())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_version(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), self.header]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_version)

@@ -1,0 +1,128 @@
+"""Micro-batching: concurrent requests share one forward pass.
+
+Requests wait in a queue. One consumer task takes the oldest, waits `max_wait_s` for company,
+drains the queue up to `max_rows` histories and ranks them all in one forward pass on a worker
+thread; the event loop keeps accepting requests meanwhile, and those form the next batch. Single
+and batch requests take the same path, so they get the same answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from seqrec.data.sequences import Sequences
+from seqrec.inference import scores_and_history
+from seqrec.models import SequentialRecommender
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """The best unseen items of one history (dense ids, best first) and their scores."""
+
+    items: list[int]
+    scores: list[float]
+
+
+@dataclass
+class _Job:
+    histories: list[list[int]]
+    k: int
+    future: asyncio.Future[list[Ranking]]
+
+
+class MicroBatcher:
+    """Ranks histories for many concurrent callers with as few forward passes as possible."""
+
+    def __init__(self, model: SequentialRecommender, max_wait_s: float, max_rows: int) -> None:
+        self.model = model
+        self.max_wait_s = max_wait_s
+        self.max_rows = max_rows
+        self.forward_passes = 0  # how many batches ran; tests use it to see batching happen
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+        # One thread: forward passes run one at a time, each using torch's intra-op threads.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="teacher-forward")
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._consume())
+
+    async def close(self) -> None:
+        """Stop the consumer and fail whatever is still queued."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        while not self._queue.empty():
+            _fail([self._queue.get_nowait()], RuntimeError("teacher is shutting down"))
+        self._executor.shutdown(wait=True)
+
+    async def rank(self, histories: list[list[int]], k: int) -> list[Ranking]:
+        """The top-k unseen items of each history (fewer when fewer than k are unseen)."""
+        if self._task is None or self._task.done():
+            raise RuntimeError("MicroBatcher.start() was not awaited, or the batcher stopped")
+        future: asyncio.Future[list[Ranking]] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Job(histories, k, future))
+        return await future
+
+    async def _consume(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = await self._collect()
+            try:
+                rankings = await loop.run_in_executor(self._executor, self._rank, jobs)
+            except asyncio.CancelledError:
+                _fail(jobs, RuntimeError("teacher is shutting down"))
+                raise
+            except Exception as exc:  # a bug in ranking: fail these requests, keep serving
+                _fail(jobs, exc)
+                continue
+            for job, result in zip(jobs, rankings, strict=True):
+                if not job.future.done():
+                    job.future.set_result(result)
+
+    async def _collect(self) -> list[_Job]:
+        """The oldest job plus whatever arrives within `max_wait_s`, up to `max_rows` rows."""
+        while True:
+            jobs = [await self._queue.get()]
+            await asyncio.sleep(self.max_wait_s)
+            rows = len(jobs[0].histories)
+            while rows < self.max_rows and not self._queue.empty():
+                jobs.append(self._queue.get_nowait())
+                rows += len(jobs[-1].histories)
+            jobs = [job for job in jobs if not job.future.done()]  # callers that went away
+            if jobs:
+                return jobs
+
+    def _rank(self, jobs: list[_Job]) -> list[list[Ranking]]:
+        """One forward pass over every job's histories (runs on the worker thread)."""
+        rows = [history for job in jobs for history in job.histories]
+        k = max(job.k for job in jobs)
+        with torch.inference_mode():
+            scores, seen = scores_and_history(
+                self.model, Sequences.from_lists(rows), np.arange(len(rows))
+            )
+            values, items = scores.masked_fill(seen, float("-inf")).topk(k, dim=1)
+        self.forward_passes += 1
+        values, items = values.cpu().numpy(), items.cpu().numpy()
+        out, start = [], 0
+        for job in jobs:
+            end = start + len(job.histories)
+            out.append([_ranking(items[r], values[r], job.k) for r in range(start, end)])
+            start = end
+        return out
+
+
+def _ranking(items: np.ndarray, values: np.ndarray, k: int) -> Ranking:
+    """Masked items score -inf and sort last: keep only the finite ones among the first k."""
+    n = int(np.isfinite(values[:k]).sum())
+    return Ranking(items[:n].tolist(), values[:n].tolist())
+
+
+def _fail(jobs: list[_Job], exc: BaseException) -> None:
+    for job in jobs:
+        if not job.future.done():
+            job.future.set_exception(exc)

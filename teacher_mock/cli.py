@@ -1,0 +1,73 @@
+"""`recmimic teacher serve`: the command function; the lead's Typer app registers it.
+
+Options given on the command line win; anything left out comes from `RECMIMIC_TEACHER_*`
+environment variables (see `teacher_mock.settings`). Prefer `RECMIMIC_TEACHER_API_KEYS` or
+`--api-keys-file` to `--api-key`: command lines are visible to other users of the machine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from seqrec.artifacts import ArtifactError, load_artifact
+from teacher_mock.schemas import describe_errors
+from teacher_mock.server import serve as serve_teacher
+from teacher_mock.settings import TeacherSettings
+
+
+def serve(
+    model: Annotated[
+        Path | None,
+        typer.Option(help="Model artifact directory (default: $RECMIMIC_TEACHER_MODEL_DIR)."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option(metavar="KEY", help="Accepted API key (repeatable).", show_default=False),
+    ] = None,
+    api_keys_file: Annotated[
+        Path | None, typer.Option(help="File with one API key per line.")
+    ] = None,
+    quota: Annotated[int | None, typer.Option(help="Answered histories per key.")] = None,
+    rate: Annotated[float | None, typer.Option(help="Requests per second per key.")] = None,
+    burst: Annotated[int | None, typer.Option(help="Rate-limit burst per key.")] = None,
+    latency_ms: Annotated[float | None, typer.Option(help="Latency added per request.")] = None,
+    error_rate: Annotated[float | None, typer.Option(help="Share of requests failing 503.")] = None,
+    timeout_rate: Annotated[
+        float | None, typer.Option(help="Share of requests that hang, then 504.")
+    ] = None,
+    truncate_rate: Annotated[
+        float | None, typer.Option(help="Share of answers cut in half (invalid JSON).")
+    ] = None,
+    fault_seed: Annotated[int | None, typer.Option(help="Seed of the fault draws.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
+) -> None:
+    """Serve a trained model as a black-box top-k recommendation API."""
+    given: dict[str, Any] = {
+        "model_dir": model,
+        "api_keys": api_key or None,
+        "api_keys_file": api_keys_file,
+        "quota": quota,
+        "rate": rate,
+        "burst": burst,
+        "latency_ms": latency_ms,
+        "error_rate": error_rate,
+        "timeout_rate": timeout_rate,
+        "truncate_rate": truncate_rate,
+        "fault_seed": fault_seed,
+    }
+    try:
+        settings = TeacherSettings(**{name: v for name, v in given.items() if v is not None})
+    except ValidationError as exc:
+        raise typer.BadParameter(describe_errors(exc.errors())) from None
+    try:
+        artifact = load_artifact(settings.model_dir, settings.device)
+    except ArtifactError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    serve_teacher(settings, host, port, workers, artifact=artifact)
