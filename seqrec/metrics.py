@@ -51,21 +51,21 @@ def sampled_ranks(
 ) -> torch.Tensor:
     """Rank of the target among `n_negatives` uniform items the user has not seen (seeded).
 
-    Negatives are drawn with replacement from items outside `excluded` (history, padding) and
-    different from the target; collisions are redrawn in a loop over rounds, not over users.
+    Negatives are drawn with replacement, uniformly from the items outside `excluded` (history,
+    padding) other than the target. A user who has seen every other item has no negatives and
+    ranks 0.
     """
-    n_rows, n_cols = scores.shape
-    blocked = excluded.clone()
-    blocked[torch.arange(n_rows, device=scores.device), targets] = True
-    draw = lambda size: torch.randint(1, n_cols, size, generator=generator).to(scores.device)  # noqa: E731
-    negatives = draw((n_rows, n_negatives))
-    while True:
-        bad = blocked.gather(1, negatives)
-        if not bad.any():
-            break
-        negatives[bad] = draw((int(bad.sum()),))
+    rows = torch.arange(scores.shape[0], device=scores.device)
+    allowed = ~excluded
+    allowed[rows, targets] = False
+    empty = ~allowed.any(dim=1)
+    allowed[empty, 0] = True  # a placeholder draw, ignored below
+    weights = allowed.float().cpu()
+    negatives = torch.multinomial(weights, n_negatives, replacement=True, generator=generator)
+    negatives = negatives.to(scores.device)
     target_scores = scores.gather(1, targets.unsqueeze(1))
-    return (scores.gather(1, negatives) > target_scores).sum(dim=1)
+    beats = (scores.gather(1, negatives) > target_scores).sum(dim=1)
+    return beats.masked_fill(empty, 0)
 
 
 def agreement_at_k(

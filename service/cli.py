@@ -128,5 +128,22 @@ def teacher_train(
         write_json(json_path, summary.to_dict())
 
 
+@app.command("demo")
+def demo(
+    workdir: Annotated[Path, typer.Option(help="Where the teacher and report go")] = Path(
+        "runs/demo"
+    ),
+    dataset: Annotated[str, typer.Option(help="Dataset name or file")] = "ml-100k",
+    arch: Annotated[str, typer.Option(help="Teacher backbone: sasrec or bert4rec")] = "sasrec",
+    seed: int = 0,
+    retrain: Annotated[bool, typer.Option(help="Train the teacher even if one exists")] = False,
+    max_epochs: Annotated[int | None, typer.Option(help="Cap teacher training epochs")] = None,
+) -> None:
+    """Run the pipeline end to end on MovieLens-100k and print the report."""
+    from service.demo import DemoConfig, run_demo
+
+    run_demo(overrides(DemoConfig, **locals()))
+
+
 if __name__ == "__main__":
     main()

@@ -46,3 +46,10 @@ def test_agreement_at_k() -> None:
     assert agreement_at_k(a, b, 1).tolist() == [0.0, 0.0]
     with pytest.raises(ValueError):
         agreement_at_k(a, b, 5)
+
+
+def test_sampled_ranks_when_every_other_item_was_seen() -> None:
+    scores = torch.rand(1, 6)
+    excluded = torch.ones(1, 6, dtype=torch.bool)
+    ranks = sampled_ranks(scores, torch.tensor([3]), excluded, 100, torch.Generator())
+    assert ranks.tolist() == [0]

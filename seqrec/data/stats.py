@@ -12,10 +12,7 @@ from seqrec.data.dataset import SequenceDataset, leave_one_out
 def dataset_stats(dataset: SequenceDataset) -> dict[str, Any]:
     lengths = dataset.sequences.lengths
     counts = np.bincount(dataset.sequences.items, minlength=dataset.n_items + 1)[1:]
-    split = leave_one_out(dataset)
-    head_items = split.item_is_head[1:]
-    train_counts = np.bincount(split.train.items, minlength=dataset.n_items + 1)[1:]
-    return {
+    stats = {
         "name": dataset.name,
         "sha256": dataset.sha256,
         "origin": dataset.origin,
@@ -27,6 +24,15 @@ def dataset_stats(dataset: SequenceDataset) -> dict[str, Any]:
             f"{lengths.min()}/{np.median(lengths):g}/{lengths.mean():.1f}/{lengths.max()}"
         ),
         "item count min/median/max": f"{counts.min()}/{np.median(counts):g}/{counts.max()}",
+    }
+    too_short = int((lengths < 3).sum())
+    if too_short:
+        stats["users too short for leave-one-out (< 3 items)"] = too_short
+        return stats
+    split = leave_one_out(dataset)
+    head_items = split.item_is_head[1:]
+    train_counts = np.bincount(split.train.items, minlength=dataset.n_items + 1)[1:]
+    return stats | {
         "head users (train length above p80)": int(split.user_is_head.sum()),
         "head items (train count above q0.8)": int(head_items.sum()),
         "share of training interactions on head items": round(

@@ -1,0 +1,83 @@
+"""The `recmimic` command as a user runs it: real subprocesses, tiny data, tiny models."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from seqrec.artifacts import load_artifact
+
+TINY_MODEL = ["--hidden", "16", "--max-len", "20", "--n-heads", "2", "--max-epochs", "2"]
+
+
+def recmimic(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "service.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, fragment: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert fragment in lines[0]
+
+
+def test_teacher_train_writes_artifact_and_json(tmp_path: Path) -> None:
+    out, report = tmp_path / "teacher", tmp_path / "metrics.json"
+    result = recmimic(
+        "teacher", "train", "--dataset", "synthetic:150:80", "--arch", "bert4rec", "--seed", "3",
+        "--out", str(out), "--json", str(report), *TINY_MODEL,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(report.read_text())
+    for group in ("overall", "head_users", "tail_users", "head_items", "tail_items"):
+        assert 0.0 <= metrics["test"][group]["NDCG@10"] <= metrics["test"][group]["HR@10"] <= 1.0
+    assert metrics["test"]["overall"]["users"] == 150
+    assert metrics["training"]["seed"] == 3 and metrics["training"]["epochs_run"] == 2
+    artifact = load_artifact(out)
+    assert artifact.info.model.arch == "bert4rec" and artifact.info.model.hidden == 16
+    assert artifact.version == metrics["version"]
+    assert artifact.info.metrics["test"] == metrics["test"]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["teacher", "train", "--dataset", "no-such-file.csv"], "unknown dataset"),
+        (["teacher", "train", "--dataset", "synthetic:50:40", "--arch", "gpt"], "unknown arch"),
+        (["data", "stats", "synthetic:0:5"], "bad synthetic dataset"),
+        (["data", "fetch", "ml-20m"], "unknown dataset"),
+    ],
+)
+def test_bad_input_is_one_line_error(args: list[str], fragment: str) -> None:
+    assert_one_line_error(recmimic(*args), fragment)
+
+
+def test_bad_file_is_one_line_error(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.csv"
+    bad.write_text("user,item,timestamp\nu1,i1,notatime\n")
+    result = recmimic("data", "stats", str(bad))
+    assert_one_line_error(result, "broken.csv")
+
+
+def test_data_stats_on_fixture() -> None:
+    fixture = Path(__file__).parent / "fixtures" / "u.data"
+    result = recmimic("data", "stats", str(fixture), "--min-user", "1", "--min-item", "1")
+    assert result.returncode == 0, result.stderr
+    assert "users" in result.stdout and "interactions" in result.stdout
+
+
+def test_demo_end_to_end_on_tiny_data(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    args = ["demo", "--dataset", "synthetic:120:60", "--workdir", str(workdir), "--max-epochs", "1"]
+    result = recmimic(*args)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((workdir / "report.json").read_text())
+    assert report["black_box"]["paid_queries"] == 120
+    assert report["black_box"]["agreement_with_local_model_at_10"] == 1.0
+    assert (workdir / "report.md").read_text().startswith("# recmimic demo report")
+    again = recmimic(*args)
+    assert again.returncode == 0 and "reusing the teacher" in again.stdout
