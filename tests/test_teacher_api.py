@@ -449,7 +449,9 @@ def test_settings_refuse_no_keys_and_impossible_fault_rates(artifact_dir: Path) 
 def test_cli_reports_a_bad_model_dir_in_one_line(tmp_path: Path) -> None:
     app = typer.Typer()
     app.command()(serve_command)
-    result = CliRunner().invoke(app, [str(tmp_path / "missing"), "--api-key", "secret-key"])
+    result = CliRunner().invoke(
+        app, ["--model", str(tmp_path / "missing"), "--api-key", "secret-key"]
+    )
     assert result.exit_code != 0
     assert "not a model artifact" in result.output
     assert "Traceback" not in result.output and "secret-key" not in result.output
@@ -460,6 +462,6 @@ def test_cli_needs_a_key(artifact_dir: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.delenv("RECMIMIC_TEACHER_API_KEYS_FILE", raising=False)
     app = typer.Typer()
     app.command()(serve_command)
-    result = CliRunner().invoke(app, [str(artifact_dir)])
+    result = CliRunner().invoke(app, ["--model", str(artifact_dir)])
     assert result.exit_code != 0
     assert "no API key" in result.output
