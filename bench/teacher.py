@@ -26,20 +26,26 @@ GROUPS = ("overall", "tail_users", "head_users", "tail_items", "head_items")
 
 def run_one(arch: str, seed: int, dataset: str, result_path: Path) -> None:
     """Child process: train one teacher and write its summary plus peak memory."""
-    import torch
 
+    from seqrec.artifacts import load_artifact
+    from seqrec.data.dataset import leave_one_out
     from seqrec.data.loading import load_dataset
+    from seqrec.evaluate import evaluate
     from seqrec.models import ModelConfig
     from seqrec.supervised import train_supervised
     from seqrec.train import TrainConfig
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     data = load_dataset(dataset)
-    with tempfile.TemporaryDirectory() as out:
-        summary = train_supervised(
-            data, ModelConfig(arch=arch), TrainConfig(seed=seed, progress=False), out
-        )
+    out_dir = result_path.with_suffix("")
+    summary = train_supervised(
+        data, ModelConfig(arch=arch), TrainConfig(seed=seed, progress=False), out_dir
+    )
     payload = summary.to_dict()
+    # Time one full test evaluation (all users, full ranking plus 100 sampled negatives).
+    model = load_artifact(out_dir).model
+    start = time.perf_counter()
+    evaluate(model, leave_one_out(data), stage="test", seed=seed)
+    payload["evaluate_s"] = time.perf_counter() - start
     payload["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result_path.write_text(json.dumps(payload))
 
@@ -100,6 +106,7 @@ def main() -> None:
         }
         summary[arch]["wall_s"] = mean_std([r["wall_s"] for r in arch_runs])
         summary[arch]["peak_rss_mb"] = mean_std([r["peak_rss_mb"] for r in arch_runs])
+        summary[arch]["evaluate_s"] = mean_std([r["evaluate_s"] for r in arch_runs])
         summary[arch]["epochs_run"] = mean_std([r["training"]["epochs_run"] for r in arch_runs])
 
     first = next(iter(runs.values()))[0]
