@@ -29,17 +29,6 @@ class RunSummary:
         return asdict(self)
 
 
-def dataset_card(dataset: SequenceDataset) -> dict[str, Any]:
-    return {
-        "name": dataset.name,
-        "sha256": dataset.sha256,
-        "origin": dataset.origin,
-        "users": dataset.n_users,
-        "items": dataset.n_items,
-        "interactions": dataset.n_interactions,
-    }
-
-
 def train_supervised(
     dataset: SequenceDataset,
     model_config: ModelConfig,
@@ -57,7 +46,7 @@ def train_supervised(
     info = ArtifactInfo(
         model=model_config,
         item_ids=dataset.item_ids.tolist(),
-        dataset=dataset_card(dataset),
+        dataset=dataset.card(),
         metrics={"test": test},
         training=training,
     )

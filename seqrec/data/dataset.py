@@ -7,6 +7,7 @@ and `timestamp` (int64), in file order. Readers and the synthetic generator prod
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,17 @@ class SequenceDataset:
     @property
     def n_interactions(self) -> int:
         return len(self.sequences.items)
+
+    def card(self) -> dict[str, Any]:
+        """Identity and size, as recorded next to every model and result."""
+        return {
+            "name": self.name,
+            "sha256": self.sha256,
+            "origin": self.origin,
+            "users": self.n_users,
+            "items": self.n_items,
+            "interactions": self.n_interactions,
+        }
 
 
 def kcore(frame: pd.DataFrame, min_user: int = 5, min_item: int = 5) -> pd.DataFrame:

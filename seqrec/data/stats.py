@@ -12,13 +12,7 @@ from seqrec.data.dataset import SequenceDataset, leave_one_out
 def dataset_stats(dataset: SequenceDataset) -> dict[str, Any]:
     lengths = dataset.sequences.lengths
     counts = np.bincount(dataset.sequences.items, minlength=dataset.n_items + 1)[1:]
-    stats = {
-        "name": dataset.name,
-        "sha256": dataset.sha256,
-        "origin": dataset.origin,
-        "users": dataset.n_users,
-        "items": dataset.n_items,
-        "interactions": dataset.n_interactions,
+    stats = dataset.card() | {
         "density": round(dataset.n_interactions / (dataset.n_users * dataset.n_items), 5),
         "history length min/median/mean/max": (
             f"{lengths.min()}/{np.median(lengths):g}/{lengths.mean():.1f}/{lengths.max()}"
