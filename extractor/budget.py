@@ -1,0 +1,178 @@
+"""The query budget: a hard ceiling on paid answers under concurrency, retries and restarts.
+
+Protocol: `reserve(n)` before a request is sent, `settle(...)` once its fate is known. A
+reservation is on disk before it is granted, so a process killed with requests in flight leaves
+those units counted as spent: a restarted run can never pay past the limit, at worst it loses the
+units whose answers never arrived. Units are given back only when the black box certainly did not
+charge them (`ChargePolicy`); anything uncertain (a timeout after sending, a truncated body, an
+unknown 5xx) stays spent. A retry of the same request should keep its reservation and settle once.
+
+The ledger is a small SQLite file (WAL, `synchronous=FULL`: every commit is fsync'd) held with an
+exclusive lock for the life of the `Budget`, so two live runs can never share, and overspend, one
+ledger; the operating system drops the lock when a process dies, so a restart is never blocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class BudgetError(RuntimeError):
+    """The ledger cannot be opened: unreadable, or in use by another live run."""
+
+
+def _default_free_statuses() -> frozenset[int]:
+    # 4xx refusals are answered before any work is done; the teacher contract says an injected
+    # 503 is refunded. Other 5xx may follow a charge and stay spent.
+    return frozenset(range(400, 500)) | {503}
+
+
+@dataclass(frozen=True)
+class ChargePolicy:
+    """Which outcomes the black box certainly did not charge; everything else counts as paid."""
+
+    free_statuses: frozenset[int] = field(default_factory=_default_free_statuses)
+
+    def may_charge(self, status: int | None, sent: bool = True) -> bool:
+        """False only when nothing reached the server or it answered with a free status.
+
+        `status` is None when a sent request got no status back (read timeout, connection reset,
+        truncated response): the server may have charged it. `sent=False` is for failures before
+        the request left (connection refused, pool timeout).
+        """
+        if not sent:
+            return False
+        return status is None or status not in self.free_statuses
+
+
+class Budget:
+    """At most `limit` units are ever granted over all runs sharing `ledger_path`."""
+
+    def __init__(
+        self, limit: int, ledger_path: str | Path, policy: ChargePolicy | None = None
+    ) -> None:
+        if limit < 0:
+            raise ValueError(f"budget limit must be >= 0, got {limit}")
+        self.limit = limit
+        self.ledger_path = Path(ledger_path)
+        self.policy = policy or ChargePolicy()
+        self._db, (self._spent, self._answered, self._version) = _open_ledger(self.ledger_path)
+        self._outstanding = 0  # granted and not yet settled by this process
+        self._durable_version = self._version
+        self._flush_lock = asyncio.Lock()
+        self._db_lock = threading.Lock()
+
+    @property
+    def spent(self) -> int:
+        """Units that are or may have been paid, including reservations still in flight."""
+        return self._spent
+
+    @property
+    def answered(self) -> int:
+        """Units settled with an answer; `spent - answered` were lost or are still in flight."""
+        return self._answered
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.limit - self._spent)
+
+    @property
+    def exhausted(self) -> bool:
+        return self.remaining == 0
+
+    def report(self) -> str:
+        """One line for the end of a run: what was used and what was lost."""
+        lost = self._spent - self._answered - self._outstanding
+        return (
+            f"budget: spent {self._spent} of {self.limit} ({self._answered} answered, "
+            f"{lost} charged without an answer, {self.remaining} left)"
+        )
+
+    async def reserve(self, n: int) -> int:
+        """Grant up to `n` units, durably recorded before returning; 0 once the budget is spent.
+
+        Check and increment happen with no await between them, so concurrent tasks on one event
+        loop can never be granted more than the limit together.
+        """
+        if n < 0:
+            raise ValueError(f"cannot reserve {n} units")
+        granted = min(n, self.remaining)
+        if granted == 0:
+            return 0
+        self._spent += granted
+        self._outstanding += granted
+        await self._flush()
+        return granted
+
+    async def settle(self, reserved: int, answered: int, charged: int) -> None:
+        """Close a reservation: `answered` got answers, `charged` may have been paid.
+
+        Requires `answered <= charged <= reserved`; the `reserved - charged` units the server
+        certainly did not charge are given back. Use `policy.may_charge` to decide `charged`.
+        """
+        if not 0 <= answered <= charged <= reserved:
+            raise ValueError(f"need 0 <= answered ({answered}) <= charged ({charged}) <= reserved")
+        if reserved > self._outstanding:
+            raise ValueError(f"settling {reserved} units but only {self._outstanding} are reserved")
+        self._outstanding -= reserved
+        self._spent -= reserved - charged
+        self._answered += answered
+        await self._flush()
+
+    async def _flush(self) -> None:
+        """Make the current state durable; concurrent callers share one write (group commit)."""
+        self._version += 1
+        target = self._version
+        async with self._flush_lock:
+            if self._durable_version >= target:
+                return
+            state = (self._spent, self._answered, self._version)
+            await asyncio.to_thread(self._write, *state)
+            self._durable_version = state[2]
+
+    def _write(self, spent: int, answered: int, version: int) -> None:
+        # The version guard keeps a write from a cancelled task, finishing late in its thread,
+        # from overwriting a newer state.
+        with self._db_lock:
+            self._db.execute(
+                "UPDATE ledger SET spent = ?, answered = ?, version = ?"
+                " WHERE id = 1 AND version < ?",
+                (spent, answered, version, version),
+            )
+
+    def close(self) -> None:
+        """Release the ledger's lock; every granted or settled unit is already on disk."""
+        with self._db_lock:
+            self._db.close()
+
+
+def _open_ledger(path: Path) -> tuple[sqlite3.Connection, tuple[int, int, int]]:
+    """Open (or create) the ledger, take its exclusive lock and read (spent, answered, version)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=0.25)
+    except (sqlite3.Error, OSError) as exc:
+        raise BudgetError(f"cannot open the budget ledger {path}: {exc}") from None
+    try:
+        db.execute("PRAGMA locking_mode=EXCLUSIVE")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS ledger (id INTEGER PRIMARY KEY CHECK (id = 1),"
+            " spent INTEGER NOT NULL, answered INTEGER NOT NULL, version INTEGER NOT NULL)"
+        )
+        # A write takes the exclusive lock now, not at the first reservation.
+        db.execute("INSERT OR IGNORE INTO ledger VALUES (1, 0, 0, 0)")
+        row = db.execute("SELECT spent, answered, version FROM ledger WHERE id = 1").fetchone()
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        if "locked" in str(exc):
+            raise BudgetError(
+                f"budget ledger {path} is in use by another running process"
+            ) from None
+        raise BudgetError(f"cannot use the budget ledger {path}: {exc}") from None
+    return db, row

@@ -1,0 +1,238 @@
+"""Answer cache: a black-box answer once paid for is never paid for again.
+
+Keys are content hashes of what determines an answer (`cache_key`), values are the top-k id
+lists. Two backends share one async contract (`AnswerCache`): Redis when a `redis://` or
+`rediss://` URL is configured, so several workers share their answers, and an embedded SQLite
+file otherwise, so a run with no configuration still pays nothing when repeated.
+
+The model tag: the black box names its model in the `X-Model-Version` header, and a key computed
+with that tag differs from one computed without it. A client learns the tag first (from a cheap
+probe or its first answer) and computes every key with it, so a teacher that is retrained gets a
+fresh cache instead of stale answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sqlite3
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+KEY_VERSION = "recmimic-answer-v1"
+REDIS_SCHEMES = ("redis://", "rediss://")
+EMBEDDED_FILENAME = "answers.sqlite3"
+_REDIS_CHUNK = 1000  # keys per MGET / SET batch inside one pipeline
+_SQLITE_CHUNK = 900  # bound parameters per SELECT, below SQLite's historical limit of 999
+
+
+class CacheError(RuntimeError):
+    """The cache cannot be opened or used; the message never contains a password."""
+
+
+def cache_key(endpoint: str, k: int, history: Sequence[str], model_tag: str | None) -> str:
+    """Hex sha256 of the canonical JSON `[KEY_VERSION, endpoint, model_tag, k, history]`.
+
+    Canonical means compact separators and UTF-8, so the same inputs hash the same in every
+    process. `endpoint` is the black box's base URL (trailing slashes ignored): the single and
+    batch routes give the same answers and share entries. History order matters (it is a
+    sequence, oldest first) and ids must be strings, the catalogue's own ids ("007" != "7").
+    The API key is deliberately not part of the key: every key of one model gets the same answer.
+    """
+    if not all(isinstance(item, str) for item in history):
+        raise TypeError("history ids must be strings (the catalogue's raw ids)")
+    payload = [KEY_VERSION, endpoint.rstrip("/"), model_tag, int(k), list(history)]
+    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class AnswerCache(Protocol):
+    """What the client needs from a cache: batched reads and writes of top-k lists."""
+
+    async def get_many(self, keys: Sequence[str]) -> list[list[str] | None]:
+        """The cached answer for each key, in the order given; None for a miss."""
+        ...
+
+    async def put_many(self, items: Mapping[str, list[str]]) -> None:
+        """Store answers; an existing entry for a key is replaced."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and files."""
+        ...
+
+
+def _encode(items: list[str]) -> str:
+    return json.dumps(items, separators=(",", ":"), ensure_ascii=False)
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by `***`, fit for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 address keeps its brackets
+        host = f"[{host}]"
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+class RedisCache:
+    """Answers in Redis under `namespace:<key>`; reads are pipelined MGETs, writes pipelined SETs.
+
+    `ttl_s` bounds how long answers live (None keeps them until evicted); values are compact JSON.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        namespace: str = "recmimic:answers",
+        ttl_s: int | None = None,
+        connect_timeout_s: float = 5.0,
+    ) -> None:
+        self.url = redact_url(url)
+        self.namespace = namespace
+        self.ttl_s = ttl_s
+        self._client = aioredis.Redis.from_url(
+            url, socket_connect_timeout=connect_timeout_s, socket_timeout=connect_timeout_s * 6
+        )
+
+    def _name(self, key: str) -> str:
+        return f"{self.namespace}:{key}"
+
+    async def ping(self) -> None:
+        """Fail early, with a clear message, when the server cannot be reached."""
+        try:
+            await self._client.ping()
+        except (RedisError, OSError) as exc:
+            raise CacheError(f"cannot reach Redis at {self.url}: {exc}") from None
+
+    async def get_many(self, keys: Sequence[str]) -> list[list[str] | None]:
+        if not keys:
+            return []
+        names = [self._name(key) for key in keys]
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for start in range(0, len(names), _REDIS_CHUNK):
+                    pipe.mget(names[start : start + _REDIS_CHUNK])
+                chunks = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise CacheError(f"Redis read failed at {self.url}: {exc}") from None
+        return [None if raw is None else json.loads(raw) for chunk in chunks for raw in chunk]
+
+    async def put_many(self, items: Mapping[str, list[str]]) -> None:
+        if not items:
+            return
+        entries = list(items.items())
+        try:
+            for start in range(0, len(entries), _REDIS_CHUNK):
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for key, answer in entries[start : start + _REDIS_CHUNK]:
+                        pipe.set(self._name(key), _encode(answer), ex=self.ttl_s)
+                    await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise CacheError(f"Redis write failed at {self.url}: {exc}") from None
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+class EmbeddedCache:
+    """Answers in one SQLite file (WAL mode): no server, shared safely by local processes.
+
+    Every `put_many` is one transaction, so a killed process leaves either all of a batch or
+    none of it. `synchronous=NORMAL` keeps committed answers across a process kill; only an
+    operating-system crash or power loss may drop the last few, which costs re-paying them.
+    Blocking calls run in a worker thread, one at a time, so the event loop keeps serving.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, items TEXT NOT NULL)"
+                " WITHOUT ROWID"
+            )
+        except (sqlite3.Error, OSError) as exc:
+            raise CacheError(f"cannot open the embedded cache at {self.path}: {exc}") from None
+        self._lock = threading.Lock()
+
+    def _get(self, keys: Sequence[str]) -> list[list[str] | None]:
+        found: dict[str, str] = {}
+        with self._lock:
+            for start in range(0, len(keys), _SQLITE_CHUNK):
+                chunk = keys[start : start + _SQLITE_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                query = f"SELECT key, items FROM answers WHERE key IN ({marks})"
+                found.update(self._db.execute(query, chunk).fetchall())
+        return [None if key not in found else json.loads(found[key]) for key in keys]
+
+    def _put(self, items: Mapping[str, list[str]]) -> None:
+        rows = [(key, _encode(answer)) for key, answer in items.items()]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("INSERT OR REPLACE INTO answers VALUES (?, ?)", rows)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    async def get_many(self, keys: Sequence[str]) -> list[list[str] | None]:
+        if not keys:
+            return []
+        try:
+            return await asyncio.to_thread(self._get, list(keys))
+        except sqlite3.Error as exc:
+            raise CacheError(f"embedded cache read failed at {self.path}: {exc}") from None
+
+    async def put_many(self, items: Mapping[str, list[str]]) -> None:
+        if not items:
+            return
+        try:
+            await asyncio.to_thread(self._put, items)
+        except sqlite3.Error as exc:
+            raise CacheError(f"embedded cache write failed at {self.path}: {exc}") from None
+
+    async def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+async def open_cache(url_or_path: str | None, default_dir: Path) -> AnswerCache:
+    """Redis for a `redis://`/`rediss://` URL (checked with a ping), else an embedded file.
+
+    None means the no-configuration default, `default_dir/answers.sqlite3`. Any other URL
+    scheme is refused rather than mistaken for a file name.
+    """
+    if url_or_path is None:
+        return EmbeddedCache(Path(default_dir) / EMBEDDED_FILENAME)
+    if url_or_path.startswith(REDIS_SCHEMES):
+        cache = RedisCache(url_or_path)
+        try:
+            await cache.ping()
+        except CacheError:
+            await cache.close()
+            raise
+        return cache
+    if "://" in url_or_path:
+        raise CacheError(
+            f"unsupported cache URL {redact_url(url_or_path)!r}: use redis://, rediss:// "
+            "or a file path"
+        )
+    return EmbeddedCache(url_or_path)

@@ -1,0 +1,290 @@
+"""The probe set: every query's answers on disk, written as they arrive, resumable after a kill.
+
+Layout: one row per query (its full view) with its truncated views in list columns.
+
+| column | type | meaning |
+|---|---|---|
+| `query_id` | int64 | position of the query in the source's deterministic order |
+| `history` | list<string> | the full view, raw catalogue ids, oldest first (scale 1.0) |
+| `items` | list<string> | the full view's top-k, best first; null when it failed |
+| `status` | string | "answered" or "failed" (of the full view) |
+| `error` | string | why the full view failed; null when answered |
+| `view_scales` | list<double> | scale r of each truncated view actually probed (1.0 excluded) |
+| `view_lengths` | list<int32> | its length, ceil(n*r): the view is `history[-length:]` |
+| `view_items` | list<list<string>> | its top-k; a null entry for a view that failed |
+
+Why one row per query rather than one per request: the query is the unit that is resumed,
+deduplicated and trained on. Its views are written with it, so a query on disk is complete; the
+trainer reads target and reliability inputs from one row with no pivot; and views, being
+suffixes, are stored as lengths instead of repeating the history.
+
+Writing: rows are buffered and flushed as numbered Parquet parts (`part-00000.parquet`, ...),
+each written to a hidden temp file, fsync'd and renamed, so a killed process leaves whole parts
+or none. Rows still in the buffer at a kill are lost from the probe set but not from the answer
+cache, which the client fills first: a resumed run rebuilds them from the cache without paying.
+One writer per directory (the run's budget ledger lock already guarantees one live run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+ANSWERED, FAILED = "answered", "failed"
+RUN_INFO_KEY = b"recmimic.run_info"
+_IDS = pa.list_(pa.string())
+SCHEMA = pa.schema(
+    [
+        pa.field("query_id", pa.int64(), nullable=False),
+        pa.field("history", _IDS, nullable=False),
+        pa.field("items", _IDS),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("error", pa.string()),
+        pa.field("view_scales", pa.list_(pa.float64()), nullable=False),
+        pa.field("view_lengths", pa.list_(pa.int32()), nullable=False),
+        pa.field("view_items", pa.list_(_IDS), nullable=False),
+    ]
+)
+_PART = re.compile(r"^part-(\d+)\.parquet$")
+_TEMP_PREFIX = ".part-"
+# Lower bounds of the history-length buckets used by the summary and by reliability fallbacks.
+LENGTH_EDGES = (1, 2, 4, 8, 16, 32, 64, 128)
+LENGTH_LABELS = tuple(
+    str(lo) if hi - lo == 1 else f"{lo}-{hi - 1}"
+    for lo, hi in zip(LENGTH_EDGES[:-1], LENGTH_EDGES[1:], strict=True)
+) + (f"{LENGTH_EDGES[-1]}+",)
+
+
+class ProbeSetError(RuntimeError):
+    """The probe-set directory cannot be used: a corrupt part or a different run's settings."""
+
+
+@dataclass(frozen=True)
+class ViewAnswer:
+    """One truncated view of a query: its scale, its length and its answer (None if it failed)."""
+
+    scale: float
+    length: int
+    items: list[str] | None
+
+
+@dataclass(frozen=True)
+class ProbeRow:
+    """One query: the full view's answer or the reason it failed, plus its truncated views."""
+
+    query_id: int
+    history: list[str]
+    items: list[str] | None
+    error: str | None = None
+    views: Sequence[ViewAnswer] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if (self.items is None) == (self.error is None):
+            raise ValueError(f"query {self.query_id}: give either items or an error, not both")
+
+    @property
+    def status(self) -> str:
+        return ANSWERED if self.items is not None else FAILED
+
+
+def _to_table(rows: Sequence[ProbeRow], run_info: Mapping[str, Any] | None) -> pa.Table:
+    columns = [
+        pa.array([row.query_id for row in rows], pa.int64()),
+        pa.array([row.history for row in rows], _IDS),
+        pa.array([row.items for row in rows], _IDS),
+        pa.array([row.status for row in rows], pa.string()),
+        pa.array([row.error for row in rows], pa.string()),
+        pa.array([[view.scale for view in row.views] for row in rows], pa.list_(pa.float64())),
+        pa.array([[view.length for view in row.views] for row in rows], pa.list_(pa.int32())),
+        pa.array([[view.items for view in row.views] for row in rows], pa.list_(_IDS)),
+    ]
+    schema = SCHEMA
+    if run_info is not None:
+        schema = schema.with_metadata({RUN_INFO_KEY: json.dumps(dict(run_info), sort_keys=True)})
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _parts(directory: Path) -> list[tuple[int, Path]]:
+    """Finished parts in write order; temp files and anything else are not parts."""
+    found = []
+    for path in directory.iterdir():
+        match = _PART.match(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def _read_part(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as exc:
+        raise ProbeSetError(f"probe-set part {path} is unreadable: {exc}") from None
+
+
+def _run_info(schema: pa.Schema) -> dict[str, Any] | None:
+    raw = (schema.metadata or {}).get(RUN_INFO_KEY)
+    return None if raw is None else json.loads(raw)
+
+
+def _keep_last(table: pa.Table) -> pa.Table:
+    """One row per query id, the one written last, ordered by query id."""
+    ids = table.column("query_id").to_numpy()
+    _, first_from_end = np.unique(ids[::-1], return_index=True)
+    return table.take(pa.array(len(ids) - 1 - first_from_end))
+
+
+def read_probe_set(directory: str | Path, columns: Sequence[str] | None = None) -> pa.Table:
+    """All parts of a probe set, a query written twice kept as written last, sorted by query id.
+
+    The table's schema metadata carries the run's settings (`RUN_INFO_KEY`) when the writer got
+    them. `columns` restricts what is read (it must include `query_id`).
+    """
+    parts = [_read_part(path, columns) for _, path in _parts(Path(directory))]
+    if not parts:
+        empty = SCHEMA.empty_table()
+        return empty if columns is None else empty.select(list(columns))
+    metadata = parts[-1].schema.metadata
+    table = pa.concat_tables(
+        [part.replace_schema_metadata(None) for part in parts], promote_options="default"
+    )
+    return _keep_last(table).replace_schema_metadata(metadata)
+
+
+class ProbeSetWriter:
+    """Appends probe rows to a directory as atomically written Parquet parts.
+
+    `run_info` (endpoint, model tag, k, scales, source...) is stored in every part; resuming a
+    directory whose parts were written with different settings is refused, since mixing them
+    would silently corrupt the training data. Use as a context manager so Ctrl-C flushes.
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        rows_per_part: int = 4096,
+        run_info: Mapping[str, Any] | None = None,
+    ) -> None:
+        if rows_per_part < 1:
+            raise ValueError("rows_per_part must be >= 1")
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.rows_per_part = rows_per_part
+        # Normalised through JSON so a tuple of scales compares equal to the list read back.
+        self.run_info = None if run_info is None else json.loads(json.dumps(dict(run_info)))
+        for stale in self.directory.glob(f"{_TEMP_PREFIX}*"):
+            stale.unlink()  # a part whose writer died before the rename
+        parts = _parts(self.directory)
+        self._next_index = parts[-1][0] + 1 if parts else 0
+        if parts and self.run_info is not None:
+            previous = _run_info(_read_part(parts[-1][1], columns=["query_id"]).schema)
+            if previous is not None and previous != self.run_info:
+                raise ProbeSetError(
+                    f"{self.directory} holds a probe set from other settings: {previous} "
+                    f"(this run: {self.run_info}); use a new directory"
+                )
+        self._buffer: list[ProbeRow] = []
+
+    def done_ids(self, include_failed: bool = True) -> set[int]:
+        """Query ids already on disk, so a resumed run skips them.
+
+        With `include_failed=False` only answered queries count, so failures are retried; a retry
+        that succeeds is written later and wins when the set is read.
+        """
+        table = read_probe_set(self.directory, columns=["query_id", "status"])
+        if not include_failed:
+            table = table.filter(pc.equal(table.column("status"), ANSWERED))
+        return set(table.column("query_id").to_pylist())
+
+    def add(self, row: ProbeRow) -> None:
+        """Buffer a row; a full buffer is written as a part (blocking: milliseconds per part)."""
+        self._buffer.append(row)
+        if len(self._buffer) >= self.rows_per_part:
+            self.flush()
+
+    def add_many(self, rows: Iterable[ProbeRow]) -> None:
+        for row in rows:
+            self.add(row)
+
+    def flush(self) -> Path | None:
+        """Write buffered rows as the next part: temp file, fsync, rename, fsync the directory."""
+        if not self._buffer:
+            return None
+        table = _to_table(self._buffer, self.run_info)
+        final = self.directory / f"part-{self._next_index:05d}.parquet"
+        temp = self.directory / f"{_TEMP_PREFIX}{self._next_index:05d}.parquet.tmp"
+        pq.write_table(table, temp)
+        with temp.open("rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temp, final)
+        _fsync_directory(self.directory)
+        self._next_index += 1
+        self._buffer.clear()
+        return final
+
+    def close(self) -> None:
+        self.flush()
+
+    def __enter__(self) -> ProbeSetWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename durable; a no-op where directories cannot be opened (Windows)."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def length_bucket(lengths: np.ndarray) -> np.ndarray:
+    """Index into `LENGTH_LABELS` of each history length's bucket (powers of two)."""
+    index = np.searchsorted(np.asarray(LENGTH_EDGES), np.asarray(lengths), side="right") - 1
+    return np.clip(index, 0, len(LENGTH_EDGES) - 1)
+
+
+@dataclass(frozen=True)
+class ProbeSetSummary:
+    """Counts for a run's report; reliability by length bucket is added beside these."""
+
+    queries: int
+    answered: int
+    failed: int
+    answered_views_per_query: dict[int, int]  # answered truncated views -> queries
+    length_buckets: dict[str, int]  # history-length bucket -> queries
+
+
+def summary(table: pa.Table) -> ProbeSetSummary:
+    """Answered/failed counts, how many views each query got answered, and history lengths."""
+    answered = int(pc.sum(pc.equal(table.column("status"), ANSWERED)).as_py() or 0)
+    view_items = table.column("view_items").combine_chunks()
+    parents = pc.list_parent_indices(view_items).to_numpy()
+    valid = pc.is_valid(pc.list_flatten(view_items)).to_numpy(zero_copy_only=False)
+    per_query = np.bincount(parents[valid], minlength=table.num_rows)
+    views, view_counts = np.unique(per_query, return_counts=True)
+    lengths = pc.list_value_length(table.column("history")).to_numpy()
+    bucket_counts = np.bincount(length_bucket(lengths), minlength=len(LENGTH_LABELS))
+    return ProbeSetSummary(
+        queries=table.num_rows,
+        answered=answered,
+        failed=table.num_rows - answered,
+        answered_views_per_query={int(v): int(c) for v, c in zip(views, view_counts, strict=True)},
+        length_buckets={
+            label: int(n) for label, n in zip(LENGTH_LABELS, bucket_counts, strict=True) if n
+        },
+    )

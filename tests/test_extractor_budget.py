@@ -1,0 +1,201 @@
+"""The budget is a hard ceiling: under 200 concurrent tasks, across restarts and after SIGKILL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from extractor.budget import Budget, BudgetError, ChargePolicy
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class FakeServer:
+    """Counts what a black box would bill; the budget must never let this pass the limit."""
+
+    def __init__(self) -> None:
+        self.charged = 0
+        self.answered = 0
+
+
+async def client_task(budget: Budget, server: FakeServer, rng: random.Random) -> None:
+    """Request until the budget is spent, with every outcome the policy must handle."""
+    while (reserved := await budget.reserve(1)) > 0:
+        for _attempt in range(3):  # a retry keeps its reservation
+            assert server.charged < budget.limit  # a unit is held before anything is sent
+            await asyncio.sleep(rng.random() / 1000)
+            outcome = rng.choice(["answer", "answer", "timeout", "429", "refused"])
+            if outcome == "429":
+                continue
+            break
+        if outcome in ("answer", "timeout"):
+            server.charged += 1
+        server.answered += outcome == "answer"
+        charged = int(budget.policy.may_charge(*STATUS[outcome]))
+        await budget.settle(reserved, int(outcome == "answer"), charged)
+        assert server.charged <= budget.spent <= budget.limit
+
+
+STATUS = {  # outcome -> (status, sent)
+    "answer": (200, True),
+    "timeout": (None, True),
+    "429": (429, True),
+    "refused": (None, False),
+}
+
+
+def test_concurrent_tasks_never_pass_the_limit(tmp_path: Path) -> None:
+    async def body() -> None:
+        budget = Budget(150, tmp_path / "ledger.sqlite3")
+        server = FakeServer()
+        rngs = [random.Random(seed) for seed in range(200)]
+        await asyncio.gather(*(client_task(budget, server, rng) for rng in rngs))
+        assert budget.spent == budget.limit == server.charged
+        assert budget.answered == server.answered
+        assert budget.remaining == 0 and budget.exhausted
+        assert await budget.reserve(5) == 0
+        assert "spent 150 of 150" in budget.report()
+        budget.close()
+
+    asyncio.run(body())
+
+
+def test_partial_grant_at_the_ceiling(tmp_path: Path) -> None:
+    async def body() -> None:
+        budget = Budget(10, tmp_path / "ledger.sqlite3")
+        assert await budget.reserve(0) == 0
+        assert await budget.reserve(8) == 8
+        assert await budget.reserve(8) == 2  # a batch gets what is left
+        await budget.settle(8, answered=0, charged=0)  # a 4xx refusal: all given back
+        assert budget.spent == 2 and budget.remaining == 8
+        with pytest.raises(ValueError):
+            await budget.reserve(-1)
+        budget.close()
+
+    asyncio.run(body())
+
+
+def test_settle_checks_its_arguments(tmp_path: Path) -> None:
+    async def body() -> None:
+        budget = Budget(10, tmp_path / "ledger.sqlite3")
+        await budget.reserve(3)
+        with pytest.raises(ValueError):
+            await budget.settle(3, answered=2, charged=1)
+        with pytest.raises(ValueError):
+            await budget.settle(4, answered=0, charged=0)  # more than is reserved
+        await budget.settle(3, answered=3, charged=3)
+        with pytest.raises(ValueError):
+            await budget.settle(3, answered=0, charged=0)  # settling twice would refund twice
+        assert budget.spent == 3
+        budget.close()
+
+    asyncio.run(body())
+
+
+def test_restart_counts_unsettled_reservations_as_spent(tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger.sqlite3"
+
+    async def first_run() -> None:
+        budget = Budget(10, ledger)
+        await budget.reserve(4)
+        await budget.settle(4, answered=3, charged=4)
+        await budget.reserve(3)  # sent, then the process stops before the answers come back
+        budget.close()
+
+    async def second_run() -> None:
+        budget = Budget(10, ledger)
+        assert (budget.spent, budget.answered, budget.remaining) == (7, 3, 3)
+        assert await budget.reserve(5) == 3
+        with pytest.raises(ValueError):
+            await budget.settle(6, answered=0, charged=0)  # the old run's units cannot be refunded
+        budget.close()
+        lowered = Budget(5, ledger)  # a smaller limit on restart: nothing left, never negative
+        assert lowered.remaining == 0 and await lowered.reserve(1) == 0
+        lowered.close()
+
+    asyncio.run(first_run())
+    asyncio.run(second_run())
+
+
+def test_one_live_run_per_ledger(tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger.sqlite3"
+    budget = Budget(10, ledger)
+    with pytest.raises(BudgetError, match="in use"):
+        Budget(10, ledger)
+    budget.close()
+    Budget(10, ledger).close()
+
+
+def test_unusable_ledger_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "junk").write_bytes(b"not a database" * 100)
+    with pytest.raises(BudgetError, match="cannot use"):
+        Budget(10, tmp_path / "junk")
+
+
+def test_charge_policy() -> None:
+    policy = ChargePolicy()
+    assert policy.may_charge(200)
+    assert policy.may_charge(None)  # sent, no status back: may have been charged
+    assert policy.may_charge(500) and policy.may_charge(502)
+    assert not policy.may_charge(503)  # the black-box contract refunds its 503s
+    assert not policy.may_charge(429) and not policy.may_charge(422)
+    assert not policy.may_charge(None, sent=False)
+    strict = ChargePolicy(free_statuses=frozenset())
+    assert strict.may_charge(503) and strict.may_charge(429)
+
+
+CHILD = """
+import asyncio, os, sys
+from extractor.budget import Budget
+
+async def main(ledger, charges, limit):
+    budget = Budget(limit, ledger)
+    fd = os.open(charges, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+
+    async def worker():
+        while await budget.reserve(1):
+            os.write(fd, b"x")  # the server bills the request as it arrives
+            await asyncio.sleep(0.002)
+            await budget.settle(1, 1, 1)
+
+    await asyncio.gather(*(worker() for _ in range(20)))
+    budget.close()
+
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+"""
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def test_sigkill_mid_run_never_passes_the_limit(tmp_path: Path) -> None:
+    """Kill a paying process three times mid-run; restarts resume and the ceiling holds."""
+    limit, ledger, charges = 300, tmp_path / "ledger.sqlite3", tmp_path / "charges"
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, str(script), str(ledger), str(charges), str(limit)]
+    for kill_at in (30, 90, 150):
+        child = subprocess.Popen(command, env=env)
+        deadline = time.monotonic() + 20
+        while _size(charges) < kill_at and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert child.poll() is None, "the child finished before it could be killed"
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        after = Budget(limit, ledger)
+        assert _size(charges) <= after.spent <= limit  # every billed request was counted
+        after.close()
+    subprocess.run(command, env=env, check=True, timeout=30)
+    final = Budget(limit, ledger)
+    assert final.spent == limit and _size(charges) <= limit
+    final.close()

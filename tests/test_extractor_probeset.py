@@ -1,0 +1,178 @@
+"""The probe set is written in atomic parts, resumes after a kill and reads back exactly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from extractor.probeset import (
+    LENGTH_LABELS,
+    SCHEMA,
+    ProbeRow,
+    ProbeSetError,
+    ProbeSetWriter,
+    ViewAnswer,
+    length_bucket,
+    read_probe_set,
+    summary,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def row(query_id: int, length: int = 4, failed: bool = False) -> ProbeRow:
+    """A query of `length` ids with a half view; its views fail on odd ids."""
+    history = [f"{query_id:03d}{i}" for i in range(length)]
+    if failed:
+        return ProbeRow(query_id, history, None, error="HTTP 503")
+    half = ViewAnswer(0.5, (length + 1) // 2, None if query_id % 2 else ["9", "007"])
+    return ProbeRow(query_id, history, ["007", str(query_id)], views=[half])
+
+
+def part_names(directory: Path) -> list[str]:
+    return sorted(path.name for path in directory.iterdir())
+
+
+def test_rows_are_written_in_numbered_parts(tmp_path: Path) -> None:
+    with ProbeSetWriter(tmp_path, rows_per_part=3) as writer:
+        writer.add_many(row(i) for i in range(7))
+        assert part_names(tmp_path) == ["part-00000.parquet", "part-00001.parquet"]
+    assert part_names(tmp_path)[-1] == "part-00002.parquet"  # the context manager flushed
+    table = read_probe_set(tmp_path)
+    assert table.schema.equals(SCHEMA) and table.num_rows == 7
+    assert table.column("query_id").to_pylist() == list(range(7))
+
+
+def test_round_trip_keeps_ids_nulls_and_views(tmp_path: Path) -> None:
+    rows = [row(0), row(1), row(2, failed=True), ProbeRow(3, ["007"], ["1"])]
+    with ProbeSetWriter(tmp_path) as writer:
+        writer.add_many(rows)
+    got = read_probe_set(tmp_path).to_pylist()
+    assert got[0] == {
+        "query_id": 0,
+        "history": ["0000", "0001", "0002", "0003"],
+        "items": ["007", "0"],
+        "status": "answered",
+        "error": None,
+        "view_scales": [0.5],
+        "view_lengths": [2],
+        "view_items": [["9", "007"]],
+    }
+    assert got[1]["view_items"] == [None]  # a failed view keeps its place
+    assert (got[2]["status"], got[2]["items"], got[2]["error"]) == ("failed", None, "HTTP 503")
+    assert got[3]["history"] == ["007"] and got[3]["view_scales"] == []
+
+
+def test_resume_skips_what_is_on_disk(tmp_path: Path) -> None:
+    first = ProbeSetWriter(tmp_path, rows_per_part=4)
+    first.add_many(row(i, failed=i == 5) for i in range(10))  # 8 flushed, 2 still buffered
+    del first  # killed: the buffer is lost (the answer cache still holds those answers)
+    resumed = ProbeSetWriter(tmp_path, rows_per_part=4)
+    assert resumed.done_ids() == set(range(8))
+    assert resumed.done_ids(include_failed=False) == set(range(8)) - {5}
+    done = resumed.done_ids(include_failed=False)
+    resumed.add_many(row(query_id) for query_id in range(20) if query_id not in done)
+    resumed.close()
+    assert part_names(tmp_path)[-1] == "part-00005.parquet"  # numbering continued: 13 rows
+    table = read_probe_set(tmp_path)
+    assert table.column("query_id").to_pylist() == list(range(20))
+    assert set(table.column("status").to_pylist()) == {"answered"}  # the retry won
+
+
+def test_dedup_keeps_the_last_write(tmp_path: Path) -> None:
+    with ProbeSetWriter(tmp_path, rows_per_part=2) as writer:
+        writer.add_many([row(1, failed=True), row(0), row(1), row(2, failed=True)])
+        writer.add(row(2, length=6))  # later part, same query
+    table = read_probe_set(tmp_path)
+    assert table.column("query_id").to_pylist() == [0, 1, 2]
+    assert table.column("status").to_pylist() == ["answered"] * 3
+    assert len(table.column("history")[2].as_py()) == 6
+
+
+def test_partial_temp_files_are_ignored_and_removed(tmp_path: Path) -> None:
+    with ProbeSetWriter(tmp_path) as writer:
+        writer.add_many(row(i) for i in range(3))
+    whole = (tmp_path / "part-00000.parquet").read_bytes()
+    temp = tmp_path / ".part-00001.parquet.tmp"
+    temp.write_bytes(whole[: len(whole) // 2])  # a writer killed mid-write
+    (tmp_path / "notes.txt").write_text("not a part")
+    assert read_probe_set(tmp_path).num_rows == 3
+    writer = ProbeSetWriter(tmp_path)
+    assert not temp.exists() and writer.done_ids() == {0, 1, 2}
+
+
+def test_a_corrupt_part_is_reported_not_skipped(tmp_path: Path) -> None:
+    (tmp_path / "part-00000.parquet").write_bytes(b"PAR1 garbage")
+    with pytest.raises(ProbeSetError, match="part-00000.parquet"):
+        read_probe_set(tmp_path)
+
+
+def test_resume_with_other_settings_is_refused(tmp_path: Path) -> None:
+    info = {"endpoint": "http://t", "model_tag": "abc", "k": 10, "scales": (1.0, 0.5)}
+    with ProbeSetWriter(tmp_path, run_info=info) as writer:
+        writer.add(row(0))
+    ProbeSetWriter(tmp_path, run_info={**info, "scales": [1.0, 0.5]})  # same after JSON
+    with pytest.raises(ProbeSetError, match="other settings"):
+        ProbeSetWriter(tmp_path, run_info={**info, "model_tag": "def"})
+    assert read_probe_set(tmp_path).schema.metadata is not None
+
+
+def test_empty_directory_reads_as_an_empty_table(tmp_path: Path) -> None:
+    table = read_probe_set(tmp_path)
+    assert table.num_rows == 0 and table.schema.equals(SCHEMA)
+    assert ProbeSetWriter(tmp_path).done_ids() == set()
+    assert summary(table).queries == 0
+
+
+def test_row_needs_items_or_an_error() -> None:
+    with pytest.raises(ValueError):
+        ProbeRow(0, ["1"], None)
+    with pytest.raises(ValueError):
+        ProbeRow(0, ["1"], ["2"], error="both")
+
+
+def test_summary(tmp_path: Path) -> None:
+    with ProbeSetWriter(tmp_path) as writer:
+        writer.add_many([row(0, 1), row(1, 3), row(2, 3), row(3, 40, failed=True), row(4, 200)])
+    result = summary(read_probe_set(tmp_path))
+    assert (result.queries, result.answered, result.failed) == (5, 4, 1)
+    assert result.answered_views_per_query == {0: 2, 1: 3}  # odd ids' views failed
+    assert result.length_buckets == {"1": 1, "2-3": 2, "32-63": 1, "128+": 1}
+    assert LENGTH_LABELS[length_bucket(pa.array([7]).to_numpy())[0]] == "4-7"
+
+
+WRITER = """
+import sys
+from extractor.probeset import ProbeRow, ProbeSetWriter
+
+writer = ProbeSetWriter(sys.argv[1], rows_per_part=2000)
+query_id = 0
+while True:
+    writer.add(ProbeRow(query_id, [str(query_id)] * 20, [str(i) for i in range(100)]))
+    query_id += 1
+"""
+
+
+def test_sigkill_mid_write_leaves_only_whole_parts(tmp_path: Path) -> None:
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    out = tmp_path / "probes"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    child = subprocess.Popen([sys.executable, str(script), str(out)], env=env)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and (not out.exists() or len(list(out.iterdir())) < 4):
+        time.sleep(0.005)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    table = read_probe_set(out)
+    n = table.num_rows
+    assert n > 0 and n % 2000 == 0
+    assert table.column("query_id").to_pylist() == list(range(n))
+    assert ProbeSetWriter(out).done_ids() == set(range(n))
