@@ -92,7 +92,9 @@ def random_histories(n: int, seed: int = 0) -> list[list[str]]:
 def expected(reference: Artifact, histories: list[list[str]], k: int) -> list[list[str]]:
     dense = {raw: i for i, raw in enumerate(ITEM_IDS, start=1)}
     seqs = Sequences.from_lists([[dense[item] for item in h] for h in histories])
-    return [[ITEM_IDS[i - 1] for i in row] for row in top_k(reference.model, seqs, k).tolist()]
+    # top_k pads a row with 0 when fewer than k unseen items remain; the API answers shorter.
+    rows = top_k(reference.model, seqs, k).tolist()
+    return [[ITEM_IDS[i - 1] for i in row if i] for row in rows]
 
 
 def usage(url: str, key: str = KEY) -> dict[str, Any]:

@@ -1,0 +1,475 @@
+"""The black box over HTTP (DESIGN.md sections 4 and 5), resilient and budget-aware.
+
+`BlackBoxClient.recommend_many` asks for the top-k of many histories and returns one `Outcome`
+per history, in order: answered (the items) or failed (why). Nothing is dropped and nothing is
+stored that the black box did not say: a body that is not valid JSON, has the wrong shape or
+the wrong number of answers is retried, never patched up.
+
+- Batches: `POST /v1/recommend/batch` in chunks of `batch_size` when the black box has it. The
+  first batch request is the probe: a 404/405 switches the client to `POST /v1/recommend`, one
+  history per request. A batch refused as a whole for its content (413, 422) is split in two
+  until the bad histories stand alone, so one unknown item fails one history, not 256.
+- Retries, with exponential backoff and full jitter: 5xx, timeouts, connection errors and
+  malformed bodies, up to `max_retries`. A 429 pauses every request of this client until
+  `Retry-After` has passed (rate limits are per key, so the whole client is throttled) and
+  counts against `max_rate_limited`, not `max_retries`.
+- Final at once: 401 (bad key) and 403 (quota spent) stop the client, so every later request
+  fails without being sent; 422 and other 4xx fail that request only.
+- Budget: `BudgetHook.on_send` is asked before every request, retries included. A refused
+  batch is split in halves so what is left of the budget is spent; histories still refused
+  fail as "budget exhausted" (the caller may ask them again later). `on_result` follows every
+  allowed `on_send` and says whether the attempt was paid. An exception from a hook cancels
+  the call's other requests and propagates.
+- `model_tag` is the last `X-Model-Version` seen; each `Outcome` carries the tag of the response
+  that answered it, for the cache key.
+
+The API key is sent in the `Authorization` header only; it is kept out of reprs and logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, TypeVar
+
+import httpx
+
+from extractor.errors import BlackBoxError
+
+log = logging.getLogger("extractor.client")
+T = TypeVar("T")
+
+SINGLE_PATH = "/v1/recommend"
+BATCH_PATH = "/v1/recommend/batch"
+ITEMS_PATH = "/v1/items"
+MODEL_VERSION_HEADER = "x-model-version"
+# Raised before the request left this machine: the black box cannot have charged for it.
+_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Where the black box is and how hard to try; every limit is per client."""
+
+    base_url: str
+    api_key: str = field(repr=False)
+    max_concurrency: int = 8  # requests in flight (and pooled connections)
+    timeout_s: float = 30.0  # read, write and pool timeout of one request
+    connect_timeout_s: float = 5.0
+    max_retries: int = 5  # retries after 5xx, timeouts, connection errors, malformed bodies
+    max_rate_limited: int = 100  # 429 answers tolerated per request before it fails
+    backoff_base_s: float = 0.1  # first backoff ceiling; doubles per retry
+    backoff_max_s: float = 10.0
+    max_retry_after_s: float = 300.0  # a longer Retry-After is cut to this
+    batch_size: int = 256  # histories per batch request (the contract allows up to 256)
+    batch: bool | None = None  # None: probe the batch endpoint; False: single requests only
+    items_page_size: int = 1000
+    jitter_seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_concurrency < 1 or self.batch_size < 1 or self.items_page_size < 1:
+            raise ValueError("max_concurrency, batch_size and items_page_size must be >= 1")
+        if self.max_retries < 0 or self.max_rate_limited < 0:
+            raise ValueError("max_retries and max_rate_limited must be >= 0")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One history's result: `items` (best first) when answered, else `reason`."""
+
+    items: list[str] | None = None
+    reason: str | None = None
+    model_tag: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.items is not None
+
+
+class BudgetHook(Protocol):
+    """What the client tells the caller's budget, around every request it sends.
+
+    Coroutines, so a budget can make a reservation durable before granting it. `on_send` is
+    asked before each attempt, retries included (a retried 504 may be paid twice); every
+    attempt it allows is followed by exactly one `on_result`, even when cancelled.
+    """
+
+    async def on_send(self, n_histories: int) -> bool:
+        """False refuses the request (budget exhausted); an exception aborts the whole call."""
+        ...
+
+    async def on_result(self, n_histories: int, charged: bool | None, answered: int) -> None:
+        """`charged`: True paid (2xx, 504, truncated body), False not paid (refused, 503,
+        never sent), None unknown (e.g. read timeout). `answered`: histories that got a valid
+        answer (n_histories or 0); paid but unanswered ones were lost on the way."""
+        ...
+
+
+class NoBudget:
+    """The default hook: no limit on the client's side (the black box's quota still holds)."""
+
+    async def on_send(self, n_histories: int) -> bool:
+        return True
+
+    async def on_result(self, n_histories: int, charged: bool | None, answered: int) -> None:
+        return None
+
+
+class _NoBatchRoute(Exception):
+    """The black box answered 404/405 on the batch route: ask one history per request."""
+
+
+@dataclass(frozen=True)
+class _Reply:
+    """An HTTP response and, for a 200, its parsed body (None: it broke the contract)."""
+
+    response: httpx.Response
+    parsed: Any | None
+
+
+@dataclass(frozen=True)
+class _NoResponse:
+    """Why an attempt got no HTTP response: the client is stopped, the budget refused it, or
+    the transport failed (the only case worth a retry)."""
+
+    reason: str
+    why: Literal["stopped", "budget", "transport"]
+
+
+class BlackBoxClient:
+    """Pooled, bounded, retrying HTTP client of one black box; use as `async with`."""
+
+    def __init__(self, config: ClientConfig, budget: BudgetHook | None = None) -> None:
+        self.config = config
+        self.budget: BudgetHook = budget if budget is not None else NoBudget()
+        self.model_tag: str | None = None
+        self.stopped: str | None = None  # why the black box refused us for good (401, 403)
+        self._batch = config.batch
+        self._probe = asyncio.Lock()
+        self._slots = asyncio.Semaphore(config.max_concurrency)
+        self._resume_at = 0.0  # loop time before which no request is sent (after a 429)
+        self._random = random.Random(config.jitter_seed)
+        self._http = httpx.AsyncClient(
+            base_url=config.base_url,
+            headers={"Authorization": f"Bearer {config.api_key}"},
+            timeout=httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s),
+            limits=httpx.Limits(
+                max_connections=config.max_concurrency,
+                max_keepalive_connections=config.max_concurrency,
+            ),
+        )
+
+    async def __aenter__(self) -> BlackBoxClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    @property
+    def uses_batch(self) -> bool | None:
+        """Whether the batch endpoint is in use (None: not known yet)."""
+        return self._batch
+
+    async def recommend_many(self, histories: Sequence[Sequence[str]], k: int) -> list[Outcome]:
+        """The top-k of every history, one `Outcome` each, in the order given."""
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        outcomes: list[Outcome] = [Outcome(reason="empty history")] * len(histories)
+        todo = [i for i, history in enumerate(histories) if len(history) > 0]
+        size = self.config.batch_size
+        chunks = [todo[start : start + size] for start in range(0, len(todo), size)]
+        answered = await _all(
+            self._ask_chunk([[str(x) for x in histories[i]] for i in chunk], k) for chunk in chunks
+        )
+        for chunk, results in zip(chunks, answered, strict=True):
+            for i, outcome in zip(chunk, results, strict=True):
+                outcomes[i] = outcome
+        return outcomes
+
+    async def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any | None:
+        """GET a JSON document (not budgeted); None when the black box has no such route.
+
+        Retries like recommendations do; raises `BlackBoxError` when refused or out of retries.
+        """
+        faults = limited = 0
+        while True:
+            reply = await self._attempt("GET", path, 0, _json_body, params=params)
+            if isinstance(reply, _NoResponse):
+                if reply.why != "transport":
+                    raise BlackBoxError(reply.reason)
+                reason = reply.reason
+            else:
+                response, status = reply.response, reply.response.status_code
+                if status == 200:
+                    if reply.parsed is not None:
+                        return reply.parsed
+                    reason = "malformed body (not JSON)"
+                elif status == 429:
+                    limited += 1
+                    if limited > self.config.max_rate_limited:
+                        raise BlackBoxError(_describe(response), status)
+                    self._hold(self._pause(response, limited))
+                    continue
+                elif status in (404, 405):
+                    return None
+                elif status < 500:
+                    if status in (401, 403):
+                        self.stopped = _describe(response)
+                    raise BlackBoxError(_describe(response), status)
+                else:
+                    reason = _describe(response)
+            faults += 1
+            if faults > self.config.max_retries:
+                raise BlackBoxError(f"GET {path}: {reason} (after {faults} attempts)")
+            await asyncio.sleep(self._backoff(faults))
+
+    async def _ask_chunk(self, chunk: list[list[str]], k: int) -> list[Outcome]:
+        try:
+            if self._batch is None:
+                async with self._probe:  # one chunk at a time until the batch route is known
+                    if self._batch is None:
+                        return await self._request(chunk, k, batch=True)
+            if self._batch:
+                return await self._request(chunk, k, batch=True)
+        except _NoBatchRoute:
+            pass
+        singles = await _all(self._request([h], k, batch=False) for h in chunk)
+        return [outcome for single in singles for outcome in single]
+
+    async def _request(self, histories: list[list[str]], k: int, batch: bool) -> list[Outcome]:
+        """Ask until answered or final; raises `_NoBatchRoute` when the batch route is missing."""
+        n = len(histories)
+        path = BATCH_PATH if batch else SINGLE_PATH
+        body = {"histories": histories, "k": k} if batch else {"history": histories[0], "k": k}
+        faults = limited = 0
+        while True:
+            reply = await self._attempt(
+                "POST", path, n, lambda r: _parse_answers(r, n, k, batch), json=body
+            )
+            if isinstance(reply, _NoResponse):
+                if reply.why == "budget" and n > 1:  # what is left may still cover a part
+                    return await self._split(histories, k)
+                if reply.why != "transport":
+                    return _failed(n, reply.reason)
+                reason = reply.reason
+            else:
+                response, status = reply.response, reply.response.status_code
+                if batch and self._batch is None and status < 500 and status not in (404, 405):
+                    self._batch = True  # the route exists: it answered or judged the request
+                if status == 200:
+                    if reply.parsed is not None:
+                        tag = response.headers.get(MODEL_VERSION_HEADER)
+                        return [Outcome(items=items, model_tag=tag) for items in reply.parsed]
+                    reason = "malformed body"
+                elif status == 429:
+                    limited += 1
+                    if limited > self.config.max_rate_limited:
+                        return _failed(n, f"{_describe(response)} ({limited} times)")
+                    self._hold(self._pause(response, limited))
+                    continue
+                elif batch and status in (404, 405):
+                    log.info("no batch endpoint (%d); asking one history per request", status)
+                    self._batch = False
+                    raise _NoBatchRoute
+                elif status in (401, 403):
+                    self.stopped = _describe(response)
+                    log.warning("the black box refused this key for good: %s", self.stopped)
+                    return _failed(n, self.stopped)
+                elif batch and n > 1 and status in (413, 422):
+                    return await self._split(histories, k)
+                elif status < 500:
+                    return _failed(n, _describe(response))
+                else:
+                    reason = _describe(response)
+            faults += 1
+            if faults > self.config.max_retries:
+                return _failed(n, f"{reason} (after {faults} attempts)")
+            log.debug("%s failed (%s); retry %d", path, reason, faults)
+            await asyncio.sleep(self._backoff(faults))
+
+    async def _split(self, histories: list[list[str]], k: int) -> list[Outcome]:
+        """Ask the two halves of a refused batch apart, to isolate the histories at fault."""
+        half = len(histories) // 2
+        left, right = await _all(
+            [self._ask_chunk(histories[:half], k), self._ask_chunk(histories[half:], k)]
+        )
+        return left + right
+
+    async def _attempt(
+        self,
+        method: str,
+        path: str,
+        n: int,
+        parse: Callable[[httpx.Response], Any | None],
+        **kwargs: Any,
+    ) -> _Reply | _NoResponse:
+        """One request: wait for a slot and any rate-limit pause, check the client is not
+        stopped, consult the budget, send, and `parse` a 200 body (None: malformed).
+
+        `n` histories are at stake (0: not a budgeted request, and no hooks are called).
+        """
+        async with self._slots:
+            await self._wait_rate_limit()
+            if self.stopped is not None:  # decided while this request waited
+                return _NoResponse(self.stopped, "stopped")
+            if n and not await self.budget.on_send(n):
+                return _NoResponse("budget exhausted", "budget")
+            charged: bool | None = None
+            parsed = None
+            try:
+                response = await self._http.request(method, path, **kwargs)
+                charged = _charged(response.status_code)
+                if response.status_code == 200:
+                    parsed = parse(response)
+            except httpx.RequestError as exc:
+                charged = False if isinstance(exc, _NEVER_SENT) else None
+                return _NoResponse(f"{type(exc).__name__} on {method} {path}", "transport")
+            finally:
+                if n:
+                    await self.budget.on_result(n, charged, n if parsed is not None else 0)
+        self._learn_tag(response)
+        return _Reply(response, parsed)
+
+    def _learn_tag(self, response: httpx.Response) -> None:
+        tag = response.headers.get(MODEL_VERSION_HEADER)
+        if tag is None or tag == self.model_tag:
+            return
+        if self.model_tag is not None:
+            log.warning("the black box's model changed: %s -> %s", self.model_tag, tag)
+        self.model_tag = tag
+
+    def _hold(self, seconds: float) -> None:
+        """Pause every request of this client for `seconds` from now (a 429 was answered)."""
+        loop = asyncio.get_running_loop()
+        self._resume_at = max(self._resume_at, loop.time() + seconds)
+
+    async def _wait_rate_limit(self) -> None:
+        loop = asyncio.get_running_loop()
+        while (delay := self._resume_at - loop.time()) > 0:
+            await asyncio.sleep(delay)
+
+    def _pause(self, response: httpx.Response, limited: int) -> float:
+        """How long to pause after the `limited`-th 429: `Retry-After`, else a backoff."""
+        retry_after = _retry_after(response, self.config.max_retry_after_s)
+        return retry_after if retry_after is not None else self._backoff(limited)
+
+    def _backoff(self, attempt: int) -> float:
+        """Full jitter: uniform in [0, min(max, base * 2^(attempt-1))]."""
+        ceiling = min(self.config.backoff_max_s, self.config.backoff_base_s * 2 ** (attempt - 1))
+        return self._random.uniform(0, ceiling)
+
+
+async def catalogue(client: BlackBoxClient) -> list[str] | None:
+    """Every item id of the black box, paging `GET /v1/items`; None when it offers no listing."""
+    items: list[str] = []
+    offset: int | None = 0
+    while offset is not None:
+        params = {"offset": offset, "limit": client.config.items_page_size}
+        page = await client.get_json(ITEMS_PATH, params)
+        if page is None:
+            return None
+        if not (
+            isinstance(page, dict)
+            and isinstance(page.get("items"), list)
+            and _is_id_list(page["items"])
+            and (page.get("next_offset") is None or isinstance(page["next_offset"], int))
+        ):
+            raise BlackBoxError(f"GET {ITEMS_PATH}: malformed page at offset {offset}")
+        next_offset = page.get("next_offset")
+        if next_offset is not None and next_offset <= offset:
+            raise BlackBoxError(f"GET {ITEMS_PATH}: next_offset {next_offset} does not advance")
+        items += [str(item) for item in page["items"]]
+        offset = next_offset
+    return items
+
+
+def _parse_answers(response: httpx.Response, n: int, k: int, batch: bool) -> list[list[str]] | None:
+    """The n item lists of a 200 body, or None when the body breaks the contract."""
+    try:
+        payload = json.loads(response.content)
+    except ValueError:  # invalid JSON or bytes (a truncated body)
+        return None
+    results = payload.get("results") if batch and isinstance(payload, dict) else [payload]
+    if not isinstance(results, list) or len(results) != n:
+        return None
+    answers = []
+    for result in results:
+        items = result.get("items") if isinstance(result, dict) else None
+        if not isinstance(items, list) or len(items) > k or not _is_id_list(items):
+            return None
+        answer = [str(item) for item in items]
+        if len(set(answer)) != len(answer):
+            return None
+        answers.append(answer)
+    return answers
+
+
+def _json_body(response: httpx.Response) -> Any | None:
+    try:
+        return json.loads(response.content)
+    except ValueError:
+        return None
+
+
+def _is_id_list(items: list[Any]) -> bool:
+    """Raw ids are strings; integers pass too (ML-100k ids look like numbers)."""
+    return all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in items)
+
+
+def _charged(status: int) -> bool | None:
+    """Whether an answer with this status was paid for: answers were produced for 2xx and 504
+    (DESIGN.md section 4: lost answers are billed); refusals and 503 cost nothing."""
+    if 200 <= status < 300 or status == 504:
+        return True
+    if 400 <= status < 500 or status == 503:
+        return False
+    return None
+
+
+def _retry_after(response: httpx.Response, cap: float) -> float | None:
+    """Seconds from `Retry-After` (delta-seconds or an HTTP date), capped; None when absent."""
+    value = response.headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return min(float(value), cap)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return min(max(0.0, when.timestamp() - time.time()), cap)
+
+
+def _describe(response: httpx.Response) -> str:
+    """`<status>: <detail>` from an error body, short enough for a log line or a record."""
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    text = detail if isinstance(detail, str) else response.reason_phrase
+    return f"{response.status_code}: {text[:200]}"
+
+
+async def _all(coroutines: Iterable[Awaitable[T]]) -> list[T]:
+    """Await all; if one raises (e.g. a budget hook), cancel the rest rather than orphan them."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+def _failed(n: int, reason: str) -> list[Outcome]:
+    return [Outcome(reason=reason)] * n

@@ -1,0 +1,157 @@
+"""Query sources: the histories the extractor asks the black box about (DESIGN.md section 5).
+
+A history is a list of raw item ids (strings, the black box's own ids), oldest first. Every
+source is deterministic for a given seed; the data-free ones also depend on the black box's
+answers, so they repeat exactly when the black box (or the cache in front of it) does.
+
+- `seeded_queries`: prefixes of real histories the user supplies.
+- `autoregressive`: data-free synthesis (Yue et al., RecSys'21): grow sequences from random
+  catalogue items by appending an item sampled from the black box's own top-k; with
+  `frequency_beta > 0` the sample favours items chosen rarely so far (the frequency control of
+  the CIKM'25 cost-aware attack), which spreads the queries over more of the catalogue.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+History = list[str]
+Answer = Sequence[str] | None  # the black box's top-k, best first; None when it failed
+Ask = Callable[[list[History]], Awaitable[Sequence[Answer]]]
+LengthDistribution = Literal["uniform", "log-uniform"]
+
+
+def seeded_queries(
+    histories: Sequence[Sequence[str]],
+    prefixes: Literal["all"] | int = "all",
+    min_length: int = 1,
+    seed: int = 0,
+) -> list[History]:
+    """Prefixes of real histories as queries, user by user, shortest first.
+
+    Pass the TRAINING split only (for leave-one-out data: each history without its validation
+    and test items). Every query is a prefix of a given history, so a held-out item reaches the
+    black box only if the caller passed it in. `prefixes="all"` takes every prefix of at least
+    `min_length` items (the whole history included); an int takes that many of them per user,
+    sampled without replacement (all of them when a user has fewer).
+    """
+    if prefixes != "all" and (isinstance(prefixes, bool) or not isinstance(prefixes, int)):
+        raise ValueError(f"prefixes must be 'all' or a positive int, got {prefixes!r}")
+    if prefixes != "all" and prefixes < 1:
+        raise ValueError(f"prefixes must be at least 1, got {prefixes}")
+    if min_length < 1:
+        raise ValueError(f"min_length must be at least 1, got {min_length}")
+    rng = np.random.default_rng(seed)
+    queries: list[History] = []
+    for history in histories:
+        items = [str(item) for item in history]
+        lengths = np.arange(min_length, len(items) + 1)
+        if prefixes != "all" and len(lengths) > prefixes:
+            lengths = np.sort(rng.choice(lengths, size=prefixes, replace=False))
+        queries.extend(items[:n] for n in lengths.tolist())
+    return queries
+
+
+@dataclass(frozen=True)
+class AutoregressiveConfig:
+    """How the data-free source grows its sequences.
+
+    Each sequence gets a target length drawn from `lengths` over [min_length, max_length]
+    ("uniform", or "log-uniform", which favours short histories the way real data does), so
+    short and long histories both occur. The next item is drawn from the first
+    `sample_from_top` items of the answer, never one already in the sequence; each candidate
+    weighs `1 / (1 + times chosen so far) ** frequency_beta` (0: uniform, the RecSys'21 attack).
+    """
+
+    n_sequences: int
+    min_length: int = 1
+    max_length: int = 50
+    lengths: LengthDistribution = "uniform"
+    sample_from_top: int = 100
+    frequency_beta: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n_sequences < 1:
+            raise ValueError(f"n_sequences must be at least 1, got {self.n_sequences}")
+        if not 1 <= self.min_length <= self.max_length:
+            raise ValueError(
+                f"need 1 <= min_length <= max_length, got {self.min_length}, {self.max_length}"
+            )
+        if self.lengths not in ("uniform", "log-uniform"):
+            raise ValueError(f"lengths must be 'uniform' or 'log-uniform', got {self.lengths!r}")
+        if self.sample_from_top < 1:
+            raise ValueError(f"sample_from_top must be at least 1, got {self.sample_from_top}")
+        if self.frequency_beta < 0:
+            raise ValueError(f"frequency_beta must be >= 0, got {self.frequency_beta}")
+
+    def draw_lengths(self, rng: np.random.Generator) -> np.ndarray:
+        """One target length per sequence."""
+        low, high = self.min_length, self.max_length
+        if self.lengths == "uniform":
+            return rng.integers(low, high + 1, size=self.n_sequences)
+        drawn = np.exp(rng.uniform(math.log(low), math.log(high + 1), size=self.n_sequences))
+        return np.clip(np.floor(drawn).astype(np.int64), low, high)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One lockstep round: the prefixes asked (each one a query) and the answers they got."""
+
+    histories: list[History]
+    answers: list[Answer]
+
+
+async def autoregressive(
+    config: AutoregressiveConfig, catalogue: Sequence[str], ask: Ask
+) -> AsyncIterator[Step]:
+    """Grow `config.n_sequences` sequences in lockstep, one `ask` call (one batch) per step.
+
+    Step t asks every sequence still growing at its current length-t prefix, so every prefix
+    is a query and each is asked once. Start items are a seeded permutation of the catalogue
+    (cycled when there are more sequences than items), so no two starts repeat a paid query
+    while the catalogue lasts. A sequence stops at its target length, when its answer failed
+    (None), or when the answer offers no item it does not already hold.
+    """
+    if not catalogue:
+        raise ValueError("the catalogue is empty")
+    rng = np.random.default_rng(config.seed)
+    targets = config.draw_lengths(rng).tolist()
+    order = np.resize(rng.permutation(len(catalogue)), config.n_sequences)
+    sequences = [[str(catalogue[i])] for i in order.tolist()]
+    members = [set(sequence) for sequence in sequences]
+    counts = Counter(item for sequence in sequences for item in sequence)
+    growing = list(range(config.n_sequences))
+    while growing:
+        histories = [list(sequences[i]) for i in growing]
+        answers = list(await ask(histories))
+        if len(answers) != len(histories):
+            raise ValueError(f"ask answered {len(answers)} of {len(histories)} histories")
+        yield Step(histories, answers)
+        still = []
+        for i, answer in zip(growing, answers, strict=True):
+            if answer is None or len(sequences[i]) >= targets[i]:
+                continue
+            top = [item for item in answer[: config.sample_from_top] if item not in members[i]]
+            if not top:
+                continue
+            item = _pick(top, counts, config.frequency_beta, rng.random())
+            sequences[i].append(item)
+            members[i].add(item)
+            counts[item] += 1
+            still.append(i)
+        growing = still
+
+
+def _pick(candidates: list[str], counts: Counter[str], beta: float, u: float) -> str:
+    """Inverse-CDF draw with weights (1 + count) ** -beta; one uniform `u` whatever beta is."""
+    chosen = np.array([counts[item] for item in candidates], dtype=np.float64)
+    cdf = np.cumsum((1.0 + chosen) ** -beta)
+    index = int(np.searchsorted(cdf, u * cdf[-1], side="right"))
+    return candidates[min(index, len(candidates) - 1)]

@@ -1,0 +1,70 @@
+"""Multi-scale probing (DESIGN.md section 5): each query is also asked with its recent tail cut.
+
+For a query of n items the view at scale r is its most recent `ceil(n * r)` items; the full
+view (r = 1) is the training target and the shorter ones feed the reliability score. With
+0 < r <= 1 and n >= 1 every view holds at least one item, so no view is ever empty. Short
+histories give views equal to the full one, and different queries share views, so
+`plan_probes` asks every distinct history once and records where each view's answer is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+DEFAULT_SCALES: tuple[float, ...] = (1.0, 0.5, 0.25)
+
+
+def view_lengths(lengths: Sequence[int] | np.ndarray, scales: Sequence[float]) -> np.ndarray:
+    """`ceil(n * r)` for every length n and scale r, as an int array [len(lengths), len(scales)].
+
+    Products are rounded to 9 decimals first so floating-point noise (3 * 0.1 * 10 is not 3)
+    never adds an item.
+    """
+    products = np.asarray(lengths, dtype=np.float64)[:, None] * np.asarray(scales)[None, :]
+    return np.ceil(np.round(products, 9)).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class ProbePlan:
+    """The distinct histories to ask and, per query and scale, the row holding its answer.
+
+    `histories` are in first-seen order, query by query, so a query's views are asked close
+    together and an interrupted run has few half-probed queries. `index[q, s]` is the row of
+    `histories` that is query q's view at `scales[s]`; equal rows mean equal views.
+    """
+
+    scales: tuple[float, ...]
+    histories: list[list[str]]
+    index: np.ndarray  # int64 [n_queries, n_scales]
+
+    def views_of(self, query: int) -> dict[float, int]:
+        """Scale -> row of `histories` for one query."""
+        return dict(zip(self.scales, self.index[query].tolist(), strict=True))
+
+
+def plan_probes(
+    queries: Sequence[Sequence[str]], scales: Sequence[float] = DEFAULT_SCALES
+) -> ProbePlan:
+    """Every view of every query, each distinct history once.
+
+    `scales` must include 1 (the full view, the training target) and lie in (0, 1]; queries
+    must be non-empty.
+    """
+    scales = tuple(float(r) for r in scales)
+    if 1.0 not in scales:
+        raise ValueError(f"scales must include 1 (the full view), got {scales}")
+    if len(set(scales)) != len(scales) or not all(0 < r <= 1 for r in scales):
+        raise ValueError(f"scales must be distinct and in (0, 1], got {scales}")
+    if any(len(query) == 0 for query in queries):
+        raise ValueError("a query is empty")
+    lengths = view_lengths([len(query) for query in queries], scales)
+    rows: dict[tuple[str, ...], int] = {}
+    index = np.empty(lengths.shape, dtype=np.int64)
+    for q, query in enumerate(queries):
+        full = tuple(query)
+        for s, n in enumerate(lengths[q].tolist()):
+            index[q, s] = rows.setdefault(full[len(full) - n :], len(rows))
+    return ProbePlan(scales, [list(view) for view in rows], index)
