@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from seqrec.artifacts import ArtifactInfo, save_artifact
 from seqrec.data.dataset import SequenceDataset, leave_one_out
 from seqrec.evaluate import evaluate
@@ -39,6 +41,7 @@ def train_supervised(
     start = time.perf_counter()
     split = leave_one_out(dataset)
     model_config.n_items = dataset.n_items
+    torch.manual_seed(train_config.seed)  # the initial weights are part of the seeded run
     model = build_model(model_config)
     result = train_model(model, split, train_config)
     test = evaluate(model, split, stage="test", seed=train_config.seed)

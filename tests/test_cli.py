@@ -81,3 +81,17 @@ def test_demo_end_to_end_on_tiny_data(tmp_path: Path) -> None:
     assert (workdir / "report.md").read_text().startswith("# recmimic demo report")
     again = recmimic(*args)
     assert again.returncode == 0 and "reusing the teacher" in again.stdout
+
+
+def test_training_is_deterministic_for_a_seed(tmp_path: Path) -> None:
+    def run(name: str, seed: str) -> dict:
+        report = tmp_path / f"{name}.json"
+        args = ["--dataset", "synthetic:120:60", "--seed", seed, "--json", str(report)]
+        result = recmimic("teacher", "train", *args, "--out", str(tmp_path / name), *TINY_MODEL)
+        assert result.returncode == 0, result.stderr
+        return json.loads(report.read_text())
+
+    first, again, other = run("a", "1"), run("b", "1"), run("c", "2")
+    assert first["training"]["history"] == again["training"]["history"]
+    assert first["version"] == again["version"]
+    assert first["training"]["history"] != other["training"]["history"]
