@@ -49,6 +49,7 @@ SINGLE_PATH = "/v1/recommend"
 BATCH_PATH = "/v1/recommend/batch"
 ITEMS_PATH = "/v1/items"
 MODEL_VERSION_HEADER = "x-model-version"
+BUDGET_REFUSED = "budget exhausted"  # the reason given to histories the budget hook refused
 # Raised before the request left this machine: the black box cannot have charged for it.
 _NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
@@ -257,7 +258,7 @@ class BlackBoxClient:
             )
             if isinstance(reply, _NoResponse):
                 if reply.why == "budget" and n > 1:  # what is left may still cover a part
-                    return await self._split(histories, k)
+                    return await self._split(histories, k, batch)
                 if reply.why != "transport":
                     return _failed(n, reply.reason)
                 reason = reply.reason
@@ -285,7 +286,7 @@ class BlackBoxClient:
                     log.warning("the black box refused this key for good: %s", self.stopped)
                     return _failed(n, self.stopped)
                 elif batch and n > 1 and status in (413, 422):
-                    return await self._split(histories, k)
+                    return await self._split(histories, k, batch)
                 elif status < 500:
                     return _failed(n, _describe(response))
                 else:
@@ -296,11 +297,15 @@ class BlackBoxClient:
             log.debug("%s failed (%s); retry %d", path, reason, faults)
             await asyncio.sleep(self._backoff(faults))
 
-    async def _split(self, histories: list[list[str]], k: int) -> list[Outcome]:
-        """Ask the two halves of a refused batch apart, to isolate the histories at fault."""
+    async def _split(self, histories: list[list[str]], k: int, batch: bool) -> list[Outcome]:
+        """Ask the two halves of a refused batch apart, to isolate the histories at fault.
+
+        Goes straight to `_request` (not `_ask_chunk`): a split can happen while the batch
+        route is being probed under the probe lock, which `_ask_chunk` would take again.
+        """
         half = len(histories) // 2
         left, right = await _all(
-            [self._ask_chunk(histories[:half], k), self._ask_chunk(histories[half:], k)]
+            [self._request(histories[:half], k, batch), self._request(histories[half:], k, batch)]
         )
         return left + right
 
@@ -322,7 +327,7 @@ class BlackBoxClient:
             if self.stopped is not None:  # decided while this request waited
                 return _NoResponse(self.stopped, "stopped")
             if n and not await self.budget.on_send(n):
-                return _NoResponse("budget exhausted", "budget")
+                return _NoResponse(BUDGET_REFUSED, "budget")
             charged: bool | None = None
             parsed = None
             try:

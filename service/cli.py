@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from extractor.cli import extract
 from seqrec.artifacts import ArtifactError
 from seqrec.models import ModelConfig
 from seqrec.train import TrainConfig
@@ -30,6 +31,7 @@ teacher_app = typer.Typer(help="Train and serve the black-box teacher.", no_args
 app.add_typer(data_app, name="data")
 app.add_typer(teacher_app, name="teacher")
 teacher_app.command("serve")(teacher_serve)
+app.command("extract")(extract)
 
 USER_ERRORS = (ValueError, FileNotFoundError, ArtifactError, OSError)
 

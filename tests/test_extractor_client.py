@@ -24,7 +24,14 @@ import pytest
 import torch
 from fastapi import FastAPI, Request, Response
 
-from extractor.client import BlackBoxClient, ClientConfig, Outcome, _retry_after, catalogue
+from extractor.client import (
+    BUDGET_REFUSED,
+    BlackBoxClient,
+    ClientConfig,
+    Outcome,
+    _retry_after,
+    catalogue,
+)
 from extractor.errors import BlackBoxError
 from seqrec.artifacts import Artifact, ArtifactInfo, load_artifact, save_artifact
 from seqrec.data.sequences import Sequences
@@ -362,10 +369,20 @@ def test_the_budget_hook_can_refuse_and_nothing_more_is_paid(
     outcomes, _ = ask(url, histories, ledger, batch_size=4, max_concurrency=2)
     answered = [i for i, o in enumerate(outcomes) if o.ok]
     assert len(answered) == 10  # refused chunks are split to spend what is left
-    assert {o.reason for o in outcomes if not o.ok} == {"budget exhausted"}
+    assert {o.reason for o in outcomes if not o.ok} == {BUDGET_REFUSED}
     want = expected(reference, histories)
     assert all(outcomes[i].items == want[i] for i in answered)
     assert usage(url)["used"] - used_before == ledger.paid == 10 and ledger.in_flight == 0
+
+
+def test_a_budget_refusal_while_probing_the_batch_route_splits_without_deadlock(
+    clean: tuple[str, list[Hit]],
+) -> None:
+    # batch=None: the first batch is the route probe, held under a lock; the budget refuses it
+    # whole, so the split halves must not wait for that lock again.
+    ledger = Ledger(limit=3)
+    outcomes, _ = ask(clean[0], random_histories(8, seed=12), ledger, batch=None, batch_size=8)
+    assert sum(o.ok for o in outcomes) == 3 and ledger.paid == 3
 
 
 def test_malformed_bodies_are_retried_and_never_stored() -> None:

@@ -1,0 +1,107 @@
+"""`recmimic extract`: a black-box endpoint and a budget in, a probe set on disk out.
+
+Thin: options become an `ExtractConfig`, `extractor.run.extract` does the work. Known failures
+(bad options, unreachable teacher, refused key, a locked or unusable out directory) become one
+line on stderr and exit code 2. The API key is read from the option or the environment and is
+never printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from extractor.budget import BudgetError
+from extractor.cache import CacheError
+from extractor.config import SOURCES, ExtractConfig, parse_scales
+from extractor.errors import BlackBoxError
+from extractor.probeset import ProbeSetError
+from extractor.run import extract as run_extract
+
+KEY_VARIABLES = ("RECMIMIC_API_KEY", "RECMIMIC_TEACHER_API_KEY")
+
+
+def extract(
+    teacher_url: Annotated[str, typer.Option(help="Base URL of the black box")],
+    budget: Annotated[int, typer.Option(help="Most answered histories to pay for, all runs")],
+    out: Annotated[Path, typer.Option(help="Run directory: probe set, cache, budget ledger")],
+    api_key: Annotated[
+        str | None,
+        typer.Option(help=f"API key (default: ${KEY_VARIABLES[0]} or ${KEY_VARIABLES[1]})"),
+    ] = None,
+    source: Annotated[str, typer.Option(help=" | ".join(SOURCES))] = "seeded",
+    dataset: Annotated[
+        str | None, typer.Option(help="Seeded: ml-100k, synthetic[:USERS:ITEMS] or a file")
+    ] = None,
+    n_sequences: Annotated[int, typer.Option(help="Data-free: sequences to grow")] = 1000,
+    min_length: Annotated[int, typer.Option(help="Data-free: shortest sequence")] = 1,
+    max_length: Annotated[int, typer.Option(help="Data-free: longest sequence")] = 50,
+    prefixes: Annotated[str, typer.Option(help="Seeded: 'all' or prefixes per user")] = "all",
+    scales: Annotated[str, typer.Option(help="View scales, must include 1")] = "1,0.5,0.25",
+    k: Annotated[int, typer.Option(help="Items per answer")] = 100,
+    cache: Annotated[
+        str | None, typer.Option(help="redis:// URL or file (default: embedded under --out)")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight")] = 8,
+    seed: int = 0,
+    timeout: Annotated[float, typer.Option(help="Seconds one request may take")] = 30.0,
+    batch_size: Annotated[int, typer.Option(help="Histories per batch request")] = 256,
+    chunk_size: Annotated[int, typer.Option(help="Queries handled (and written) together")] = 1024,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
+) -> None:
+    """Query the black box for a probe set, within the budget; resumes an interrupted run."""
+    config = ExtractConfig(
+        teacher_url=teacher_url,
+        api_key=_api_key(api_key),
+        budget=budget,
+        out=out,
+        source=source,  # type: ignore[arg-type]  # checked by ExtractConfig
+        dataset=dataset,
+        n_sequences=n_sequences,
+        min_length=min_length,
+        max_length=max_length,
+        prefixes=_prefixes(prefixes),
+        scales=parse_scales(scales),
+        k=k,
+        cache=cache,
+        concurrency=concurrency,
+        seed=seed,
+        timeout_s=timeout,
+        batch_size=batch_size,
+        chunk_size=chunk_size,
+    )
+    try:
+        summary = asyncio.run(run_extract(config, progress=progress))
+    except BlackBoxError as exc:
+        raise ValueError(_black_box_message(teacher_url, exc)) from None
+    except (BudgetError, CacheError, ProbeSetError) as exc:
+        raise ValueError(str(exc)) from None
+    for name, value in summary.to_dict().items():
+        typer.echo(f"{name:<16} {value}")
+
+
+def _api_key(given: str | None) -> str:
+    for value in (given, *(os.environ.get(name) for name in KEY_VARIABLES)):
+        if value and value.strip():
+            return value.strip()
+    raise ValueError(f"no API key: pass --api-key or set {KEY_VARIABLES[0]}")
+
+
+def _prefixes(text: str) -> str | int:
+    if text == "all":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"bad prefixes {text!r}: expected 'all' or a positive integer")
+    return int(text)
+
+
+def _black_box_message(url: str, exc: BlackBoxError) -> str:
+    if exc.status == 401:
+        return f"the teacher at {url} refused the API key ({exc})"
+    if exc.status is None:
+        return f"cannot reach the teacher at {url}: {exc}"
+    return f"the teacher at {url} refused the run: {exc}"

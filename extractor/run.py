@@ -1,0 +1,378 @@
+"""An extraction run: a black box and a budget in, a probe set on disk out (DESIGN.md section 5).
+
+Every history a query needs (its multi-scale views) goes cache -> budget -> client: cached
+answers are free, misses are paid for under the budget and stored in the cache as soon as they
+arrive, before any probe row is written. A query is written only when all its views are
+answered or failed; a view the budget refused was never asked, so its query is left for a
+later run rather than written as failed.
+
+Everything a restart needs lives in the out directory: the budget ledger (so restarts never pay
+past the budget), the embedded cache (unless a Redis URL is given) and the probe-set parts. A
+resumed run skips queries already on disk and replays the rest through the cache, so answers
+paid for before a kill cost nothing. SIGINT/SIGTERM cancel the run; complete queries are
+flushed and a summary is still written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Coroutine, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+from tqdm import tqdm
+
+from extractor.budget import Budget
+from extractor.cache import AnswerCache, cache_key, open_cache
+from extractor.client import BUDGET_REFUSED, BlackBoxClient, ClientConfig, Outcome, catalogue
+from extractor.config import ExtractConfig
+from extractor.probeset import ProbeRow, ProbeSetWriter, ViewAnswer
+from extractor.sources import Answer, AutoregressiveConfig, History, autoregressive, seeded_queries
+from extractor.views import ProbePlan, plan_probes
+
+LEDGER_FILENAME = "budget.sqlite3"
+SUMMARY_FILENAME = "summary.json"
+FREQUENCY_BETA = 1.0  # the "frequency" source's preference for rarely chosen items
+T = TypeVar("T")
+log = logging.getLogger("extractor.run")
+
+
+class BudgetGate:
+    """The client's `BudgetHook` over a durable `Budget`: all of a request's units or none."""
+
+    def __init__(self, budget: Budget) -> None:
+        self.budget = budget
+
+    async def on_send(self, n_histories: int) -> bool:
+        granted = await self.budget.reserve(n_histories)
+        if granted < n_histories:
+            if granted:
+                await self.budget.settle(granted, 0, 0)
+            return False
+        return True
+
+    async def on_result(self, n_histories: int, charged: bool | None, answered: int) -> None:
+        paid = 0 if charged is False else n_histories  # unknown counts as paid
+        await self.budget.settle(n_histories, answered, paid)
+
+
+@dataclass(frozen=True)
+class ExtractSummary:
+    """What one run did; also written to `summary.json` in the out directory."""
+
+    paid: int  # budget units this run spent (answered, or charged without an answer)
+    cached: int  # view histories answered by the cache, free
+    failed: int  # queries written as failed
+    queries_written: int  # queries written by this run, answered or failed
+    queries_left: int  # queries not asked: budget spent, interrupted or refused
+    budget_left: int
+    wall_s: float
+    model_tag: str | None
+    stopped: str | None  # why the run ended before its last query; None when it finished
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Counts:
+    cached: int = 0
+    asked: int = 0
+    written: int = 0
+    failed: int = 0
+    left: int = 0
+
+
+class _Run:
+    """The state of one run: where answers come from and where complete queries go."""
+
+    def __init__(
+        self,
+        config: ExtractConfig,
+        client: BlackBoxClient,
+        cache: AnswerCache,
+        budget: Budget,
+        writer: ProbeSetWriter,
+        bar: tqdm,
+    ) -> None:
+        self.config = config
+        self.client = client
+        self.cache = cache
+        self.budget = budget
+        self.writer = writer
+        self.bar = bar
+        self.tag = client.model_tag
+        self.done = writer.done_ids()
+        self.counts = _Counts()
+        self.stopped: str | None = None
+
+    async def seeded(self) -> None:
+        """Every query known up front; the ones already on disk are skipped."""
+        queries = load_seeded(self.config)
+        fresh = [i for i in range(len(queries)) if i not in self.done]
+        self.bar.reset(total=len(fresh))
+        await self.queries(fresh, [queries[i] for i in fresh])
+
+    async def data_free(self, items: Sequence[str]) -> None:
+        """Grow sequences step by step; each step's prefixes are the next query ids."""
+        config = self.config
+        source = AutoregressiveConfig(
+            n_sequences=config.n_sequences,
+            min_length=config.min_length,
+            max_length=config.max_length,
+            frequency_beta=FREQUENCY_BETA if config.source == "frequency" else 0.0,
+            seed=config.seed,
+        )
+        next_id = 0
+
+        async def ask(histories: list[History]) -> list[Answer]:
+            nonlocal next_id
+            ids = list(range(next_id, next_id + len(histories)))
+            next_id += len(histories)
+            return await self.queries(ids, histories)
+
+        steps = autoregressive(source, items, ask)
+        try:
+            async for _ in steps:
+                if self.stopped:
+                    break
+        finally:
+            await steps.aclose()
+
+    async def queries(self, ids: list[int], queries: list[History]) -> list[Answer]:
+        """Full-view answers of `queries`, chunk by chunk; None where failed or not asked."""
+        size = self.config.chunk_size
+        answers: list[Answer] = []
+        for start in range(0, len(queries), size):
+            if self.stopped:
+                self.counts.left += len(queries) - start
+                return answers + [None] * (len(queries) - start)
+            answers += await self._chunk(ids[start : start + size], queries[start : start + size])
+        return answers
+
+    async def _chunk(self, ids: list[int], queries: list[History]) -> list[Answer]:
+        fresh = [i for i, query_id in enumerate(ids) if query_id not in self.done]
+        replay = [i for i, query_id in enumerate(ids) if query_id in self.done]
+        answers: list[Answer] = [None] * len(queries)
+        # A query already on disk only feeds a data-free source its answer: from the cache.
+        known = await self.cache.get_many([self._key(queries[i]) for i in replay])
+        for i, items in zip(replay, known, strict=True):
+            answers[i] = items
+        if None in known:  # failed queries, or a cache that lost entries (evicted, moved)
+            log.info(
+                "%d queries on disk have no cached answer; they grow no further", known.count(None)
+            )
+        if not fresh:
+            return answers
+        plan = plan_probes([queries[i] for i in fresh], self.config.scales)
+        results = await self._resolve(plan.histories)
+        written = 0
+        for q, i in enumerate(fresh):
+            outcomes = [results[row] for row in plan.index[q].tolist()]
+            unasked = next((o.reason for o in outcomes if self._unasked(o)), None)
+            if unasked is not None:
+                self.stopped = self.stopped or unasked
+                self.counts.left += 1
+                continue
+            row = _row(ids[i], plan, q, results)
+            self.writer.add(row)
+            written += 1
+            self.counts.failed += row.items is None
+            answers[i] = row.items
+        self.counts.written += written
+        self._progress(written)
+        return answers
+
+    async def _resolve(self, histories: list[History]) -> list[Outcome]:
+        """One outcome per history: from the cache, else paid for in batch-sized pieces."""
+        hits = await self.cache.get_many([self._key(h) for h in histories])
+        misses = [i for i, items in enumerate(hits) if items is None]
+        self.counts.cached += len(histories) - len(misses)
+        size = self.client.config.batch_size
+        pieces = [misses[start : start + size] for start in range(0, len(misses), size)]
+        answered = await _gather([self._pay([histories[i] for i in piece]) for piece in pieces])
+        paid = {
+            i: o
+            for piece, outs in zip(pieces, answered, strict=True)
+            for i, o in zip(piece, outs, strict=True)
+        }
+        return [
+            paid[i] if items is None else Outcome(items=items, model_tag=self.tag)
+            for i, items in enumerate(hits)
+        ]
+
+    async def _pay(self, histories: list[History]) -> list[Outcome]:
+        """Ask the black box, then cache what it answered before anything else happens."""
+        outcomes = await self.client.recommend_many(histories, self.config.k)
+        self.counts.asked += len(histories)
+        answered = {
+            cache_key(self.config.teacher_url, self.config.k, h, o.model_tag): o.items
+            for h, o in zip(histories, outcomes, strict=True)
+            if o.items is not None
+        }
+        await self.cache.put_many(answered)
+        return outcomes
+
+    def _key(self, history: History) -> str:
+        return cache_key(self.config.teacher_url, self.config.k, history, self.tag)
+
+    def _unasked(self, outcome: Outcome) -> bool:
+        """Refused before reaching the black box for good: the budget, or a 401/403 stop."""
+        stopped = self.client.stopped
+        return outcome.reason == BUDGET_REFUSED or (
+            stopped is not None and outcome.reason == stopped
+        )
+
+    def _progress(self, written: int) -> None:
+        looked_up = self.counts.cached + self.counts.asked
+        hit_rate = self.counts.cached / looked_up if looked_up else 0.0
+        self.bar.set_postfix(hits=f"{hit_rate:.0%}", budget_left=self.budget.remaining)
+        self.bar.update(written)
+
+    def summary(self, spent_before: int, wall_s: float, interrupted: bool) -> ExtractSummary:
+        counts = self.counts
+        return ExtractSummary(
+            paid=self.budget.spent - spent_before,
+            cached=counts.cached,
+            failed=counts.failed,
+            queries_written=counts.written,
+            queries_left=counts.left,
+            budget_left=self.budget.remaining,
+            wall_s=round(wall_s, 3),
+            model_tag=self.tag,
+            stopped="interrupted" if interrupted else self.stopped,
+        )
+
+
+def _row(query_id: int, plan: ProbePlan, q: int, results: list[Outcome]) -> ProbeRow:
+    """Query q of `plan` as a probe row: the full view's answer and its truncated views."""
+    full: Outcome | None = None
+    history: History = []
+    views = []
+    for scale, index in plan.views_of(q).items():
+        outcome = results[index]
+        if scale == 1.0:
+            full, history = outcome, plan.histories[index]
+        else:
+            views.append(ViewAnswer(scale, len(plan.histories[index]), outcome.items))
+    assert full is not None  # plan_probes requires scale 1
+    error = None if full.ok else full.reason or "failed"
+    return ProbeRow(query_id, list(history), full.items, error, views)
+
+
+def load_seeded(config: ExtractConfig) -> list[History]:
+    """Prefix queries from the dataset's TRAINING split, in the black box's raw ids."""
+    from seqrec.data.dataset import leave_one_out
+    from seqrec.data.loading import load_dataset
+
+    assert config.dataset is not None
+    data = load_dataset(config.dataset)
+    train = leave_one_out(data).train
+    raw = [data.item_ids[np.asarray(seq) - 1].tolist() for seq in train.to_lists()]
+    return seeded_queries(raw, config.prefixes, seed=config.seed)
+
+
+async def _gather(coroutines: Sequence[Awaitable[T]]) -> list[T]:
+    """Await all; if one raises, cancel the others rather than leave them running."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+async def _until_signal(work: Coroutine[Any, Any, None]) -> bool:
+    """Run `work`, cancelled by SIGINT or SIGTERM; True when a signal stopped it."""
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    signalled = False
+
+    def stop() -> None:
+        nonlocal signalled
+        signalled = True
+        task.cancel()
+
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, Windows
+            pass
+    try:
+        await task
+    except asyncio.CancelledError:
+        if not signalled:
+            raise
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+    return signalled
+
+
+def _client_config(config: ExtractConfig) -> ClientConfig:
+    return ClientConfig(
+        base_url=config.teacher_url,
+        api_key=config.api_key,
+        max_concurrency=config.concurrency,
+        timeout_s=config.timeout_s,
+        batch_size=config.batch_size,
+        jitter_seed=config.seed,
+    )
+
+
+def _run_info(config: ExtractConfig, model_tag: str | None) -> dict[str, Any]:
+    """What makes a probe set's rows comparable; a resumed run must match it."""
+    return {
+        "endpoint": config.teacher_url,
+        "model_tag": model_tag,
+        "k": config.k,
+        "scales": list(config.scales),
+        **config.query_source(),
+    }
+
+
+async def extract(config: ExtractConfig, progress: bool = True) -> ExtractSummary:
+    """Run (or resume) an extraction into `config.out`; returns and writes its summary.
+
+    Raises `BlackBoxError` when the black box cannot be reached or refuses the key,
+    `BudgetError` when another live run holds the out directory, `CacheError` when the cache
+    cannot be used, and `ValueError` for a source that cannot start (no catalogue, bad data).
+    """
+    started = time.monotonic()
+    config.out.mkdir(parents=True, exist_ok=True)
+    async with AsyncExitStack() as stack:
+        budget = Budget(config.budget, config.out / LEDGER_FILENAME)
+        stack.callback(budget.close)
+        spent_before = budget.spent
+        cache = await open_cache(config.cache, config.out)
+        stack.push_async_callback(cache.close)
+        client = BlackBoxClient(_client_config(config), BudgetGate(budget))
+        stack.push_async_callback(client.aclose)
+        items = await catalogue(client)  # also learns the model tag, for the cache keys
+        if config.source != "seeded" and not items:
+            raise ValueError(
+                "the black box lists no catalogue (GET /v1/items); use --source seeded"
+            )
+        writer = ProbeSetWriter(
+            config.out,
+            rows_per_part=config.chunk_size,
+            run_info=_run_info(config, client.model_tag),
+        )
+        stack.callback(writer.close)
+        bar = stack.enter_context(tqdm(desc="extract", unit="q", disable=not progress))
+        run = _Run(config, client, cache, budget, writer, bar)
+        work = run.seeded() if config.source == "seeded" else run.data_free(items or [])
+        interrupted = await _until_signal(work)
+        summary = run.summary(spent_before, time.monotonic() - started, interrupted)
+    (config.out / SUMMARY_FILENAME).write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+    return summary

@@ -1,0 +1,458 @@
+"""Extraction runs (extractor.run, extractor.cli) against real teacher servers over HTTP.
+
+The teacher serves a tiny untrained SASRec over the synthetic dataset's catalogue. Expected
+answers come from the model itself; the teacher's `/v1/usage` counter is the witness for what
+was paid. Every test uses its own API key, so the counters do not mix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyarrow as pa
+import pytest
+import torch
+from fastapi import FastAPI, Request, Response
+from typer.testing import CliRunner
+
+from extractor.cli import extract as extract_command_function
+from extractor.config import ExtractConfig, parse_scales
+from extractor.probeset import read_probe_set
+from extractor.run import LEDGER_FILENAME, SUMMARY_FILENAME, ExtractSummary, extract, load_seeded
+from seqrec.artifacts import Artifact, ArtifactInfo, load_artifact, save_artifact
+from seqrec.data.loading import load_dataset
+from seqrec.data.sequences import Sequences
+from seqrec.inference import top_k
+from seqrec.models import ModelConfig, build_model
+from service.cli import app, main
+from teacher_mock.app import create_app
+from teacher_mock.server import running
+from teacher_mock.settings import TeacherSettings
+
+DATASET = "synthetic:30:20"
+K = 10
+KEYS = [f"extract-test-key-{i}" for i in range(10)]
+StartTeacher = Callable[..., str]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    item_ids = load_dataset(DATASET).item_ids.tolist()
+    torch.manual_seed(0)
+    config = ModelConfig(arch="sasrec", n_items=len(item_ids), max_len=20, hidden=16, n_heads=2)
+    directory = tmp_path_factory.mktemp("teacher")
+    save_artifact(directory, build_model(config), ArtifactInfo(model=config, item_ids=item_ids))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def reference(artifact_dir: Path) -> Artifact:
+    return load_artifact(artifact_dir)
+
+
+@pytest.fixture(scope="module")
+def start_teacher(artifact_dir: Path) -> Iterator[StartTeacher]:
+    """Start a teacher with some settings (and optional middleware); all stop with the module."""
+    with ExitStack() as stack:
+
+        def start(middleware: Callable[[FastAPI], None] | None = None, **overrides: Any) -> str:
+            settings = TeacherSettings(model_dir=artifact_dir, api_keys=KEYS, **overrides)
+            app = create_app(settings)
+            if middleware is not None:
+                middleware(app)
+            return stack.enter_context(running(app))
+
+        yield start
+
+
+@pytest.fixture(scope="module")
+def clean(start_teacher: StartTeacher) -> str:
+    return start_teacher()
+
+
+def config(url: str, key: str, out: Path, **overrides: Any) -> ExtractConfig:
+    settings: dict[str, Any] = dict(source="seeded", dataset=DATASET, prefixes=4, k=K)
+    settings.update(overrides)
+    return ExtractConfig(teacher_url=url, api_key=key, out=out, **settings)
+
+
+def run(cfg: ExtractConfig) -> ExtractSummary:
+    return asyncio.run(extract(cfg, progress=False))
+
+
+def usage(url: str, key: str) -> int:
+    reply = httpx.get(f"{url}/v1/usage", headers={"Authorization": f"Bearer {key}"})
+    return reply.json()["used"]
+
+
+def expected(reference: Artifact, histories: list[list[str]]) -> list[list[str]]:
+    ids = reference.info.item_ids
+    dense = {raw: i for i, raw in enumerate(ids, start=1)}
+    seqs = Sequences.from_lists([[dense[item] for item in h] for h in histories])
+    rows = top_k(reference.model, seqs, K).tolist()
+    return [[ids[i - 1] for i in row if i] for row in rows]
+
+
+def distinct_views(table: pa.Table) -> set[tuple[str, ...]]:
+    views = set()
+    for history, lengths in zip(
+        table.column("history").to_pylist(), table.column("view_lengths").to_pylist(), strict=True
+    ):
+        views.add(tuple(history))
+        views.update(tuple(history[-n:]) for n in lengths)
+    return views
+
+
+def assert_answers_are_the_teachers(table: pa.Table, reference: Artifact) -> None:
+    """Every answered full view and truncated view equals the model's own top-k."""
+    rows = table.to_pylist()
+    full = [row for row in rows if row["items"] is not None]
+    assert [row["items"] for row in full] == expected(reference, [row["history"] for row in full])
+    views = [
+        (row["history"][-n:], items)
+        for row in rows
+        for n, items in zip(row["view_lengths"], row["view_items"], strict=True)
+        if items is not None
+    ]
+    assert [items for _, items in views] == expected(reference, [h for h, _ in views])
+
+
+# --- clean teacher ------------------------------------------------------------------------
+
+
+def test_seeded_run_writes_the_teachers_answers_and_pays_each_history_once(
+    clean: str, reference: Artifact, tmp_path: Path
+) -> None:
+    key = KEYS[0]
+    cfg = config(clean, key, tmp_path / "run", budget=10_000, chunk_size=50)
+    summary = run(cfg)
+    table = read_probe_set(cfg.out)
+    queries = load_seeded(cfg)
+    assert table.column("query_id").to_pylist() == list(range(len(queries)))
+    assert table.column("history").to_pylist() == queries
+    assert set(table.column("status").to_pylist()) == {"answered"}
+    assert_answers_are_the_teachers(table, reference)
+    assert table.column("view_scales").to_pylist()[0] == [0.5, 0.25]
+    paid = len(distinct_views(table))
+    assert summary.paid == paid == usage(clean, key)
+    assert summary.queries_written == len(queries) and summary.queries_left == 0
+    assert summary.stopped is None and summary.model_tag == reference.version
+    assert summary.budget_left == 10_000 - paid
+    assert json.loads((cfg.out / SUMMARY_FILENAME).read_text()) == summary.to_dict()
+
+    again = run(cfg)  # same directory: everything is on disk already
+    assert (again.paid, again.queries_written, usage(clean, key)) == (0, 0, paid)
+    assert read_probe_set(cfg.out).equals(table)
+
+    shared = replace(cfg, out=tmp_path / "copy", cache=str(cfg.out / "answers.sqlite3"))
+    copy = run(shared)  # a new directory answered from the first run's cache
+    assert (copy.paid, usage(clean, key)) == (0, paid) and copy.cached >= paid
+    assert read_probe_set(shared.out).equals(table)
+
+
+def test_the_budget_is_a_hard_limit_and_a_resume_pays_nothing_twice(
+    clean: str, reference: Artifact, tmp_path: Path
+) -> None:
+    key = KEYS[1]
+    cfg = config(clean, key, tmp_path / "run", budget=60, chunk_size=16, batch_size=8)
+    first = run(cfg)
+    assert first.paid == 60 == usage(clean, key)
+    assert first.budget_left == 0 and first.stopped == "budget exhausted"
+    assert first.queries_left > 0 and first.failed == 0
+    written = read_probe_set(cfg.out)
+    assert written.num_rows == first.queries_written
+    assert set(written.column("status").to_pylist()) == {"answered"}
+
+    same = run(cfg)  # the ledger remembers: nothing more is paid
+    assert (same.paid, same.queries_written, usage(clean, key)) == (0, 0, 60)
+
+    more = run(replace(cfg, budget=10_000))
+    table = read_probe_set(cfg.out)
+    assert more.stopped is None and more.queries_left == 0
+    assert table.num_rows == len(load_seeded(cfg))
+    assert_answers_are_the_teachers(table, reference)
+    assert usage(clean, key) == len(distinct_views(table)) == first.paid + more.paid
+
+
+def test_a_redis_cache_serves_a_second_run(clean: str, tmp_path: Path) -> None:
+    """Keys hold the teacher's URL (a fresh port), so nothing from another run is reused."""
+    cache = "redis://127.0.0.1:6379/0"
+    key = KEYS[2]
+    first = run(config(clean, key, tmp_path / "a", budget=10_000, prefixes=2, cache=cache))
+    second = run(config(clean, key, tmp_path / "b", budget=10_000, prefixes=2, cache=cache))
+    assert first.paid > 0 and second.paid == 0 and usage(clean, key) == first.paid
+    assert read_probe_set(tmp_path / "a").equals(read_probe_set(tmp_path / "b"))
+
+
+def test_a_data_free_run_stops_cleanly_when_the_budget_runs_out(
+    clean: str, reference: Artifact, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = KEYS[8]
+    cfg = ExtractConfig(
+        teacher_url=clean,
+        api_key=key,
+        budget=40,
+        out=tmp_path,
+        source="frequency",
+        n_sequences=10,
+        max_length=8,
+        k=K,
+        batch_size=4,
+        seed=1,
+    )
+    summary = asyncio.run(extract(cfg, progress=True))
+    assert "budget_left=0" in capsys.readouterr().err  # the progress bar
+    assert summary.paid == 40 == usage(clean, key) and summary.stopped == "budget exhausted"
+    table = read_probe_set(tmp_path)
+    assert table.num_rows == summary.queries_written > 0 and summary.queries_left > 0
+    assert_answers_are_the_teachers(table, reference)
+
+
+# --- faults -------------------------------------------------------------------------------
+
+
+def test_a_faulty_rate_limited_teacher_never_gets_past_the_budget(
+    start_teacher: StartTeacher, reference: Artifact, tmp_path: Path
+) -> None:
+    statuses: Counter[int] = Counter()
+
+    def record(app: FastAPI) -> None:
+        @app.middleware("http")
+        async def count(request: Request, call_next: Callable[..., Any]) -> Response:
+            response = await call_next(request)
+            statuses[response.status_code] += 1
+            return response
+
+    url = start_teacher(
+        middleware=record,
+        error_rate=0.2,
+        timeout_rate=0.05,
+        timeout_hang_s=1.0,
+        truncate_rate=0.05,
+        fault_seed=3,
+        rate=40,
+        burst=8,
+    )
+    key = KEYS[3]
+    budget = 700
+    cfg = config(url, key, tmp_path / "run", budget=budget, prefixes=3, batch_size=8, timeout_s=0.4)
+    summary = run(cfg)
+    table = read_probe_set(cfg.out)
+    assert summary.stopped is None and summary.queries_left == 0
+    assert table.num_rows == len(load_seeded(cfg)) == summary.queries_written
+    assert usage(url, key) <= summary.paid <= budget
+    assert usage(url, key) > len(distinct_views(table))  # lost answers were paid for
+    assert_answers_are_the_teachers(table, reference)
+    assert statuses[429] and statuses[503]  # rate limited and faulted (lost answers: above)
+
+
+# --- kill and resume ----------------------------------------------------------------------
+
+
+class Gate:
+    """Holds the n-th recommendation request of one key, before it is charged, until released;
+    a held request is then refused (503, free), as the process that sent it is gone."""
+
+    def __init__(self, key: str, hold_at: int) -> None:
+        self.key, self.hold_at, self.seen = key, hold_at, 0
+        self.holding, self.release = threading.Event(), threading.Event()
+
+    def install(self, app: FastAPI) -> None:
+        @app.middleware("http")
+        async def hold(request: Request, call_next: Callable[..., Any]) -> Response:
+            mine = request.headers.get("authorization") == f"Bearer {self.key}"
+            if mine and request.url.path.startswith("/v1/recommend"):
+                self.seen += 1
+                if self.seen == self.hold_at:
+                    self.holding.set()
+                    while not self.release.is_set():
+                        await asyncio.sleep(0.01)
+                    return Response(status_code=503)
+            return await call_next(request)
+
+
+def extract_command(url: str, out: Path) -> list[str]:
+    options = {
+        "--teacher-url": url,
+        "--budget": "100000",
+        "--out": str(out),
+        "--source": "autoregressive",
+        "--n-sequences": "12",
+        "--min-length": "3",
+        "--max-length": "10",
+        "--k": str(K),
+        "--concurrency": "1",
+        "--batch-size": "8",
+        "--chunk-size": "6",
+        "--seed": "5",
+    }
+    args = [part for option in options.items() for part in option]
+    # The extract command alone: `service.cli` would import torch first (seconds per start).
+    entry = "import typer; from extractor.cli import extract; typer.run(extract)"
+    return [sys.executable, "-c", entry, *args, "--no-progress"]
+
+
+def test_a_killed_run_resumes_to_the_same_probe_set_without_paying_twice(
+    start_teacher: StartTeacher, reference: Artifact, tmp_path: Path
+) -> None:
+    key, reference_key = KEYS[4], KEYS[5]
+    gate = Gate(key, hold_at=8)
+    url = start_teacher(middleware=gate.install)
+    out = tmp_path / "killed"
+    env = {**os.environ, "RECMIMIC_API_KEY": key}
+    process = subprocess.Popen(extract_command(url, out), env=env, cwd=ROOT)
+    try:
+        assert gate.holding.wait(60), "the extractor never reached the gate"
+        time.sleep(0.5)  # answers already received reach the cache
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+    finally:
+        gate.release.set()
+        if process.poll() is None:
+            process.kill()
+    assert not (out / SUMMARY_FILENAME).exists()
+    assert usage(url, key) > 0
+    assert read_probe_set(out).num_rows > 0  # some parts made it to disk
+
+    cfg = ExtractConfig(
+        teacher_url=url,
+        api_key=key,
+        budget=100_000,
+        out=out,
+        source="autoregressive",
+        n_sequences=12,
+        min_length=3,
+        max_length=10,
+        k=K,
+        batch_size=8,
+        chunk_size=6,
+        seed=5,
+    )
+    resumed = run(cfg)  # the same run, to completion
+    assert resumed.stopped is None and resumed.cached > 0
+    uninterrupted = run(replace(cfg, api_key=reference_key, out=tmp_path / "uninterrupted"))
+    table = read_probe_set(out)
+    assert table.equals(read_probe_set(tmp_path / "uninterrupted"))
+    assert_answers_are_the_teachers(table, reference)
+    assert usage(url, key) == uninterrupted.paid == usage(url, reference_key)
+    assert usage(url, key) == len(distinct_views(table))
+
+
+def test_sigterm_flushes_complete_queries_and_writes_a_summary(
+    start_teacher: StartTeacher, tmp_path: Path
+) -> None:
+    key = KEYS[7]
+    gate = Gate(key, hold_at=8)
+    url = start_teacher(middleware=gate.install)
+    out = tmp_path / "stopped"
+    env = {**os.environ, "RECMIMIC_API_KEY": key}
+    process = subprocess.Popen(
+        extract_command(url, out), env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert gate.holding.wait(60), "the extractor never reached the gate"
+        process.send_signal(signal.SIGTERM)
+        stdout, _ = process.communicate(timeout=20)
+    finally:
+        gate.release.set()
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0
+    summary = json.loads((out / SUMMARY_FILENAME).read_text())
+    assert summary["stopped"] == "interrupted" and "interrupted" in stdout
+    assert read_probe_set(out).num_rows == summary["queries_written"] > 0
+    assert usage(url, key) <= summary["paid"]
+
+
+# --- command line -------------------------------------------------------------------------
+
+
+def options(url: str, out: Path, **overrides: Any) -> dict[str, Any]:
+    settings: dict[str, Any] = dict(
+        teacher_url=url,
+        budget=1000,
+        out=out,
+        api_key=KEYS[6],
+        dataset=DATASET,
+        k=K,
+        prefixes="1",
+        progress=False,
+    )
+    settings.update(overrides)
+    return settings
+
+
+def test_the_command_prints_a_summary_without_the_key(clean: str, tmp_path: Path) -> None:
+    args = ["extract", "--teacher-url", clean, "--budget", "1000", "--out", str(tmp_path)]
+    args += ["--dataset", DATASET, "--prefixes", "1", "--k", str(K), "--no-progress"]
+    result = CliRunner().invoke(app, args, env={"RECMIMIC_API_KEY": KEYS[6]})
+    assert result.exit_code == 0, result.output
+    assert "queries_written" in result.output and KEYS[6] not in result.output
+    assert (tmp_path / LEDGER_FILENAME).exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"dataset": None}, "needs a dataset"),
+        ({"scales": "1,half"}, "bad scales"),
+        ({"scales": "0.5"}, "must include 1"),
+        ({"prefixes": "0"}, "bad prefixes"),
+        ({"api_key": "nope"}, "refused the API key"),
+        ({"teacher_url": "http://127.0.0.1:9"}, "cannot reach the teacher"),
+    ],
+)
+def test_the_command_refuses_bad_input_with_one_line(
+    clean: str, tmp_path: Path, overrides: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message) as caught:
+        extract_command_function(**options(clean, tmp_path, **overrides))
+    assert "\n" not in str(caught.value) and "nope" not in str(caught.value)
+
+
+def test_a_refused_key_exits_2_with_one_line_on_stderr(
+    clean: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("RECMIMIC_TEACHER_API_KEY", "not-a-key")
+    monkeypatch.delenv("RECMIMIC_API_KEY", raising=False)
+    args = ["recmimic", "extract", "--teacher-url", clean, "--budget", "5", "--out", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", [*args, "--dataset", DATASET])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 2
+    stderr = capsys.readouterr().err
+    assert stderr.startswith("error: ") and len(stderr.strip().splitlines()) == 1
+    assert "not-a-key" not in stderr
+
+
+def test_config_keeps_the_key_secret_and_checks_scales() -> None:
+    cfg = ExtractConfig(
+        teacher_url="http://x/",
+        api_key="s3cret",
+        budget=1,
+        out=Path("o"),
+        dataset="d",
+        cache="redis://:pw@localhost:6379/0",
+    )
+    assert "s3cret" not in repr(cfg) and "s3cret" not in json.dumps(cfg.to_dict())
+    assert "pw" not in json.dumps(cfg.to_dict()) and cfg.teacher_url == "http://x"
+    assert parse_scales("1, 0.5,0.25") == (1.0, 0.5, 0.25)
+    with pytest.raises(ValueError, match="scales"):
+        parse_scales("one")
+    with pytest.raises(ValueError, match="dataset"):
+        ExtractConfig(teacher_url="http://x", api_key="k", budget=1, out=Path("o"))
