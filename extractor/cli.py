@@ -15,11 +15,8 @@ from typing import Annotated
 
 import typer
 
-from extractor.budget import BudgetError
-from extractor.cache import CacheError
 from extractor.config import SOURCES, ExtractConfig, parse_scales
 from extractor.errors import BlackBoxError
-from extractor.probeset import ProbeSetError
 from extractor.run import extract as run_extract
 
 KEY_VARIABLES = ("RECMIMIC_API_KEY", "RECMIMIC_TEACHER_API_KEY")
@@ -78,8 +75,6 @@ def extract(
         summary = asyncio.run(run_extract(config, progress=progress))
     except BlackBoxError as exc:
         raise ValueError(_black_box_message(teacher_url, exc)) from None
-    except (BudgetError, CacheError, ProbeSetError) as exc:
-        raise ValueError(str(exc)) from None
     for name, value in summary.to_dict().items():
         typer.echo(f"{name:<16} {value}")
 

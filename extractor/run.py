@@ -363,6 +363,11 @@ async def extract(config: ExtractConfig, progress: bool = True) -> ExtractSummar
             raise ValueError(
                 "the black box lists no catalogue (GET /v1/items); use --source seeded"
             )
+        if items and config.k > len(items):
+            raise ValueError(
+                f"k={config.k} exceeds the black box's catalogue of {len(items)} items; "
+                f"use --k {len(items)} or less"
+            )
         writer = ProbeSetWriter(
             config.out,
             rows_per_part=config.chunk_size,

@@ -14,8 +14,13 @@ from typing import Annotated, Any
 
 import typer
 
+from extractor.budget import BudgetError
+from extractor.cache import CacheError
 from extractor.cli import extract
+from extractor.errors import BlackBoxError
+from extractor.probeset import ProbeSetError
 from seqrec.artifacts import ArtifactError
+from seqrec.data.fetch import FetchError
 from seqrec.models import ModelConfig
 from seqrec.train import TrainConfig
 from teacher_mock.cli import serve as teacher_serve
@@ -33,7 +38,18 @@ app.add_typer(teacher_app, name="teacher")
 teacher_app.command("serve")(teacher_serve)
 app.command("extract")(extract)
 
-USER_ERRORS = (ValueError, FileNotFoundError, ArtifactError, OSError)
+# Errors that describe the user's input or environment; anything else is a bug and keeps its
+# traceback.
+USER_ERRORS = (
+    ValueError,
+    OSError,
+    ArtifactError,
+    FetchError,
+    BlackBoxError,
+    BudgetError,
+    CacheError,
+    ProbeSetError,
+)
 
 
 def main() -> None:
@@ -140,6 +156,9 @@ def demo(
     seed: int = 0,
     retrain: Annotated[bool, typer.Option(help="Train the teacher even if one exists")] = False,
     max_epochs: Annotated[int | None, typer.Option(help="Cap teacher training epochs")] = None,
+    budget: Annotated[int | None, typer.Option(help="Paid answers for the extraction")] = None,
+    port: Annotated[int | None, typer.Option(help="Local port of the demo's black box")] = None,
+    n_sequences: Annotated[int | None, typer.Option(help="Data-free sequences to grow")] = None,
 ) -> None:
     """Run the pipeline end to end on MovieLens-100k and print the report."""
     from service.demo import DemoConfig, run_demo

@@ -1,14 +1,16 @@
 """`recmimic demo`: the pipeline end to end on MovieLens-100k, on one machine.
 
 Today it covers the stages that exist: fetch the data, train (or reuse) a SASRec teacher, serve it
-as the black box on a free local port, and ask it, over HTTP and with an API key, for the top-10
-of every test user, exactly as an attacker would see it. The report compares the black box's
-answers with the held-out items (overall and per head/tail group) and checks that the API's
-answers are the model's own. Extraction and distillation join here as they are built.
+as the black box on a free local port, extract a probe set from it with a hard budget of paid
+queries (data-free, autoregressive, multi-scale views), and ask it for the top-10 of every test
+user, as an attacker would see it. The report compares the black box's answers with the
+held-out items (overall and per head/tail group) and checks that the API's answers are the
+model's own. Distillation and the service join here as they are built.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -20,6 +22,8 @@ import httpx
 import numpy as np
 import typer
 
+from extractor.config import ExtractConfig
+from extractor.run import extract
 from seqrec.artifacts import Artifact, ArtifactError, load_artifact
 from seqrec.data.dataset import SequenceDataset, leave_one_out
 from seqrec.data.loading import load_dataset
@@ -44,6 +48,9 @@ class DemoConfig:
     arch: str = "sasrec"
     seed: int = 0
     retrain: bool = False
+    port: int = 18765  # fixed, so a rerun asks the same endpoint and its cache answers for free
+    budget: int = 5000  # paid black-box answers the extraction may use, across reruns
+    n_sequences: int = 300  # data-free sequences grown from random start items
     max_epochs: int | None = None  # None: the trainer's default (early stopping decides)
 
 
@@ -53,7 +60,7 @@ def say(message: str) -> None:
 
 def run_demo(config: DemoConfig) -> dict[str, Any]:
     start = time.perf_counter()
-    say(f"[1/4] dataset {config.dataset}")
+    say(f"[1/5] dataset {config.dataset}")
     dataset = load_dataset(config.dataset)
     split = leave_one_out(dataset)
     typer.echo(
@@ -62,7 +69,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     )
 
     teacher_dir = config.workdir / f"teacher-{config.arch}-seed{config.seed}"
-    say(f"[2/4] teacher {config.arch} -> {teacher_dir}")
+    say(f"[2/5] teacher {config.arch} -> {teacher_dir}")
     artifact = None if config.retrain else reusable_teacher(teacher_dir, dataset)
     if artifact is None:
         train_config = TrainConfig(seed=config.seed)
@@ -73,16 +80,23 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     else:
         typer.echo("      reusing the teacher trained on this dataset; --retrain to train anew")
 
-    say("[3/4] serving the teacher as a black box (top-k only, API key) on a free local port")
+    say(f"[3/5] serving the teacher as a black box (top-k only, API key) on port {config.port}")
     key = secrets.token_urlsafe(24)
     settings = TeacherSettings(model_dir=teacher_dir, api_keys=[key])
     histories = split.test_input
     raw = [dataset.item_ids[histories[u] - 1].tolist() for u in range(histories.n_users)]
-    with running(create_app(settings, artifact)) as url:
+    with running(create_app(settings, artifact), port=config.port) as url:
         typer.echo(f"      {url}/v1/recommend  (X-Model-Version {artifact.version[:12]})")
-        answers, usage = ask_black_box(url, key, raw, DEMO_K)
+        say(f"[4/5] extracting a probe set, data-free, within a budget of {config.budget} answers")
+        plan = extract_config(config, url, key, artifact.model.n_items)
+        extraction = asyncio.run(extract(plan, progress=True))
+        typer.echo(
+            f"      paid {extraction.paid}, cached {extraction.cached}, "
+            f"{extraction.queries_written} queries written, budget left {extraction.budget_left}"
+        )
+        answers = ask_black_box(url, key, raw, DEMO_K)
 
-    say("[4/4] report")
+    say("[5/5] report")
     # Back to dense ids; a short answer (few unseen items left) is padded with 0 (no item).
     position = {item: i + 1 for i, item in enumerate(dataset.item_ids)}
     answered = np.zeros((len(answers), DEMO_K), dtype=np.int64)
@@ -94,9 +108,9 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         "dataset": {"name": dataset.name, "sha256": dataset.sha256, "origin": dataset.origin},
         "teacher": {"dir": str(teacher_dir), "arch": config.arch, "seed": config.seed},
         "model_version": artifact.version,
+        "extraction": extraction.to_dict() | {"probe_set": str(config.workdir / "probes")},
         "black_box": {
-            "histories_asked": len(raw),
-            "paid_queries": usage["used"],
+            "test_histories_asked": len(raw),
             f"agreement_with_local_model_at_{DEMO_K}": float(
                 agreement_at_k(answered, local, DEMO_K).mean()
             ),
@@ -106,6 +120,20 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     }
     write_reports(config.workdir, report)
     return report
+
+
+def extract_config(config: DemoConfig, url: str, key: str, n_items: int) -> ExtractConfig:
+    """Data-free extraction into the demo's probe set; a rerun resumes it and pays nothing."""
+    return ExtractConfig(
+        k=min(ExtractConfig.k, n_items),
+        teacher_url=url,
+        api_key=key,
+        budget=config.budget,
+        out=config.workdir / "probes",
+        source="autoregressive",
+        n_sequences=config.n_sequences,
+        seed=config.seed,
+    )
 
 
 def reusable_teacher(directory: Path, dataset: SequenceDataset) -> Artifact | None:
@@ -119,10 +147,8 @@ def reusable_teacher(directory: Path, dataset: SequenceDataset) -> Artifact | No
     return artifact if same else None
 
 
-def ask_black_box(
-    url: str, key: str, histories: list[list[str]], k: int
-) -> tuple[list[list[str]], dict[str, Any]]:
-    """Top-k of every history through the batch endpoint, and the key's usage afterwards."""
+def ask_black_box(url: str, key: str, histories: list[list[str]], k: int) -> list[list[str]]:
+    """Top-k of every history through the batch endpoint."""
     headers = {"Authorization": f"Bearer {key}"}
     answers: list[list[str]] = []
     with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
@@ -131,8 +157,7 @@ def ask_black_box(
             response = client.post("/v1/recommend/batch", json=body)
             response.raise_for_status()
             answers.extend(result["items"] for result in response.json()["results"])
-        usage = client.get("/v1/usage").json()
-    return answers, usage
+    return answers
 
 
 def first_hit_rank(answered: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -159,8 +184,13 @@ def write_reports(workdir: Path, report: dict[str, Any]) -> None:
         "|---|---|---|---|",
         *(f"| {g} | {m['users']} | {m['HR@10']:.4f} | {m['NDCG@10']:.4f} |" for g, m in rows),
         "",
-        f"Paid queries: {report['black_box']['paid_queries']}; agreement of the API's answers with "
-        f"the local model: {report['black_box'][f'agreement_with_local_model_at_{DEMO_K}']:.3f}.",
+        f"Extraction (data-free, scales 1, 1/2, 1/4): {report['extraction']['paid']} answers paid "
+        f"this run, {report['extraction']['cached']} from the cache, "
+        f"{report['extraction']['queries_written']} queries written to "
+        f"`{report['extraction']['probe_set']}`.",
+        "",
+        "Agreement of the API's answers with the local model: "
+        f"{report['black_box'][f'agreement_with_local_model_at_{DEMO_K}']:.3f}.",
     ]
     (workdir / "report.md").write_text("\n".join(lines) + "\n")
     typer.echo("\n".join(lines[6:]))

@@ -78,11 +78,14 @@ def default_torch_threads(workers: int) -> int:
 
 @contextmanager
 def running(
-    app: FastAPI, host: str = "127.0.0.1", startup_timeout_s: float = 10.0
+    app: FastAPI, host: str = "127.0.0.1", port: int = 0, startup_timeout_s: float = 10.0
 ) -> Iterator[str]:
-    """Serve `app` on a free port in a background thread (tests, benchmarks); yields its URL."""
+    """Serve `app` in a background thread (tests, benchmarks, the demo); yields its URL.
+
+    Port 0 takes any free port.
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind((host, 0))
+    sock.bind((host, port))
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)

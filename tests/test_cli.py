@@ -1,6 +1,7 @@
 """The `recmimic` command as a user runs it: real subprocesses, tiny data, tiny models."""
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -72,15 +73,22 @@ def test_data_stats_on_fixture() -> None:
 
 def test_demo_end_to_end_on_tiny_data(tmp_path: Path) -> None:
     workdir = tmp_path / "demo"
-    args = ["demo", "--dataset", "synthetic:120:60", "--workdir", str(workdir), "--max-epochs", "1"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    args = ["demo", "--dataset", "synthetic:120:60", "--workdir", str(workdir), "--port", port]
+    args += ["--max-epochs", "1", "--budget", "150", "--n-sequences", "40"]
     result = recmimic(*args)
     assert result.returncode == 0, result.stderr
     report = json.loads((workdir / "report.json").read_text())
-    assert report["black_box"]["paid_queries"] == 120
+    assert report["extraction"]["paid"] == 150 and report["extraction"]["budget_left"] == 0
+    assert report["extraction"]["queries_written"] > 0
     assert report["black_box"]["agreement_with_local_model_at_10"] == 1.0
     assert (workdir / "report.md").read_text().startswith("# recmimic demo report")
     again = recmimic(*args)
     assert again.returncode == 0 and "reusing the teacher" in again.stdout
+    rerun = json.loads((workdir / "report.json").read_text())
+    assert rerun["extraction"]["paid"] == 0
 
 
 def test_training_is_deterministic_for_a_seed(tmp_path: Path) -> None:

@@ -223,6 +223,17 @@ def test_a_data_free_run_stops_cleanly_when_the_budget_runs_out(
     assert_answers_are_the_teachers(table, reference)
 
 
+def test_k_beyond_the_catalogue_is_refused_before_anything_is_paid(
+    clean: str, reference: Artifact, tmp_path: Path
+) -> None:
+    key = KEYS[0]
+    before = usage(clean, key)
+    too_many = reference.model.n_items + 1
+    with pytest.raises(ValueError, match="exceeds the black box's catalogue"):
+        run(config(clean, key, tmp_path, budget=10, source="autoregressive", k=too_many))
+    assert usage(clean, key) == before
+
+
 # --- faults -------------------------------------------------------------------------------
 
 
