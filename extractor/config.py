@@ -44,6 +44,7 @@ class ExtractConfig:
     timeout_s: float = 30.0  # one request's read timeout
     chunk_size: int = 1024  # queries planned, looked up and paid for together; rows per part
     batch_size: int = 256  # histories per batch request
+    batch: bool | None = None  # None: use the batch endpoint when offered; False: never
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "teacher_url", self.teacher_url.rstrip("/"))

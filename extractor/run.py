@@ -326,6 +326,7 @@ def _client_config(config: ExtractConfig) -> ClientConfig:
         max_concurrency=config.concurrency,
         timeout_s=config.timeout_s,
         batch_size=config.batch_size,
+        batch=config.batch,
         jitter_seed=config.seed,
     )
 

@@ -1,0 +1,437 @@
+"""Extraction throughput benchmark: the teacher's ceiling under wrk, then our extractor against it.
+
+One run, one real teacher (`recmimic teacher serve` under uvicorn, on loopback, no quota):
+
+(a) the teacher's most answered histories per second under `wrk` (not our code) POSTing real
+    ML-100k training prefixes to `/v1/recommend`, over a few connection counts and worker counts;
+(b) our extractor (`extractor.run.extract`, seeded source, scales (1,)) against the same server
+    with the fastest worker count: through the single endpoint (forced; a few concurrencies,
+    the best kept) and through the batch endpoint: answered histories per second = paid / wall,
+    end to end (dataset loading included), with client and server CPU per history;
+(c) the batch extraction again into a fresh out directory with the same cache: wall time ratio
+    and paid (must be 0); and, as a secondary figure, the same for the best single-endpoint run.
+
+    python bench/extract.py --json bench/results/extract.json [--model DIR] [--workers 1 2]
+
+Needs `wrk` on the PATH (Debian/Ubuntu: `apt-get install wrk`). The teacher is an untrained
+SASRec the size of ML-100k unless `--model` names an artifact: serving cost is what matters here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+LUA_SCRIPT = Path(__file__).resolve().parent / "wrk_recommend.lua"
+SINGLE_LINE = re.compile(rb'"POST /v1/recommend HTTP')
+BATCH_LINE = re.compile(rb'"POST /v1/recommend/batch HTTP')
+TARGET_SINGLE_RATIO = 0.8
+TARGET_CACHED_SPEEDUP = 20.0
+
+
+def build_teacher(dataset: Any, directory: Path, seed: int) -> Path:
+    """An untrained SASRec over the dataset's real catalogue, saved as an artifact."""
+    import torch
+
+    from seqrec.artifacts import ArtifactInfo, save_artifact
+    from seqrec.models import ModelConfig, build_model
+
+    torch.manual_seed(seed)
+    config = ModelConfig(arch="sasrec", n_items=dataset.n_items)
+    info = ArtifactInfo(
+        model=config,
+        item_ids=[str(x) for x in dataset.item_ids.tolist()],
+        dataset=dataset.card(),
+        training={"note": "untrained, for serving benchmarks only"},
+    )
+    save_artifact(directory, build_model(config).eval(), info)
+    return directory
+
+
+def wrk_bodies(queries: list[list[str]], n: int, k: int, seed: int, path: Path) -> Path:
+    """`n` request bodies drawn from the extraction's own queries (same length distribution)."""
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(queries), size=min(n, len(queries)), replace=False)
+    lines = [json.dumps({"history": queries[i], "k": k}) for i in picks.tolist()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Teacher:
+    """A `recmimic teacher serve` subprocess in its own process group, logging to a file."""
+
+    def __init__(self, model: Path, workers: int, key: str, log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        env = {**os.environ, "RECMIMIC_TEACHER_API_KEYS": key}
+        cmd = [sys.executable, "-m", "service.cli", "teacher", "serve", "--model", str(model)]
+        cmd += ["--port", str(self.port), "--workers", str(workers)]
+        self._log = log_path.open("wb")
+        self.process = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
+        """Until `/healthz` answers 200 (every worker has the model by then, near enough)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the teacher exited; see {self.log_path}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1.0).status_code == 200:
+                    time.sleep(2.0)  # other workers may still be loading their copy
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"the teacher did not start in {timeout_s:.0f}s; see {self.log_path}")
+
+    def requests_logged(self) -> dict[str, int]:
+        """Access-log lines so far, per route: the witness of which endpoint a client used."""
+        text = self.log_path.read_bytes()
+        return {"single": len(SINGLE_LINE.findall(text)), "batch": len(BATCH_LINE.findall(text))}
+
+    def cpu_s(self) -> float | None:
+        """CPU seconds used so far by the teacher's live processes (Linux /proc; else None)."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0
+        try:
+            pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
+        except OSError:
+            return None
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[2]) == self.process.pid:  # process group
+                total += int(fields[11]) + int(fields[12])  # utime + stime
+        return total / ticks
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGINT)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self._log.close()
+
+
+@contextmanager
+def teacher(model: Path, workers: int, key: str, log_path: Path) -> Iterator[Teacher]:
+    server = Teacher(model, workers, key, log_path)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def run_wrk(
+    url: str, connections: int, duration_s: int, threads: int, bodies: Path, key: str
+) -> dict[str, Any]:
+    """One wrk run; answered requests/s counts only 2xx/3xx answers, errors are kept apart."""
+    env = {**os.environ, "WRK_BODIES": str(bodies), "WRK_API_KEY": key}
+    cmd = ["wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{duration_s}s"]
+    cmd += ["--timeout", "30s", "-s", str(LUA_SCRIPT), url]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    line = next(x for x in done.stdout.splitlines() if x.startswith("WRK_JSON "))
+    result = json.loads(line.removeprefix("WRK_JSON "))
+    socket_errors = ("connect_errors", "read_errors", "write_errors", "timeouts")
+    errors = sum(result[name] for name in socket_errors)
+    answered = result["requests"] - result["status_errors"]
+    result.update(
+        connections=connections,
+        errors=errors,
+        answered_per_s=answered / (result["duration_us"] / 1e6),
+        non_2xx_line="Non-2xx or 3xx responses" in done.stdout,
+    )
+    return result
+
+
+def run_extract(
+    server: Teacher, key: str, out: Path, cache: Path, single: bool, **settings: Any
+) -> dict[str, Any]:
+    """One extraction run in this process; its summary plus the rate and the requests sent."""
+    from extractor.config import ExtractConfig
+    from extractor.run import extract
+
+    config = ExtractConfig(
+        teacher_url=server.url,
+        api_key=key,
+        out=out,
+        cache=str(cache),
+        scales=(1.0,),
+        batch=False if single else None,
+        **settings,
+    )
+    before = server.requests_logged()
+    server_cpu = server.cpu_s()
+    start, cpu = time.perf_counter(), time.process_time()
+    summary = asyncio.run(extract(config, progress=False))
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    after = server.requests_logged()
+    result = summary.to_dict()
+    result.update(
+        endpoint="single" if single else "batch",
+        concurrency=config.concurrency,
+        wall_s=wall,
+        answered=summary.queries_written - summary.failed,
+        answered_per_s=(summary.paid / wall) if summary.paid else 0.0,
+        served_per_s=(summary.paid + summary.cached) / wall,
+        requests={route: after[route] - before[route] for route in after},
+        client_cpu_s=cpu,
+        server_cpu_s=_cpu_since(server, server_cpu),
+    )
+    return result
+
+
+def _cpu_since(server: Teacher, before: float | None) -> float | None:
+    now = server.cpu_s()
+    return None if now is None or before is None else now - before
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    return {
+        "cpus": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "load_average_at_start": os.getloadavg(),
+        "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--dataset", default="ml-100k")
+    parser.add_argument("--model", type=Path, help="teacher artifact (default: untrained SASRec)")
+    parser.add_argument("--workers", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--connections", nargs="+", type=int, default=[8, 32, 64])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--wrk-threads", type=int, default=1)
+    parser.add_argument("--prefixes", type=int, default=3, help="prefixes per user, single runs")
+    parser.add_argument("--batch-prefixes", default="16", help="per user, batch run, or 'all'")
+    parser.add_argument("--single-concurrency", nargs="+", type=int, default=[8, 16, 32])
+    parser.add_argument("--batch-concurrency", type=int, default=4)
+    parser.add_argument("--k", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: install it first (Debian/Ubuntu: apt-get install wrk)")
+
+    from extractor.config import ExtractConfig
+    from extractor.run import load_seeded
+    from seqrec.data.loading import load_dataset
+
+    info = machine()
+    data = load_dataset(args.dataset)
+    key = secrets.token_urlsafe(24)
+    batch_prefixes = "all" if args.batch_prefixes == "all" else int(args.batch_prefixes)
+    common = {"source": "seeded", "dataset": args.dataset, "k": args.k, "seed": args.seed}
+    common["budget"] = 10**9
+    with tempfile.TemporaryDirectory(prefix="bench-extract-") as scratch_name:
+        scratch = Path(scratch_name)
+        model = args.model or build_teacher(data, scratch / "teacher", args.seed)
+        probe = ExtractConfig(
+            teacher_url="http://x", api_key="x", out=scratch, prefixes=args.prefixes, **common
+        )
+        queries = load_seeded(probe)
+        bodies = wrk_bodies(queries, 2000, args.k, args.seed, scratch / "bodies.jsonl")
+        lengths = [len(q) for q in queries]
+        print(
+            f"{args.dataset}: {len(queries)} single-run queries, history length mean"
+            f" {np.mean(lengths):.1f} median {np.median(lengths):.0f}; load average"
+            f" {info['load_average_at_start'][0]:.2f} on {info['cpus']} CPUs",
+            flush=True,
+        )
+
+        # (a) The teacher's ceiling under wrk, for each worker count.
+        wrk_runs: list[dict[str, Any]] = []
+        for workers in args.workers:
+            log = scratch / f"teacher-w{workers}.log"
+            with teacher(model, workers, key, log) as server:
+                for connections in args.connections:
+                    server_cpu = server.cpu_s()
+                    result = run_wrk(
+                        server.url, connections, args.duration, args.wrk_threads, bodies, key
+                    )
+                    result["workers"] = workers
+                    result["server_cpu_s"] = _cpu_since(server, server_cpu)
+                    wrk_runs.append(result)
+                    print(
+                        f"(a) wrk workers {workers} connections {connections}:"
+                        f" {result['answered_per_s']:.0f} answered/s,"
+                        f" socket errors {result['errors']},"
+                        f" non-2xx {result['status_errors']},"
+                        f" p50 {result['latency_p50_us'] / 1000:.1f} ms",
+                        flush=True,
+                    )
+        clean = [
+            r for r in wrk_runs if not (r["errors"] or r["status_errors"] or r["non_2xx_line"])
+        ]
+        if not clean:
+            sys.exit("every wrk run had errors or non-2xx answers; see the figures above")
+        best_wrk = max(clean, key=lambda r: r["answered_per_s"])
+        workers = best_wrk["workers"]
+
+        # (b) and (c): our extractor against the fastest setup.
+        log = scratch / "teacher-extract.log"
+        single_runs: list[dict[str, Any]] = []
+        with teacher(model, workers, key, log) as server:
+            for concurrency in args.single_concurrency:
+                name = f"single-c{concurrency}"
+                result = run_extract(
+                    server,
+                    key,
+                    scratch / name,
+                    scratch / f"{name}.sqlite3",
+                    True,
+                    prefixes=args.prefixes,
+                    concurrency=concurrency,
+                    **common,
+                )
+                single_runs.append(result)
+                _print_run("(b) single", result)
+            batch_settings = {**common, "prefixes": batch_prefixes}
+            batch_settings["concurrency"] = args.batch_concurrency
+            cache = scratch / "batch.sqlite3"
+            batch = run_extract(server, key, scratch / "batch", cache, False, **batch_settings)
+            _print_run("(b) batch", batch)
+            cached = run_extract(
+                server, key, scratch / "batch-cached", cache, False, **batch_settings
+            )
+            _print_run("(c) cached", cached)
+            # Secondary: the best single-endpoint run again from its own cache.
+            single = max(single_runs, key=lambda r: r["answered_per_s"])
+            name = f"single-c{single['concurrency']}"
+            cached_single = run_extract(
+                server,
+                key,
+                scratch / f"{name}-cached",
+                scratch / f"{name}.sqlite3",
+                True,
+                prefixes=args.prefixes,
+                concurrency=single["concurrency"],
+                **common,
+            )
+            _print_run("(c') cached single", cached_single)
+
+    ceiling = best_wrk["answered_per_s"]
+    ratios = {
+        "single_over_wrk": single["answered_per_s"] / ceiling,
+        "batch_over_wrk": batch["answered_per_s"] / ceiling,
+        "cached_speedup": batch["wall_s"] / cached["wall_s"],
+        "cached_single_speedup": single["wall_s"] / cached_single["wall_s"],
+    }
+    targets = {
+        "single_over_wrk >= 0.8": ratios["single_over_wrk"] >= TARGET_SINGLE_RATIO,
+        "cached_speedup >= 20": ratios["cached_speedup"] >= TARGET_CACHED_SPEEDUP,
+        "cached paid == 0": cached["paid"] == 0,
+    }
+    print(f"\nteacher: {workers} worker(s), best wrk at {best_wrk['connections']} connections")
+    print(
+        "| run | histories | paid | wall s | answered/s | requests single/batch"
+        " | client CPU ms/history | server CPU ms/history |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    answered = best_wrk["requests"] - best_wrk["status_errors"]
+    print(
+        f"| (a) wrk c{best_wrk['connections']} | {answered} | - |"
+        f" {best_wrk['duration_us'] / 1e6:.2f} | {ceiling:.0f} | {best_wrk['requests']}/0 |"
+        f" - | {_per(best_wrk['server_cpu_s'], answered)} |"
+    )
+    runs = [("(b) single", single), ("(b) batch", batch), ("(c) cached", cached)]
+    for label, run in [*runs, ("(c') cached single", cached_single)]:
+        print(
+            f"| {label} c{run['concurrency']} | {run['queries_written']} |"
+            f" {run['paid']} | {run['wall_s']:.2f} | {run['answered_per_s']:.0f} |"
+            f" {run['requests']['single']}/{run['requests']['batch']} |"
+            f" {_per(run['client_cpu_s'], run['paid'])} |"
+            f" {_per(run['server_cpu_s'], run['paid'])} |"
+        )
+    print(
+        f"\nsingle / wrk {ratios['single_over_wrk']:.2f} (target >= {TARGET_SINGLE_RATIO}),"
+        f" batch / wrk {ratios['batch_over_wrk']:.2f},"
+        f" cached speedup {ratios['cached_speedup']:.1f}x (target >= {TARGET_CACHED_SPEEDUP:.0f}x),"
+        f" cached paid {cached['paid']}; cached single-endpoint run:"
+        f" {ratios['cached_single_speedup']:.1f}x, paid {cached_single['paid']}"
+    )
+    for name, met in targets.items():
+        print(f"  {name}: {'met' if met else 'MISSED'}")
+
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "dataset": data.card(),
+        "seed": args.seed,
+        "machine": info,
+        "settings": {
+            **{name: value for name, value in vars(args).items() if name != "json"},
+            "model": str(args.model) if args.model else "untrained sasrec (ml-100k catalogue)",
+        },
+        "teacher_workers": workers,
+        "wrk": {"best": best_wrk, "runs": wrk_runs},
+        "extract": {"single": single, "single_runs": single_runs, "batch": batch},
+        "cached": cached,
+        "cached_single": cached_single,
+        "ratios": ratios,
+        "targets": targets,
+    }
+    args.json.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    print(f"wrote {args.json}")
+
+
+def _per(cpu_s: float | None, n: int) -> str:
+    """CPU milliseconds per history, for the table ("-" when unknown or nothing was paid)."""
+    return "-" if cpu_s is None or n == 0 else f"{cpu_s * 1000 / n:.2f}"
+
+
+def _print_run(label: str, run: dict[str, Any]) -> None:
+    print(
+        f"{label} concurrency {run['concurrency']}: paid {run['paid']} cached {run['cached']}"
+        f" failed {run['failed']} in {run['wall_s']:.2f}s = {run['answered_per_s']:.0f}/s"
+        f" (requests single {run['requests']['single']}, batch {run['requests']['batch']})",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main()
