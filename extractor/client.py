@@ -34,16 +34,16 @@ import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol
 
 import httpx
 
 from extractor.errors import BlackBoxError
+from extractor.tasks import gather_or_cancel
 
 log = logging.getLogger("extractor.client")
-T = TypeVar("T")
 
 SINGLE_PATH = "/v1/recommend"
 BATCH_PATH = "/v1/recommend/batch"
@@ -188,7 +188,7 @@ class BlackBoxClient:
         todo = [i for i, history in enumerate(histories) if len(history) > 0]
         size = self.config.batch_size
         chunks = [todo[start : start + size] for start in range(0, len(todo), size)]
-        answered = await _all(
+        answered = await gather_or_cancel(
             self._ask_chunk([[str(x) for x in histories[i]] for i in chunk], k) for chunk in chunks
         )
         for chunk, results in zip(chunks, answered, strict=True):
@@ -243,7 +243,7 @@ class BlackBoxClient:
                 return await self._request(chunk, k, batch=True)
         except _NoBatchRoute:
             pass
-        singles = await _all(self._request([h], k, batch=False) for h in chunk)
+        singles = await gather_or_cancel(self._request([h], k, batch=False) for h in chunk)
         return [outcome for single in singles for outcome in single]
 
     async def _request(self, histories: list[list[str]], k: int, batch: bool) -> list[Outcome]:
@@ -304,7 +304,7 @@ class BlackBoxClient:
         route is being probed under the probe lock, which `_ask_chunk` would take again.
         """
         half = len(histories) // 2
-        left, right = await _all(
+        left, right = await gather_or_cancel(
             [self._request(histories[:half], k, batch), self._request(histories[half:], k, batch)]
         )
         return left + right
@@ -462,18 +462,6 @@ def _describe(response: httpx.Response) -> str:
         detail = None
     text = detail if isinstance(detail, str) else response.reason_phrase
     return f"{response.status_code}: {text[:200]}"
-
-
-async def _all(coroutines: Iterable[Awaitable[T]]) -> list[T]:
-    """Await all; if one raises (e.g. a budget hook), cancel the rest rather than orphan them."""
-    tasks = [asyncio.ensure_future(c) for c in coroutines]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
 
 
 def _failed(n: int, reason: str) -> list[Outcome]:

@@ -20,10 +20,10 @@ import json
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -34,12 +34,12 @@ from extractor.client import BUDGET_REFUSED, BlackBoxClient, ClientConfig, Outco
 from extractor.config import ExtractConfig
 from extractor.probeset import ProbeRow, ProbeSetWriter, ViewAnswer
 from extractor.sources import Answer, AutoregressiveConfig, History, autoregressive, seeded_queries
+from extractor.tasks import gather_or_cancel
 from extractor.views import ProbePlan, plan_probes
 
 LEDGER_FILENAME = "budget.sqlite3"
 SUMMARY_FILENAME = "summary.json"
 FREQUENCY_BETA = 1.0  # the "frequency" source's preference for rarely chosen items
-T = TypeVar("T")
 log = logging.getLogger("extractor.run")
 
 
@@ -196,7 +196,9 @@ class _Run:
         self.counts.cached += len(histories) - len(misses)
         size = self.client.config.batch_size
         pieces = [misses[start : start + size] for start in range(0, len(misses), size)]
-        answered = await _gather([self._pay([histories[i] for i in piece]) for piece in pieces])
+        answered = await gather_or_cancel(
+            [self._pay([histories[i] for i in piece]) for piece in pieces]
+        )
         paid = {
             i: o
             for piece, outs in zip(pieces, answered, strict=True)
@@ -276,18 +278,6 @@ def load_seeded(config: ExtractConfig) -> list[History]:
     train = leave_one_out(data).train
     raw = [data.item_ids[np.asarray(seq) - 1].tolist() for seq in train.to_lists()]
     return seeded_queries(raw, config.prefixes, seed=config.seed)
-
-
-async def _gather(coroutines: Sequence[Awaitable[T]]) -> list[T]:
-    """Await all; if one raises, cancel the others rather than leave them running."""
-    tasks = [asyncio.ensure_future(c) for c in coroutines]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
 
 
 async def _until_signal(work: Coroutine[Any, Any, None]) -> bool:

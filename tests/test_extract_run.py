@@ -25,19 +25,18 @@ from typing import Any
 import httpx
 import pyarrow as pa
 import pytest
-import torch
 from fastapi import FastAPI, Request, Response
+from tiny_teacher import save_tiny_teacher
 from typer.testing import CliRunner
 
 from extractor.cli import extract as extract_command_function
 from extractor.config import ExtractConfig, parse_scales
 from extractor.probeset import read_probe_set
 from extractor.run import LEDGER_FILENAME, SUMMARY_FILENAME, ExtractSummary, extract, load_seeded
-from seqrec.artifacts import Artifact, ArtifactInfo, load_artifact, save_artifact
+from seqrec.artifacts import Artifact, load_artifact
 from seqrec.data.loading import load_dataset
 from seqrec.data.sequences import Sequences
 from seqrec.inference import top_k
-from seqrec.models import ModelConfig, build_model
 from service.cli import app, main
 from teacher_mock.app import create_app
 from teacher_mock.server import running
@@ -53,11 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     item_ids = load_dataset(DATASET).item_ids.tolist()
-    torch.manual_seed(0)
-    config = ModelConfig(arch="sasrec", n_items=len(item_ids), max_len=20, hidden=16, n_heads=2)
-    directory = tmp_path_factory.mktemp("teacher")
-    save_artifact(directory, build_model(config), ArtifactInfo(model=config, item_ids=item_ids))
-    return directory
+    return save_tiny_teacher(tmp_path_factory.mktemp("teacher"), item_ids)
 
 
 @pytest.fixture(scope="module")

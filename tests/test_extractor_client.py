@@ -21,8 +21,8 @@ from typing import Any
 
 import httpx
 import pytest
-import torch
 from fastapi import FastAPI, Request, Response
+from tiny_teacher import save_tiny_teacher
 
 from extractor.client import (
     BUDGET_REFUSED,
@@ -33,10 +33,9 @@ from extractor.client import (
     catalogue,
 )
 from extractor.errors import BlackBoxError
-from seqrec.artifacts import Artifact, ArtifactInfo, load_artifact, save_artifact
+from seqrec.artifacts import Artifact, load_artifact
 from seqrec.data.sequences import Sequences
 from seqrec.inference import top_k
-from seqrec.models import ModelConfig, build_model
 from teacher_mock.app import create_app
 from teacher_mock.server import running
 from teacher_mock.settings import TeacherSettings
@@ -62,11 +61,7 @@ StartTeacher = Callable[..., tuple[str, list[Hit]]]
 
 @pytest.fixture(scope="module")
 def artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    config = ModelConfig(arch="sasrec", n_items=N_ITEMS, max_len=20, hidden=16, n_heads=2)
-    directory = tmp_path_factory.mktemp("teacher")
-    save_artifact(directory, build_model(config), ArtifactInfo(model=config, item_ids=ITEM_IDS))
-    return directory
+    return save_tiny_teacher(tmp_path_factory.mktemp("teacher"), ITEM_IDS)
 
 
 @pytest.fixture(scope="module")

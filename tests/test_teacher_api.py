@@ -20,12 +20,12 @@ import pytest
 import torch
 import typer
 from fastapi import FastAPI
+from tiny_teacher import save_tiny_teacher
 from typer.testing import CliRunner
 
-from seqrec.artifacts import Artifact, ArtifactInfo, load_artifact, save_artifact
+from seqrec.artifacts import Artifact, load_artifact
 from seqrec.data.sequences import Sequences
 from seqrec.inference import top_k
-from seqrec.models import ModelConfig, build_model
 from teacher_mock.app import create_app
 from teacher_mock.cli import serve as serve_command
 from teacher_mock.server import app_from_env, running
@@ -42,11 +42,7 @@ StartTeacher = Callable[..., tuple[str, FastAPI]]
 
 @pytest.fixture(scope="module")
 def artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    config = ModelConfig(arch="sasrec", n_items=N_ITEMS, max_len=MAX_LEN, hidden=16, n_heads=2)
-    directory = tmp_path_factory.mktemp("teacher")
-    save_artifact(directory, build_model(config), ArtifactInfo(model=config, item_ids=ITEM_IDS))
-    return directory
+    return save_tiny_teacher(tmp_path_factory.mktemp("teacher"), ITEM_IDS, MAX_LEN)
 
 
 @pytest.fixture(scope="module")
