@@ -4,8 +4,9 @@ Protocol: `reserve(n)` before a request is sent, `settle(...)` once its fate is 
 reservation is on disk before it is granted, so a process killed with requests in flight leaves
 those units counted as spent: a restarted run can never pay past the limit, at worst it loses the
 units whose answers never arrived. Units are given back only when the black box certainly did not
-charge them (`ChargePolicy`); anything uncertain (a timeout after sending, a truncated body, an
-unknown 5xx) stays spent. A retry of the same request should keep its reservation and settle once.
+charge them (the client's `charged_for` decides); anything uncertain (a timeout after sending, a
+truncated body, an unknown 5xx) stays spent. The extractor reserves per attempt, so a retry of a
+request that was billed and lost is paid again, as the black box would bill it.
 
 The ledger is a small SQLite file (WAL, `synchronous=FULL`: every commit is fsync'd) held with an
 exclusive lock for the life of the `Budget`, so two live runs can never share, and overspend, one
@@ -17,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -25,41 +25,14 @@ class BudgetError(RuntimeError):
     """The ledger cannot be opened: unreadable, or in use by another live run."""
 
 
-def _default_free_statuses() -> frozenset[int]:
-    # 4xx refusals are answered before any work is done; the teacher contract says an injected
-    # 503 is refunded. Other 5xx may follow a charge and stay spent.
-    return frozenset(range(400, 500)) | {503}
-
-
-@dataclass(frozen=True)
-class ChargePolicy:
-    """Which outcomes the black box certainly did not charge; everything else counts as paid."""
-
-    free_statuses: frozenset[int] = field(default_factory=_default_free_statuses)
-
-    def may_charge(self, status: int | None, sent: bool = True) -> bool:
-        """False only when nothing reached the server or it answered with a free status.
-
-        `status` is None when a sent request got no status back (read timeout, connection reset,
-        truncated response): the server may have charged it. `sent=False` is for failures before
-        the request left (connection refused, pool timeout).
-        """
-        if not sent:
-            return False
-        return status is None or status not in self.free_statuses
-
-
 class Budget:
     """At most `limit` units are ever granted over all runs sharing `ledger_path`."""
 
-    def __init__(
-        self, limit: int, ledger_path: str | Path, policy: ChargePolicy | None = None
-    ) -> None:
+    def __init__(self, limit: int, ledger_path: str | Path) -> None:
         if limit < 0:
             raise ValueError(f"budget limit must be >= 0, got {limit}")
         self.limit = limit
         self.ledger_path = Path(ledger_path)
-        self.policy = policy or ChargePolicy()
         self._db, (self._spent, self._answered, self._version) = _open_ledger(self.ledger_path)
         self._outstanding = 0  # granted and not yet settled by this process
         self._durable_version = self._version
@@ -112,7 +85,7 @@ class Budget:
         """Close a reservation: `answered` got answers, `charged` may have been paid.
 
         Requires `answered <= charged <= reserved`; the `reserved - charged` units the server
-        certainly did not charge are given back. Use `policy.may_charge` to decide `charged`.
+        certainly did not charge are given back.
         """
         if not 0 <= answered <= charged <= reserved:
             raise ValueError(f"need 0 <= answered ({answered}) <= charged ({charged}) <= reserved")

@@ -332,7 +332,7 @@ class BlackBoxClient:
             parsed = None
             try:
                 response = await self._http.request(method, path, **kwargs)
-                charged = _charged(response.status_code)
+                charged = charged_for(response.status_code)
                 if response.status_code == 200:
                     parsed = parse(response)
             except httpx.RequestError as exc:
@@ -430,9 +430,10 @@ def _is_id_list(items: list[Any]) -> bool:
     return all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in items)
 
 
-def _charged(status: int) -> bool | None:
+def charged_for(status: int) -> bool | None:
     """Whether an answer with this status was paid for: answers were produced for 2xx and 504
-    (DESIGN.md section 4: lost answers are billed); refusals and 503 cost nothing."""
+    (DESIGN.md section 4: lost answers are billed); refusals and 503 cost nothing; None for
+    other 5xx, which may follow a charge (the budget keeps those units spent)."""
     if 200 <= status < 300 or status == 504:
         return True
     if 400 <= status < 500 or status == 503:

@@ -31,6 +31,7 @@ from extractor.client import (
     Outcome,
     _retry_after,
     catalogue,
+    charged_for,
 )
 from extractor.errors import BlackBoxError
 from seqrec.artifacts import Artifact, load_artifact
@@ -445,3 +446,10 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
     assert _retry_after(httpx.Response(429, headers={"Retry-After": "7"}), 5) == 5  # capped
     assert _retry_after(httpx.Response(429, headers={"Retry-After": "soon"}), 5) is None
     assert _retry_after(httpx.Response(429), 5) is None
+
+
+def test_charging_rule_follows_the_black_box_contract() -> None:
+    assert charged_for(200) and charged_for(504)  # answered, or answered and lost: billed
+    assert charged_for(503) is False  # the contract refunds its 503s
+    assert charged_for(429) is False and charged_for(422) is False and charged_for(403) is False
+    assert charged_for(500) is None and charged_for(502) is None  # may have been charged
