@@ -34,6 +34,7 @@ from seqrec.models import ModelConfig
 from seqrec.supervised import train_supervised
 from seqrec.train import TrainConfig
 from teacher_mock.app import create_app
+from teacher_mock.catalogue import Catalogue
 from teacher_mock.server import running
 from teacher_mock.settings import TeacherSettings
 
@@ -98,10 +99,10 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
 
     say("[5/5] report")
     # Back to dense ids; a short answer (few unseen items left) is padded with 0 (no item).
-    position = {item: i + 1 for i, item in enumerate(dataset.item_ids)}
+    catalogue = Catalogue(dataset.item_ids.tolist())
     answered = np.zeros((len(answers), DEMO_K), dtype=np.int64)
     for row, items in enumerate(answers):
-        answered[row, : len(items)] = [position[item] for item in items]
+        answered[row, : len(items)] = catalogue.to_dense(items, "answer")
     ranks = first_hit_rank(answered, split.test_target)
     local = top_k(artifact.model, histories, DEMO_K)
     report = {
