@@ -31,10 +31,10 @@ from seqrec.evaluate import GROUPS, group_metrics
 from seqrec.inference import top_k
 from seqrec.metrics import agreement_at_k
 from seqrec.models import ModelConfig
+from seqrec.serving.catalogue import Catalogue
 from seqrec.supervised import train_supervised
 from seqrec.train import TrainConfig
 from teacher_mock.app import create_app
-from teacher_mock.catalogue import Catalogue
 from teacher_mock.server import running
 from teacher_mock.settings import TeacherSettings
 

@@ -25,17 +25,16 @@ from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from seqrec.artifacts import Artifact, load_artifact
-from teacher_mock.errors import BodyTooLarge, InvalidRequest, TeacherError
-from teacher_mock.faults import truncate
-from teacher_mock.schemas import (
+from seqrec.serving.contract import (
     BatchRecommendation,
     BatchRecommendRequest,
-    ItemsPage,
     Recommendation,
     RecommendRequest,
-    UsageReport,
     describe_errors,
 )
+from teacher_mock.errors import BodyTooLarge, InvalidRequest, TeacherError
+from teacher_mock.faults import truncate
+from teacher_mock.schemas import ItemsPage, UsageReport
 from teacher_mock.settings import TeacherSettings
 from teacher_mock.teacher import Teacher
 

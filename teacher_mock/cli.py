@@ -14,7 +14,7 @@ import typer
 from pydantic import ValidationError
 
 from seqrec.artifacts import ArtifactError, load_artifact
-from teacher_mock.schemas import describe_errors
+from seqrec.serving.contract import describe_errors
 from teacher_mock.server import serve as serve_teacher
 from teacher_mock.settings import TeacherSettings
 

@@ -15,12 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from seqrec.artifacts import Artifact
-from teacher_mock.batcher import MicroBatcher, Ranking
-from teacher_mock.catalogue import Catalogue
+from seqrec.serving.batcher import MicroBatcher, Ranking
+from seqrec.serving.catalogue import Catalogue, ContractError
+from seqrec.serving.contract import Recommendation, check_request
 from teacher_mock.errors import InjectedFault, InvalidRequest, Unauthorized
 from teacher_mock.faults import Fault, FaultInjector
 from teacher_mock.limits import QuotaBook, RateLimiter
-from teacher_mock.schemas import Recommendation
 from teacher_mock.settings import TeacherSettings
 
 
@@ -80,22 +80,15 @@ class Teacher:
         return Recommendation(items=self.catalogue.to_raw(ranking.items), scores=scores)
 
     def _validate(self, histories: Sequence[Sequence[str]], k: int, batch: bool) -> list[list[int]]:
-        if not 1 <= k <= self.max_k:
-            raise InvalidRequest(f"k must be between 1 and {self.max_k}, got {k}")
-        if batch and not histories:
-            raise InvalidRequest("histories is empty")
-        if len(histories) > self.settings.max_batch:
-            raise InvalidRequest(
-                f"{len(histories)} histories in one batch; at most {self.settings.max_batch}"
+        try:
+            return check_request(
+                self.catalogue,
+                histories,
+                k,
+                batch=batch,
+                max_k=self.max_k,
+                max_history=self.settings.max_history,
+                max_batch=self.settings.max_batch,
             )
-        dense = []
-        for i, history in enumerate(histories):
-            where = f"histories[{i}]" if batch else "history"
-            if not history:
-                raise InvalidRequest(f"{where} is empty")
-            if len(history) > self.settings.max_history:
-                raise InvalidRequest(
-                    f"{where} has {len(history)} items; at most {self.settings.max_history}"
-                )
-            dense.append(self.catalogue.to_dense(history, where))
-        return dense
+        except ContractError as exc:
+            raise InvalidRequest(str(exc)) from None

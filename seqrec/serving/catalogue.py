@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from teacher_mock.errors import InvalidRequest
-
 SHOW_UNKNOWN = 5  # unknown ids named in an error message
+
+
+class ContractError(ValueError):
+    """A request the top-k contract refuses (unknown ids, empty history, k out of range)."""
 
 
 class Catalogue:
@@ -31,7 +33,7 @@ class Catalogue:
         if unknown:
             named = ", ".join(repr(item) for item in unknown[:SHOW_UNKNOWN])
             more = f" and {len(unknown) - SHOW_UNKNOWN} more" if len(unknown) > SHOW_UNKNOWN else ""
-            raise InvalidRequest(f"{where}: unknown item ids {named}{more}")
+            raise ContractError(f"{where}: unknown item ids {named}{more}")
         return [self._dense[item] for item in raw]
 
     def to_raw(self, dense: Sequence[int]) -> list[str]:

@@ -1,4 +1,6 @@
-"""Micro-batching: concurrent requests share one forward pass.
+"""Ranking histories for the top-k contract: one call (`rank_histories`) or micro-batched.
+
+Micro-batching: concurrent requests share one forward pass.
 
 Requests wait in a queue. One consumer task takes the oldest, waits `max_wait_s` for company,
 drains the queue up to `max_rows` histories and ranks them all in one forward pass on a worker
@@ -100,26 +102,38 @@ class MicroBatcher:
     def _rank(self, jobs: list[_Job]) -> list[list[Ranking]]:
         """One forward pass over every job's histories (runs on the worker thread)."""
         rows = [history for job in jobs for history in job.histories]
-        k = max(job.k for job in jobs)
-        with torch.inference_mode():
-            scores, seen = scores_and_history(
-                self.model, Sequences.from_lists(rows), np.arange(len(rows))
-            )
-            values, items = scores.masked_fill(seen, float("-inf")).topk(k, dim=1)
+        rankings = rank_histories(self.model, rows, max(job.k for job in jobs))
         self.forward_passes += 1
-        values, items = values.cpu().numpy(), items.cpu().numpy()
         out, start = [], 0
         for job in jobs:
             end = start + len(job.histories)
-            out.append([_ranking(items[r], values[r], job.k) for r in range(start, end)])
+            out.append([_cut(ranking, job.k) for ranking in rankings[start:end]])
             start = end
         return out
+
+
+def rank_histories(
+    model: SequentialRecommender, histories: list[list[int]], k: int
+) -> list[Ranking]:
+    """The top-k unseen items of each dense history in one forward pass (blocking)."""
+    with torch.inference_mode():
+        scores, seen = scores_and_history(
+            model, Sequences.from_lists(histories), np.arange(len(histories))
+        )
+        values, items = scores.masked_fill(seen, float("-inf")).topk(k, dim=1)
+    values, items = values.cpu().numpy(), items.cpu().numpy()
+    return [_ranking(items[r], values[r], k) for r in range(len(histories))]
 
 
 def _ranking(items: np.ndarray, values: np.ndarray, k: int) -> Ranking:
     """Masked items score -inf and sort last: keep only the finite ones among the first k."""
     n = int(np.isfinite(values[:k]).sum())
     return Ranking(items[:n].tolist(), values[:n].tolist())
+
+
+def _cut(ranking: Ranking, k: int) -> Ranking:
+    """A ranking computed for a larger k, cut to this caller's k."""
+    return Ranking(ranking.items[:k], ranking.scores[:k])
 
 
 def _fail(jobs: list[_Job], exc: BaseException) -> None:
