@@ -1,0 +1,287 @@
+"""BAHSD distillation objective, its baselines and ablations, as batched torch functions.
+
+This is recmimic's own specification of BAHSD (DESIGN section 6): the published paper gives the
+ideas (reliability from multi-scale probing, confidence-gated branches, dynamic temperature) but
+not the formulas, so every formula below is ours.
+
+Per query s with teacher top-k answer, reliability c(s) in [0, 1] and student logits z:
+
+- soft targets from ranks: q_tau(i|s) ∝ exp(-(rank_i - 1) / tau) over the valid top-k slots;
+- high-confidence branch: L_KL = tau^2 * KL(q_tau || softmax(z[C] / tau)) with
+  tau = tau_min + (tau_max - tau_min) * c(s), over C = top-k ∪ sampled negatives;
+- low-confidence branch: L_rank (hinge on adjacent top-k pairs plus hinge of every top-k item
+  over every negative) + alpha * L_NCE (symmetric InfoNCE, in-batch negatives, between the
+  student's representations of the full view and of a truncated view);
+- w(s) = sigmoid((c(s) - delta) / kappa), delta = batch median by default, or a hard 0/1 split;
+- L = mean_s [ w L_KL + (1 - w) (L_rank + alpha L_NCE) ].
+
+Objectives: `bahsd` as above; `dfme` L_rank only (uniform weights, no NCE); `kl` KL at the fixed
+temperature `kl_tau`; ablations `bahsd_noprobe` (w = 0.5 and tau from c = 0.5 for every query),
+`bahsd_kl_only` (w = 1, dynamic tau), `bahsd_low_only` (w = 0). Terms whose weight is zero for
+an objective are not computed.
+
+Masking: invalid entries are filled with the dtype's lowest finite value rather than -inf, so a
+row with nothing valid yields zeros instead of NaN in the forward or backward pass. A top-k item
+or negative whose student score is not finite (an item the student may not predict) is dropped
+from the candidate set rather than making the loss infinite.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+Objective = Literal["bahsd", "dfme", "kl", "bahsd_noprobe", "bahsd_kl_only", "bahsd_low_only"]
+_KL_TERM = {"bahsd", "kl", "bahsd_noprobe", "bahsd_kl_only"}
+_LOW_TERMS = {"bahsd", "dfme", "bahsd_noprobe", "bahsd_low_only"}
+_NCE_TERM = {"bahsd", "bahsd_noprobe", "bahsd_low_only"}
+
+
+@dataclass
+class ObjectiveConfig:
+    """Which objective to train with and its hyper-parameters (defaults of DESIGN section 6)."""
+
+    name: Objective = "bahsd"
+    tau_min: float = 1.0  # dynamic temperature range
+    tau_max: float = 4.0
+    kl_tau: float = 2.0  # fixed temperature of the "kl" baseline
+    kappa: float = 0.1  # confidence weight slope
+    delta: float | None = None  # confidence threshold; None = batch median of c
+    hard_split: bool = False
+    alpha: float = 0.1  # InfoNCE weight in the low-confidence branch
+    margin: float = 0.5  # adjacent top-k pairs
+    negative_margin: float = 0.5  # top-k item over a sampled negative
+    top_pairs: int | None = None  # adjacent top-k pairs used by the hinge; None = all
+    n_negatives: int = 100
+    nce_temperature: float = 0.2
+
+    def __post_init__(self) -> None:
+        known = _KL_TERM | _LOW_TERMS
+        if self.name not in known:
+            raise ValueError(f"unknown objective {self.name!r}; expected one of {sorted(known)}")
+
+
+def _lowest(tensor: torch.Tensor) -> float:
+    return torch.finfo(tensor.dtype).min
+
+
+def _masked_log_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """log_softmax over the True entries of each row; masked entries get a huge negative value."""
+    return torch.log_softmax(logits.masked_fill(~mask, _lowest(logits)), dim=-1)
+
+
+def sample_negatives(
+    pool: torch.Tensor, n_rows: int, n: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """[n_rows, n] ids drawn uniformly with replacement from `pool`, on pool's device.
+
+    Indices are drawn on the generator's device (a CPU generator stays usable for a GPU batch)
+    so a seeded generator reproduces the same negatives wherever the batch lives.
+    """
+    if pool.ndim != 1 or pool.numel() == 0:
+        raise ValueError("pool must be a non-empty 1-D tensor of item ids")
+    device = generator.device if generator is not None else pool.device
+    index = torch.randint(pool.numel(), (n_rows, n), generator=generator, device=device)
+    return pool[index.to(pool.device)]
+
+
+def confidence_weight(c: torch.Tensor, config: ObjectiveConfig) -> torch.Tensor:
+    """[B] w(c) = sigmoid((c - delta) / kappa), or 1 where c > delta with a hard split.
+
+    delta defaults to the batch median (interpolated), so about half the batch leans on each
+    branch whatever the absolute level of reliability.
+    """
+    c = c.detach().float()
+    delta = torch.quantile(c, 0.5) if config.delta is None else torch.tensor(config.delta)
+    delta = delta.to(c.device)
+    if config.hard_split:
+        return (c > delta).float()
+    return torch.sigmoid((c - delta) / config.kappa)
+
+
+def _rank_logits(valid: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+    """-(rank - 1) / tau per slot, the rank being the slot's position in the teacher's answer."""
+    position = torch.arange(valid.shape[1], device=valid.device, dtype=torch.float32)
+    return -position.unsqueeze(0) / tau.float().unsqueeze(1)
+
+
+def rank_soft_targets(valid: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+    """[B, k] q ∝ exp(-(rank - 1) / tau) over valid slots; rows sum to 1, all-invalid rows to 0."""
+    q = _masked_log_softmax(_rank_logits(valid, tau), valid).exp()
+    return q * valid
+
+
+def dynamic_kl(
+    topk_scores: torch.Tensor,
+    topk_valid: torch.Tensor,
+    negative_scores: torch.Tensor,
+    negative_valid: torch.Tensor,
+    tau: torch.Tensor,
+) -> torch.Tensor:
+    """[B] tau^2 * KL(q_tau || softmax(z[C] / tau)) over C = valid top-k slots ∪ valid negatives.
+
+    The tau^2 factor keeps gradient magnitudes comparable across temperatures (Hinton et al.).
+    """
+    tau = tau.float()
+    log_q = _masked_log_softmax(_rank_logits(topk_valid, tau), topk_valid)
+    logits = torch.cat([topk_scores, negative_scores], dim=1).float() / tau.unsqueeze(1)
+    log_p = _masked_log_softmax(logits, torch.cat([topk_valid, negative_valid], dim=1))
+    # Masked slots can hold -inf; zero them before arithmetic so no NaN reaches the gradient.
+    zero = torch.zeros_like(log_q)
+    log_q = torch.where(topk_valid, log_q, zero)
+    log_p_topk = torch.where(topk_valid, log_p[:, : topk_scores.shape[1]], zero)
+    return tau.square() * (log_q.exp() * topk_valid * (log_q - log_p_topk)).sum(dim=1)
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the True entries over all but the first dim; 0 where a row has none."""
+    dims = tuple(range(1, values.ndim))
+    total = torch.where(mask, values, torch.zeros_like(values)).sum(dim=dims)
+    return total / mask.sum(dim=dims).clamp_min(1)
+
+
+def ranking_hinge(
+    topk_scores: torch.Tensor,
+    topk_valid: torch.Tensor,
+    negative_scores: torch.Tensor,
+    negative_valid: torch.Tensor,
+    config: ObjectiveConfig,
+) -> torch.Tensor:
+    """[B] mean hinge over adjacent valid top-k pairs + mean hinge of top-k items over negatives.
+
+    Adjacent pairs ask s_i - s_{i+1} >= margin (only the first `top_pairs` pairs if set); every
+    valid top-k item should beat every valid negative by `negative_margin`. Each part is a mean
+    over its valid pairs (0 when there are none), so long answers do not dominate.
+    """
+    topk_scores = topk_scores.float()
+    negative_scores = negative_scores.float()
+    pair_valid = topk_valid[:, :-1] & topk_valid[:, 1:]
+    if config.top_pairs is not None:
+        pair_valid = pair_valid.clone()
+        pair_valid[:, config.top_pairs :] = False
+    adjacent = F.relu(config.margin - (topk_scores[:, :-1] - topk_scores[:, 1:]))
+    versus = topk_scores.unsqueeze(2) - negative_scores.unsqueeze(1)  # [B, k, n]
+    versus_valid = topk_valid.unsqueeze(2) & negative_valid.unsqueeze(1)
+    against = F.relu(config.negative_margin - versus)
+    return _masked_mean(adjacent, pair_valid) + _masked_mean(against, versus_valid)
+
+
+def info_nce(
+    full_repr: torch.Tensor, view_repr: torch.Tensor, valid: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """[B] symmetric InfoNCE between full-view and truncated-view representations of a query.
+
+    Similarity is cosine / temperature; row i's positive is view i, its negatives the other valid
+    rows' views (and symmetrically view i against the other full views); the two directions are
+    averaged. Invalid rows get 0 and are not used as negatives.
+    """
+    full = F.normalize(full_repr.float(), dim=1)
+    view = F.normalize(view_repr.float(), dim=1)
+    logits = full @ view.T / temperature  # [B, B]
+    pair_mask = valid.unsqueeze(0) & valid.unsqueeze(1)
+    diagonal = torch.arange(logits.shape[0], device=logits.device)
+    forward = _masked_log_softmax(logits, pair_mask)[diagonal, diagonal]
+    backward = _masked_log_softmax(logits.T, pair_mask)[diagonal, diagonal]
+    loss = -(forward + backward) / 2
+    return torch.where(valid, loss, torch.zeros_like(loss))
+
+
+def _negative_validity(
+    negatives: torch.Tensor, topk: torch.Tensor, exclude: torch.Tensor | None
+) -> torch.Tensor:
+    """[B, n] True for a real negative: non-zero, not in the row's top-k or exclude, not a repeat.
+
+    Repeats are dropped so the candidate set C is a set, as in the specification.
+    """
+    valid = negatives != 0
+    valid &= ~(negatives.unsqueeze(2) == topk.unsqueeze(1)).any(dim=2)
+    if exclude is not None:
+        valid &= ~(negatives.unsqueeze(2) == exclude.unsqueeze(1)).any(dim=2)
+    n = negatives.shape[1]
+    earlier = torch.ones(n, n, dtype=torch.bool, device=negatives.device).tril(diagonal=-1)
+    repeated = ((negatives.unsqueeze(2) == negatives.unsqueeze(1)) & earlier).any(dim=2)
+    return valid & ~repeated
+
+
+def _gather_scores(
+    scores: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores of `ids` (zeroed where invalid) and validity narrowed to finite scores."""
+    gathered = scores.gather(1, ids)
+    valid = valid & torch.isfinite(gathered)
+    return torch.where(valid, gathered, torch.zeros_like(gathered)), valid
+
+
+def distillation_loss(
+    config: ObjectiveConfig,
+    scores: torch.Tensor,
+    topk: torch.Tensor,
+    reliability: torch.Tensor,
+    full_repr: torch.Tensor,
+    view_repr: torch.Tensor,
+    view_valid: torch.Tensor,
+    negative_pool: torch.Tensor,
+    exclude: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    example_weight: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Batch loss of `config.name` and its parts for logging.
+
+    scores [B, n_items + 1] student logits (column 0 and forbidden items may be -inf); topk
+    [B, k] teacher answer as dense ids best first, 0 = empty slot (valid slots first); reliability
+    [B] c(s) in [0, 1]; full_repr / view_repr [B, d]; view_valid [B] bool; negative_pool 1-D ids
+    negatives are drawn from; exclude [B, L] ids never used as negatives (0 ignored). Negatives
+    that collide with the row's top-k, exclude or an earlier negative are marked invalid, not
+    resampled.
+
+    Returns the mean per-row loss over rows with at least one valid top-k slot (weighted by
+    `example_weight` if given; 0 with a graph if no row counts) and a dict with the same weighted
+    means of the unweighted parts "kl", "rank", "nce" and of the confidence weight "weight"
+    (0.0 for parts the objective does not compute).
+    """
+    name = config.name
+    batch = scores.shape[0]
+    topk_scores, topk_valid = _gather_scores(scores, topk, topk != 0)
+    negatives = sample_negatives(negative_pool, batch, config.n_negatives, generator)
+    negative_scores, negative_valid = _gather_scores(
+        scores, negatives, _negative_validity(negatives, topk, exclude)
+    )
+    c = reliability.detach().to(scores.device, torch.float32).clamp(0.0, 1.0)
+    ones = torch.ones_like(c)
+    if name == "bahsd":
+        weight = confidence_weight(c, config)
+    elif name == "bahsd_noprobe":
+        weight, c = 0.5 * ones, 0.5 * ones
+    elif name in ("kl", "bahsd_kl_only"):
+        weight = ones
+    else:  # dfme, bahsd_low_only
+        weight = torch.zeros_like(c)
+    zeros = torch.zeros_like(c)
+    kl = rank = nce = zeros
+    if name in _KL_TERM:
+        tau = (
+            config.kl_tau * ones
+            if name == "kl"
+            else config.tau_min + (config.tau_max - config.tau_min) * c
+        )
+        kl = dynamic_kl(topk_scores, topk_valid, negative_scores, negative_valid, tau)
+    if name in _LOW_TERMS:
+        rank = ranking_hinge(topk_scores, topk_valid, negative_scores, negative_valid, config)
+    if name in _NCE_TERM and config.alpha != 0:
+        nce = info_nce(full_repr, view_repr, view_valid, config.nce_temperature)
+    per_row = weight * kl + (1 - weight) * (rank + config.alpha * nce)
+
+    row_weight = topk_valid.any(dim=1).float()
+    if example_weight is not None:
+        row_weight = row_weight * example_weight.detach().float()
+    total = row_weight.sum().clamp_min(torch.finfo(torch.float32).tiny)
+
+    def mean(values: torch.Tensor) -> torch.Tensor:
+        return (row_weight * values).sum() / total
+
+    loss = mean(torch.where(row_weight > 0, per_row, zeros))
+    parts = torch.stack([mean(kl), mean(rank), mean(nce), mean(weight)]).detach().tolist()
+    return loss, dict(zip(("kl", "rank", "nce", "weight"), parts, strict=True))
