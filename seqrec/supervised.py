@@ -7,12 +7,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from seqrec.artifacts import ArtifactInfo, save_artifact
-from seqrec.data.dataset import SequenceDataset, leave_one_out
+from seqrec.data.dataset import LeaveOneOutSplit, SequenceDataset, leave_one_out
 from seqrec.evaluate import evaluate
-from seqrec.models import ModelConfig, build_model
+from seqrec.longtail import partition_items
+from seqrec.models import HPSERec, ModelConfig, build_model
 from seqrec.train import TrainConfig, train_model
 
 
@@ -31,6 +33,18 @@ class RunSummary:
         return asdict(self)
 
 
+def expert_partition(split: LeaveOneOutSplit, config: ModelConfig) -> np.ndarray:
+    """HPSERec item groups from training-split popularity only (validation/test never leak)."""
+    counts = np.bincount(split.train.items, minlength=split.n_items + 1)
+    return partition_items(
+        counts,
+        n_groups=config.experts,
+        n_bins=config.experts_bins,
+        alpha=config.experts_alpha,
+        gamma=config.experts_gamma,
+    )
+
+
 def train_supervised(
     dataset: SequenceDataset,
     model_config: ModelConfig,
@@ -43,9 +57,14 @@ def train_supervised(
     model_config.n_items = dataset.n_items
     torch.manual_seed(train_config.seed)  # the initial weights are part of the seeded run
     model = build_model(model_config)
+    extra = {}
+    if isinstance(model, HPSERec):
+        groups = expert_partition(split, model_config)
+        model.set_partition(groups)
+        extra["expert_group_sizes"] = np.bincount(groups[1:], minlength=model.n_experts).tolist()
     result = train_model(model, split, train_config)
     test = evaluate(model, split, stage="test", seed=train_config.seed)
-    training = {**asdict(train_config), **result.to_dict()}
+    training = {**asdict(train_config), **result.to_dict(), **extra}
     info = ArtifactInfo(
         model=model_config,
         item_ids=dataset.item_ids.tolist(),

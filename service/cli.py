@@ -118,6 +118,9 @@ def teacher_train(
     max_len: int | None = None,
     dropout: float | None = None,
     mask_ratio: float | None = None,
+    experts: Annotated[
+        int | None, typer.Option(help="HPSERec long-tail experts (>= 2; sasrec only)")
+    ] = None,
     lr: float | None = None,
     weight_decay: float | None = None,
     batch_size: int | None = None,

@@ -28,6 +28,15 @@ class ModelConfig:
     max_len: int = 50
     dropout: float = 0.2
     mask_ratio: float = 0.2  # BERT4Rec cloze: share of positions masked in training
+    # HPSERec long-tail experts (0 = plain backbone; L >= 2 = L experts on cumulative groups)
+    experts: int = 0
+    experts_bins: int = 30  # equal-count popularity bins the partition DP cuts
+    experts_alpha: float = 2.0  # Renyi order of the partition's homogeneity term
+    experts_gamma: float = 1.0  # weight of the partition's group-size penalty
+    experts_beta: float = 1.0  # feed-forward KL weight (expert k -> k+1)
+    experts_tau: float = 2.0  # feed-forward softmax temperature
+    experts_lambda: float = 0.1  # Sinkhorn feedback weight (expert k+1 -> k)
+    experts_epsilon: float = 0.1  # Sinkhorn entropic regularisation
 
 
 class TransformerBlock(nn.Module):
