@@ -1,0 +1,1 @@
+"""The SQL database: the source of truth for keys, jobs and students (DESIGN.md section 9)."""

@@ -1,0 +1,29 @@
+"""Alembic environment: migrate the connection the service hands over, else the configured URL."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import Connection
+
+from service.db.engine import make_engine
+from service.db.models import Base
+from service.settings import ServiceSettings
+
+
+def run(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=Base.metadata,
+        render_as_batch=connection.dialect.name == "sqlite",  # SQLite cannot ALTER much
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+given = context.config.attributes.get("connection")
+if given is not None:
+    run(given)
+else:
+    with make_engine(ServiceSettings().database()).connect() as connection:
+        run(connection)
+        connection.commit()

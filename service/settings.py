@@ -1,0 +1,66 @@
+"""Everything the service can be told, in one place (environment prefix `RECMIMIC_`).
+
+Values come from the environment, then from an optional `recmimic.env` file in the working
+directory (or the file named by `RECMIMIC_ENV_FILE`), then from the defaults below. With no
+configuration at all the service keeps everything under `./recmimic-data`: a SQLite database,
+the embedded answer cache and the jobs' work directories.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "RECMIMIC_"
+DATABASE_FILENAME = "recmimic.sqlite3"
+
+
+class ServiceSettings(BaseSettings):
+    """Configuration of the API (and, in phase 2, the worker); read once per process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=os.environ.get(f"{ENV_PREFIX}ENV_FILE", "recmimic.env"),
+        extra="ignore",  # the env file may carry other components' settings
+    )
+
+    home: Path = Field(default=Path("recmimic-data"), description="data directory")
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(f"{ENV_PREFIX}DATABASE_URL", "DATABASE_URL"),
+        description="SQLAlchemy URL; default: a SQLite file under `home`",
+    )
+    redis_url: str | None = Field(default=None, description="None: the embedded answer cache")
+
+    # Jobs: a worker's claim lasts `lease_s` and is renewed every `heartbeat_s`.
+    lease_s: float = Field(default=60.0, gt=0)
+    heartbeat_s: float = Field(default=15.0, gt=0)
+
+    # Request limits.
+    max_budget: int = Field(default=1_000_000, ge=1, description="paid answers per job")
+    max_k: int = Field(default=100, ge=1, description="capped at a student's catalogue size")
+    max_history: int = Field(default=1000, ge=1)
+    max_batch: int = Field(default=256, ge=1)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    page_max: int = Field(default=100, ge=1, description="most rows one list request returns")
+
+    students_loaded: int = Field(default=4, ge=1, description="student models kept in memory")
+    device: str = "cpu"
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _check(self) -> ServiceSettings:
+        if self.heartbeat_s >= self.lease_s:
+            raise ValueError("heartbeat_s must be shorter than lease_s")
+        return self
+
+    def database(self) -> str:
+        """The SQLAlchemy URL to connect to (psycopg 3 for PostgreSQL)."""
+        url = self.database_url or f"sqlite:///{self.home / DATABASE_FILENAME}"
+        for prefix in ("postgres://", "postgresql://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url.removeprefix(prefix)
+        return url
