@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from distill.cli import distill, evaluate
 from extractor.budget import BudgetError
 from extractor.cache import CacheError
 from extractor.cli import extract
@@ -33,10 +34,14 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Obtain and inspect datasets.", no_args_is_help=True)
 teacher_app = typer.Typer(help="Train and serve the black-box teacher.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys of the service.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(teacher_app, name="teacher")
+app.add_typer(keys_app, name="keys")
 teacher_app.command("serve")(teacher_serve)
 app.command("extract")(extract)
+app.command("distill")(distill)
+app.command("evaluate")(evaluate)
 
 # Errors that describe the user's input or environment; anything else is a bug and keeps its
 # traceback.
@@ -147,6 +152,35 @@ def teacher_train(
     )
     if json_path:
         write_json(json_path, summary.to_dict())
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Argument(help="Tenant the key acts for (created on first use)")],
+) -> None:
+    """Print a new API key for TENANT: shown once, stored only as a hash.
+
+    Only the key goes to stdout, so scripts can capture it: KEY=$(recmimic keys create me).
+    """
+    from service.db.engine import make_engine, migrate, session_factory
+    from service.keys import create_key
+    from service.settings import ServiceSettings
+
+    engine = make_engine(ServiceSettings().database())
+    migrate(engine)
+    typer.echo(create_key(session_factory(engine), tenant))
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8080,
+) -> None:
+    """Serve the jobs and students API (settings from RECMIMIC_* variables or recmimic.env)."""
+    from service.server import serve as serve_api
+    from service.settings import ServiceSettings
+
+    serve_api(ServiceSettings(), host, port)
 
 
 @app.command("demo")

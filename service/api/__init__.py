@@ -1,0 +1,1 @@
+"""The REST API: jobs, students, health and metrics (DESIGN.md section 9)."""

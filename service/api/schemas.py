@@ -1,0 +1,124 @@
+"""Request and response bodies of the jobs and students routes.
+
+The teacher API key is write-only: `JobRequest` takes it as a `SecretStr` (so it never shows in
+a repr or a validation error), and no response model has a field for it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from extractor.views import DEFAULT_SCALES
+
+Objective = Literal["bahsd", "dfme", "kl", "bahsd_noprobe", "bahsd_kl_only", "bahsd_low_only"]
+Status = Literal["queued", "probing", "training", "evaluating", "done", "failed", "cancelled"]
+DATASET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
+MAX_KEY_LENGTH = 4096
+
+
+class JobRequest(BaseModel):
+    """One extraction: which black box, how many paid answers, how to query, what to train.
+
+    `dataset` is a dataset name (`ml-100k`, `synthetic:USERS:ITEMS`) or the name of a file the
+    operator placed in the service's `datasets` folder, never a path: callers cannot make the
+    worker read arbitrary files.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    teacher_url: str = Field(max_length=2048, description="base URL of the black box (http/https)")
+    teacher_api_key: SecretStr = Field(description="write-only; forgotten when the job ends")
+    budget: int = Field(ge=1, description="paid answers at most (capped by the service)")
+    source: Literal["autoregressive", "frequency", "seeded"] = "autoregressive"
+    dataset: str | None = Field(default=None, max_length=200, pattern=DATASET_PATTERN)
+    scales: list[float] = Field(default=list(DEFAULT_SCALES), min_length=1, max_length=8)
+    k: int = Field(default=100, ge=1, description="answer length asked of the black box")
+    backbone: Literal["sasrec", "bert4rec"] = "sasrec"
+    objective: Objective = "bahsd"
+    experts: int = Field(default=0, ge=0, le=16, description="HPSERec tail experts; 0 = off")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    n_sequences: int = Field(default=1000, ge=1, le=1_000_000)
+    epochs: int | None = Field(default=None, ge=1, le=1000, description="cap on training epochs")
+
+    @field_validator("teacher_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return value.rstrip("/")
+
+    @field_validator("teacher_api_key")
+    @classmethod
+    def _key(cls, value: SecretStr) -> SecretStr:
+        if not 1 <= len(value.get_secret_value()) <= MAX_KEY_LENGTH:
+            raise ValueError(f"must be 1 to {MAX_KEY_LENGTH} characters")
+        return value
+
+    @field_validator("scales")
+    @classmethod
+    def _scales(cls, value: list[float]) -> list[float]:
+        if 1.0 not in value:
+            raise ValueError("must include 1 (the full view)")
+        if len(set(value)) != len(value) or not all(0 < r <= 1 for r in value):
+            raise ValueError("must be distinct and in (0, 1]")
+        return value
+
+    @model_validator(mode="after")
+    def _seeded_needs_data(self) -> JobRequest:
+        if self.source == "seeded" and not self.dataset:
+            raise ValueError("the seeded source needs a dataset")
+        return self
+
+    def stored(self) -> dict[str, Any]:
+        """What the job row keeps: everything but the teacher API key."""
+        return self.model_dump(mode="json", exclude={"teacher_api_key"})
+
+
+class JobView(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    status: Status
+    progress: float
+    paid: int = Field(description="answers paid for so far")
+    cached: int = Field(description="answers served by the cache, free")
+    cancel_requested: bool
+    attempts: int = Field(description="how many times a worker claimed the job")
+    error: str | None
+    metrics: dict[str, Any] | None
+    student_id: str | None
+    request: dict[str, Any] = Field(description="the job's request, without the teacher API key")
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobsPage(BaseModel):
+    items: list[JobView]
+    next_offset: int | None
+
+
+class StudentView(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    job_id: str
+    metrics: dict[str, Any] | None
+    created_at: datetime
+
+
+class StudentsPage(BaseModel):
+    items: list[StudentView]
+    next_offset: int | None
+
+
+class ErrorBody(BaseModel):
+    """Every refusal: 401, 404, 409, 410, 413, 422."""
+
+    detail: str
