@@ -16,7 +16,7 @@ log = logging.getLogger("service.jobs")
 router = APIRouter(
     prefix="/v1/jobs",
     tags=["jobs"],
-    responses={code: {"model": ErrorBody} for code in (401, 404, 413, 422)},
+    responses={code: {"model": ErrorBody} for code in (400, 401, 404, 413, 422)},
 )
 
 

@@ -119,6 +119,6 @@ class StudentsPage(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    """Every refusal: 401, 404, 409, 410, 413, 422."""
+    """Every refusal: 400 (a body that is not even text), 401, 404, 409, 410, 413, 422."""
 
     detail: str

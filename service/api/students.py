@@ -25,7 +25,7 @@ from service.errors import Gone, NotFound
 router = APIRouter(
     prefix="/v1/students",
     tags=["students"],
-    responses={code: {"model": ErrorBody} for code in (401, 404, 413, 422)},
+    responses={code: {"model": ErrorBody} for code in (400, 401, 404, 413, 422)},
 )
 MODEL_VERSION = "X-Model-Version"
 
