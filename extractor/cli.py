@@ -53,7 +53,7 @@ def extract(
     """Query the black box for a probe set, within the budget; resumes an interrupted run."""
     config = ExtractConfig(
         teacher_url=teacher_url,
-        api_key=_api_key(api_key),
+        api_key=api_key_from(api_key),
         budget=budget,
         out=out,
         source=source,  # type: ignore[arg-type]  # checked by ExtractConfig
@@ -79,7 +79,8 @@ def extract(
         typer.echo(f"{name:<16} {value}")
 
 
-def _api_key(given: str | None) -> str:
+def api_key_from(given: str | None) -> str:
+    """The option's key, else the first of `KEY_VARIABLES` set; never echoed."""
     for value in (given, *(os.environ.get(name) for name in KEY_VARIABLES)):
         if value and value.strip():
             return value.strip()

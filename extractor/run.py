@@ -18,11 +18,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import time
 from collections.abc import Coroutine, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,6 +41,7 @@ from extractor.views import ProbePlan, plan_probes
 
 LEDGER_FILENAME = "budget.sqlite3"
 SUMMARY_FILENAME = "summary.json"
+CATALOGUE_FILENAME = "catalogue.json"  # the black box's item ids, for the student's catalogue
 FREQUENCY_BETA = 1.0  # the "frequency" source's preference for rarely chosen items
 log = logging.getLogger("extractor.run")
 
@@ -72,6 +75,8 @@ class ExtractSummary:
     queries_written: int  # queries written by this run, answered or failed
     queries_left: int  # queries not asked: budget spent, interrupted or refused
     budget_left: int
+    budget: int  # the run's ceiling, all runs of this out directory together
+    spent_total: int  # units spent by every run of this out directory
     wall_s: float
     model_tag: str | None
     stopped: str | None  # why the run ended before its last query; None when it finished
@@ -246,6 +251,8 @@ class _Run:
             queries_written=counts.written,
             queries_left=counts.left,
             budget_left=self.budget.remaining,
+            budget=self.budget.limit,
+            spent_total=self.budget.spent,
             wall_s=round(wall_s, 3),
             model_tag=self.tag,
             stopped="interrupted" if interrupted else self.stopped,
@@ -359,6 +366,8 @@ async def extract(config: ExtractConfig, progress: bool = True) -> ExtractSummar
                 f"k={config.k} exceeds the black box's catalogue of {len(items)} items; "
                 f"use --k {len(items)} or less"
             )
+        if items:
+            _write_json(config.out / CATALOGUE_FILENAME, items)
         writer = ProbeSetWriter(
             config.out,
             rows_per_part=config.chunk_size,
@@ -370,5 +379,12 @@ async def extract(config: ExtractConfig, progress: bool = True) -> ExtractSummar
         work = run.seeded() if config.source == "seeded" else run.data_free(items or [])
         interrupted = await _until_signal(work)
         summary = run.summary(spent_before, time.monotonic() - started, interrupted)
-    (config.out / SUMMARY_FILENAME).write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+    _write_json(config.out / SUMMARY_FILENAME, summary.to_dict())
     return summary
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    """Write through a temp file and rename, so a kill never leaves half a file."""
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(temp, path)

@@ -52,18 +52,23 @@ def evaluate(
     return report
 
 
-def group_metrics(
-    ranks: np.ndarray, targets: np.ndarray, split: LeaveOneOutSplit, ks: tuple[int, ...]
-) -> dict[str, dict[str, float]]:
-    """Metrics for all users and for each head/tail group (item groups by the test target)."""
+def group_masks(targets: np.ndarray, split: LeaveOneOutSplit) -> dict[str, np.ndarray]:
+    """Which users belong to each of `GROUPS` (item groups by the user's target item)."""
     target_is_head = split.item_is_head[targets]
-    masks = {
+    return {
         "overall": np.ones_like(split.user_is_head),
         "head_users": split.user_is_head,
         "tail_users": ~split.user_is_head,
         "head_items": target_is_head,
         "tail_items": ~target_is_head,
     }
+
+
+def group_metrics(
+    ranks: np.ndarray, targets: np.ndarray, split: LeaveOneOutSplit, ks: tuple[int, ...]
+) -> dict[str, dict[str, float]]:
+    """Metrics for all users and for each head/tail group (item groups by the test target)."""
+    masks = group_masks(targets, split)
     report = {}
     for group in GROUPS:
         report[group] = ranking_metrics(ranks[masks[group]], ks)

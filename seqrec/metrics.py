@@ -71,10 +71,18 @@ def sampled_ranks(
 def agreement_at_k(
     top_a: torch.Tensor | np.ndarray, top_b: torch.Tensor | np.ndarray, k: int
 ) -> np.ndarray:
-    """Per-row |top-k(a) ∩ top-k(b)| / k for two ranked lists [B, >=k] of distinct item ids."""
+    """Per-row |top-k(a) ∩ top-k(b)| / k for two ranked lists [B, >=k] of distinct item ids.
+
+    0 marks an empty slot (a list cut short because the history left fewer unseen items) and is
+    never an item. A row where a list is short is divided by the slots the longer of the two
+    fills, so two identical short lists agree fully; two empty lists agree too.
+    """
     a = torch.as_tensor(top_a)[:, :k]
     b = torch.as_tensor(top_b)[:, :k]
     if a.shape[1] < k or b.shape[1] < k:
         raise ValueError(f"both lists need at least {k} items")
-    overlap = (a.unsqueeze(2) == b.unsqueeze(1)).any(dim=2).sum(dim=1)
-    return (overlap.float() / k).cpu().numpy()
+    shared = (a.unsqueeze(2) == b.unsqueeze(1)) & (a != 0).unsqueeze(2)
+    overlap = shared.any(dim=2).sum(dim=1).float()
+    slots = torch.maximum((a != 0).sum(dim=1), (b != 0).sum(dim=1)).float()
+    agreement = torch.where(slots > 0, overlap / slots.clamp_min(1), torch.ones_like(overlap))
+    return agreement.cpu().numpy()

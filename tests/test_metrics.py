@@ -48,6 +48,13 @@ def test_agreement_at_k() -> None:
         agreement_at_k(a, b, 5)
 
 
+def test_empty_slots_never_count_as_agreement() -> None:
+    # Lists cut short (0 = no item) agree on the items both name, out of the longer list.
+    a = np.array([[3, 0, 0, 0], [3, 5, 0, 0], [0, 0, 0, 0]])
+    b = np.array([[3, 5, 0, 0], [5, 3, 0, 0], [0, 0, 0, 0]])
+    assert agreement_at_k(a, b, 4).tolist() == [0.5, 1.0, 1.0]
+
+
 def test_sampled_ranks_when_every_other_item_was_seen() -> None:
     scores = torch.rand(1, 6)
     excluded = torch.ones(1, 6, dtype=torch.bool)

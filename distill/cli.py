@@ -1,0 +1,102 @@
+"""`recmimic distill` and `recmimic evaluate`: a probe set into a student, a student into a report.
+
+Thin: options become the stage's config dataclasses; `distill.run.distill` and
+`distill.fidelity.evaluate_student` do the work. Bad options raise ValueError, which the
+`recmimic` entry point turns into one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from distill.config import DistillConfig
+from distill.fidelity import EvaluateConfig, evaluate_student
+from distill.objectives import ObjectiveConfig
+from distill.reliability import ReliabilityConfig
+from distill.run import distill as run_distill
+from extractor.cli import KEY_VARIABLES, api_key_from
+from seqrec.models import ModelConfig
+
+
+def distill(
+    probes: Annotated[Path, typer.Option(help="Extraction directory (`recmimic extract --out`)")],
+    out: Annotated[Path, typer.Option(help="Student artifact directory to write")],
+    objective: Annotated[
+        str, typer.Option(help="bahsd | dfme | kl | bahsd_noprobe | bahsd_kl_only | bahsd_low_only")
+    ] = "bahsd",
+    arch: Annotated[str, typer.Option(help="Student backbone: sasrec or bert4rec")] = "sasrec",
+    experts: Annotated[int, typer.Option(help="HPSERec tail experts (0 = off, else >= 2)")] = 0,
+    hidden: int = 64,
+    max_len: int = 50,
+    view_examples: Annotated[
+        bool | None,
+        typer.Option(help="Also learn from answered truncated views (default: baselines only)"),
+    ] = None,
+    reliability: Annotated[str, typer.Option(help="overlap or rbo")] = "overlap",
+    normalise_reliability: Annotated[
+        bool, typer.Option(help="Length-normalised reliability")
+    ] = False,
+    hard_split: Annotated[bool, typer.Option(help="Confidence weight in {0, 1}")] = False,
+    max_epochs: int = 100,
+    patience: int = 10,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    seed: int = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
+) -> None:
+    """Train a student on a probe set with BAHSD (or a baseline); writes a servable artifact."""
+    config = DistillConfig(
+        probes=probes,
+        out=out,
+        model=ModelConfig(arch=arch, hidden=hidden, max_len=max_len, experts=experts),  # type: ignore[arg-type]
+        objective=ObjectiveConfig(name=objective, hard_split=hard_split),  # type: ignore[arg-type]
+        reliability=ReliabilityConfig(measure=reliability, normalise=normalise_reliability),  # type: ignore[arg-type]
+        view_examples=view_examples,
+        max_epochs=max_epochs,
+        patience=patience,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        device=device,
+        progress=progress,
+    )
+    summary = run_distill(config)
+    typer.echo(
+        f"student -> {out}: held-out Agr@10 {summary.heldout['agr10']:.3f}"
+        f"  Agr@1 {summary.heldout['agr1']:.3f}  ({summary.examples} examples,"
+        f" best epoch {summary.best_epoch}, {summary.seconds:.0f}s)"
+    )
+
+
+def evaluate(
+    teacher: Annotated[str, typer.Option(help="Teacher artifact directory or black-box URL")],
+    student: Annotated[Path, typer.Option(help="Student artifact directory")],
+    dataset: Annotated[str, typer.Option(help="ml-100k, synthetic[:USERS:ITEMS] or a file")],
+    out: Annotated[
+        Path | None, typer.Option(help="Report directory (default: STUDENT/report)")
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(help=f"Teacher URL's API key (default: ${KEY_VARIABLES[0]})"),
+    ] = None,
+) -> None:
+    """Accuracy of teacher and student on the real test split, and their agreement, per group."""
+    config = EvaluateConfig(
+        teacher=teacher,
+        student=student,
+        dataset=dataset,
+        out=out if out is not None else student / "report",
+        api_key=api_key_from(api_key) if teacher.startswith(("http://", "https://")) else None,
+    )
+    report, paths = evaluate_student(config)
+    for who in ("teacher", "student"):
+        overall = report[who]["overall"]
+        typer.echo(f"{who:<8} NDCG@10 {overall['NDCG@10']:.4f}  HR@10 {overall['HR@10']:.4f}")
+    agreement = report["agreement"]["overall"]
+    typer.echo(f"agreement Agr@1 {agreement['agr1']:.3f}  Agr@10 {agreement['agr10']:.3f}")
+    for kind, path in paths.items():
+        typer.echo(f"{kind:<8} {path}")

@@ -1,0 +1,56 @@
+"""What one distillation run is told: the probe set, the student, the objective, the schedule."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distill.objectives import ObjectiveConfig
+from distill.reliability import ReliabilityConfig
+from seqrec.models import ModelConfig
+
+
+@dataclass
+class DistillConfig:
+    """One run. `model.n_items` is filled in from the probe set's catalogue.
+
+    `view_examples`: also learn from each answered truncated view as an example of its own.
+    None means "as the objective's definition says": on for the probe-less baselines (they have
+    no other use for the views' paid answers), off for the BAHSD family, which uses views as
+    probes (reliability, InfoNCE).
+    """
+
+    probes: Path
+    out: Path
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    reliability: ReliabilityConfig = field(default_factory=ReliabilityConfig)
+    view_examples: bool | None = None
+    heldout: float = 0.1  # share of queries held out for model selection (agreement)
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    max_epochs: int = 100
+    patience: int = 10  # epochs without better held-out Agr@10 before stopping
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.probes, self.out = Path(self.probes), Path(self.out)
+        if self.batch_size < 2:
+            raise ValueError("batch_size must be at least 2 (InfoNCE needs in-batch negatives)")
+        if self.max_epochs < 1 or self.patience < 1:
+            raise ValueError("max_epochs and patience must be at least 1")
+
+    @property
+    def learns_from_views(self) -> bool:
+        if self.view_examples is not None:
+            return self.view_examples
+        return not self.objective.name.startswith("bahsd")
+
+    def to_dict(self) -> dict[str, Any]:
+        payload = asdict(self)
+        payload.update(probes=str(self.probes), out=str(self.out))
+        return payload

@@ -1,0 +1,179 @@
+"""How well a student stands in for its teacher: accuracy on real held-out data and agreement.
+
+Both models are ranked in the DATASET's id space, so a teacher and a student with different
+catalogues (a student knows only the items the black box showed it) are compared on the same
+items: a model's scores are re-indexed through the raw item ids, and an item a model does not
+know is ranked last by it. A teacher given as a URL is asked over HTTP for its top-K of every
+test history (paid queries, one per test user) and ranked by its answer lists, which makes its
+HR and NDCG exact at every cut-off up to K, with one difference a black box imposes: it masks
+every history item, so a user whose test item repeats an earlier one counts as a miss for it
+(local models never mask the target).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from distill.report import write_report
+from extractor.client import BlackBoxClient, ClientConfig
+from extractor.errors import BlackBoxError
+from extractor.run import SUMMARY_FILENAME as EXTRACT_SUMMARY
+from seqrec.artifacts import Artifact, load_artifact
+from seqrec.data.dataset import LeaveOneOutSplit, SequenceDataset, leave_one_out
+from seqrec.data.loading import load_dataset
+from seqrec.evaluate import GROUPS, group_masks, group_metrics
+from seqrec.inference import batches, model_device
+from seqrec.metrics import DEFAULT_KS, agreement_at_k, history_mask, target_ranks
+
+TOP = max(DEFAULT_KS)  # list length compared: enough for every reported cut-off
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One model's answers on the test histories, in dataset ids."""
+
+    ranks: np.ndarray  # [U] 0-based rank of the test target; TOP or more when not in the list
+    top: np.ndarray  # [U, TOP] best first, history masked
+
+
+def id_map(source_ids: list[str] | np.ndarray, target_ids: list[str] | np.ndarray) -> np.ndarray:
+    """[len(source) + 1]: dense id in `target` of each dense id of `source` (0 = unknown)."""
+    position = {str(raw): i for i, raw in enumerate(target_ids, start=1)}
+    return np.array([0] + [position.get(str(raw), 0) for raw in source_ids], dtype=np.int64)
+
+
+@torch.no_grad()
+def rank_with_model(
+    artifact: Artifact, data: SequenceDataset, split: LeaveOneOutSplit, batch_size: int = 1024
+) -> Ranked:
+    """Full-ranking answers of a local model, re-indexed into the dataset's ids."""
+    model = artifact.model.eval()
+    device = model_device(model)
+    to_model = torch.as_tensor(id_map(data.item_ids, artifact.info.item_ids), device=device)
+    histories, targets = split.test_input, split.test_target
+    ranks = np.zeros(histories.n_users, dtype=np.int64)
+    top = np.zeros((histories.n_users, TOP), dtype=np.int64)  # 0 = fewer unseen items than TOP
+    width = min(TOP, data.n_items)
+    for users in batches(histories.n_users, batch_size):
+        seqs = torch.as_tensor(histories.padded(model.config.max_len, users), device=device)
+        scores = model.logits(to_model[seqs])[:, to_model]  # unknown items land on column 0
+        scores[:, 0] = float("-inf")
+        rows, items = histories.gather(users)
+        history = history_mask(rows, items, len(users), data.n_items, device)
+        target = torch.as_tensor(targets[users], device=device)
+        everyone = torch.arange(len(users), device=device)
+        not_target = history.clone()
+        not_target[everyone, target] = False  # a repeated item can still be the target
+        ranks[users] = (
+            target_ranks(scores.masked_fill(not_target, float("-inf")), target).cpu().numpy()
+        )
+        best = scores.masked_fill(history, float("-inf")).topk(width, dim=1)
+        top[users, :width] = best.indices.masked_fill(torch.isinf(best.values), 0).cpu().numpy()
+    return Ranked(ranks, top)
+
+
+def ranked_from_lists(lists: np.ndarray, targets: np.ndarray) -> Ranked:
+    """0-based ranks from answer lists [U, TOP] (dense ids, 0 = empty); TOP when not listed."""
+    hit = lists == targets[:, None]
+    ranks = np.where(hit.any(axis=1), hit.argmax(axis=1), TOP)
+    return Ranked(ranks, lists)
+
+
+async def _ask(url: str, api_key: str, histories: list[list[str]]) -> list[list[str] | None]:
+    async with BlackBoxClient(ClientConfig(base_url=url, api_key=api_key)) as client:
+        outcomes = await client.recommend_many(histories, TOP)
+    if client.stopped:
+        raise BlackBoxError(f"the teacher refused the evaluation queries: {client.stopped}")
+    return [outcome.items for outcome in outcomes]
+
+
+def rank_with_black_box(
+    url: str, api_key: str, data: SequenceDataset, split: LeaveOneOutSplit
+) -> Ranked:
+    """Answers of a teacher behind HTTP, one paid query per test history."""
+    histories = [data.item_ids[np.asarray(seq) - 1].tolist() for seq in split.test_input.to_lists()]
+    answers = asyncio.run(_ask(url, api_key, histories))
+    failed = sum(answer is None for answer in answers)
+    if failed:
+        raise BlackBoxError(f"the teacher did not answer {failed} of {len(answers)} test histories")
+    to_data = {raw: i for i, raw in enumerate(data.item_ids.tolist(), start=1)}
+    lists = np.zeros((len(answers), TOP), dtype=np.int64)
+    for row, answer in enumerate(answers):
+        dense = [to_data.get(str(raw), 0) for raw in answer[:TOP]]
+        lists[row, : len(dense)] = dense
+    return ranked_from_lists(lists, split.test_target)
+
+
+def fidelity_report(teacher: Ranked, student: Ranked, split: LeaveOneOutSplit) -> dict:
+    """Accuracy of both per group, and the student's agreement with the teacher per group."""
+    targets = split.test_target
+    masks = group_masks(targets, split)
+    agreement = {k: agreement_at_k(student.top, teacher.top, k) for k in (1, 10)}
+    return {
+        "teacher": group_metrics(teacher.ranks, targets, split, DEFAULT_KS),
+        "student": group_metrics(student.ranks, targets, split, DEFAULT_KS),
+        "agreement": {
+            group: {
+                f"agr{k}": float(values[masks[group]].mean()) for k, values in agreement.items()
+            }
+            for group in GROUPS
+        },
+    }
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """`teacher` is an artifact directory or an http(s) URL (then `api_key` is needed)."""
+
+    teacher: str
+    student: Path
+    dataset: str
+    out: Path
+    api_key: str | None = field(default=None, repr=False)
+
+    @property
+    def teacher_is_url(self) -> bool:
+        return self.teacher.startswith(("http://", "https://"))
+
+
+def _extraction(student: Artifact) -> dict:
+    """The extraction's summary (budget, spend) when the probe set is still where it was."""
+    probe_set = student.info.dataset.get("probe_set")
+    path = Path(probe_set) / EXTRACT_SUMMARY if probe_set else None
+    return json.loads(path.read_text()) if path is not None and path.is_file() else {}
+
+
+def evaluate_student(config: EvaluateConfig) -> tuple[dict, dict[str, Path]]:
+    """Rank the test users with teacher and student, compare, and write the report files."""
+    data = load_dataset(config.dataset)
+    split = leave_one_out(data)
+    student = load_artifact(config.student)
+    if config.teacher_is_url:
+        if not config.api_key:
+            raise ValueError("a teacher URL needs an API key (--api-key or $RECMIMIC_API_KEY)")
+        teacher = rank_with_black_box(config.teacher, config.api_key, data, split)
+    else:
+        teacher = rank_with_model(load_artifact(config.teacher), data, split)
+    report = fidelity_report(teacher, rank_with_model(student, data, split), split)
+    extraction = _extraction(student)
+    training = student.info.training
+    report.update(
+        dataset=data.card(),
+        teacher_source=config.teacher,
+        student_dir=str(config.student),
+        run={
+            "seed": training.get("seed"),
+            "objective": training.get("objective", {}).get("name"),
+            "experts": student.info.model.experts,
+            "budget": extraction.get("budget"),
+            "spent": extraction.get("spent_total"),
+            "probe_set": student.info.dataset.get("probe_set"),
+        },
+    )
+    return report, write_report(report, config.out)

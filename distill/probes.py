@@ -1,0 +1,145 @@
+"""A probe set read back as dense arrays: the student's training data.
+
+The extractor writes raw catalogue ids (strings); the student needs dense indices from 1 (0 is
+padding). The student's catalogue is the black box's own list (`catalogue.json`, written by the
+extractor when the API lists its items) followed by any id seen in the probes that the list
+lacked, or, without a list, every id seen in the probes in sorted order. Mapping is done on
+whole Arrow columns, never per query in Python.
+
+Only answered queries are kept. A query's truncated views are kept as (length, answer) pairs;
+a view counts as a probe of reliability only when it was answered and is shorter than its
+query (a view of a one-item history equals the query and says nothing).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from extractor.probeset import ANSWERED, RUN_INFO_KEY, read_probe_set
+from extractor.run import CATALOGUE_FILENAME
+
+
+class ProbeDataError(ValueError):
+    """The directory holds no usable probe set."""
+
+
+@dataclass(frozen=True)
+class ProbeData:
+    """Answered queries as dense arrays; `item_ids[i - 1]` is the raw id of dense item i."""
+
+    item_ids: list[str]
+    query_ids: np.ndarray  # [Q]
+    histories: np.ndarray  # [Q, max_history] left-padded dense ids, most recent last
+    lengths: np.ndarray  # [Q] full history length (may exceed the padded width)
+    topk: np.ndarray  # [Q, k] the full view's answer, best first, 0-padded
+    view_lengths: np.ndarray  # [Q, V] length of each truncated view, 0 where none
+    view_topk: np.ndarray  # [Q, V, k] each view's answer, 0 where none or failed
+    run_info: dict[str, Any]
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def n_queries(self) -> int:
+        return len(self.query_ids)
+
+    @property
+    def view_usable(self) -> np.ndarray:
+        """[Q, V] views that were answered and differ from their query (shorter)."""
+        answered = self.view_topk[:, :, 0] > 0
+        return answered & (self.view_lengths > 0) & (self.view_lengths < self.lengths[:, None])
+
+
+def _catalogue(directory: Path, table: pa.Table) -> list[str]:
+    seen = pc.unique(
+        pa.chunked_array(
+            [
+                pc.list_flatten(table.column("history")),
+                pc.list_flatten(table.column("items")),
+                pc.list_flatten(pc.list_flatten(table.column("view_items"))),
+            ]
+        )
+    )
+    listed_path = directory / CATALOGUE_FILENAME
+    if listed_path.is_file():
+        listed = [str(item) for item in json.loads(listed_path.read_text())]
+        missing = pc.filter(seen, pc.invert(pc.is_in(seen, pa.array(listed, pa.string()))))
+        return listed + sorted(missing.to_pylist())
+    return sorted(seen.to_pylist())
+
+
+def _dense(values: pa.Array, catalogue: pa.Array) -> np.ndarray:
+    """Dense ids (1-based) of raw ids; null entries become 0."""
+    index = pc.index_in(values, value_set=catalogue)
+    return pc.fill_null(pc.add(index, 1), 0).to_numpy().astype(np.int64)
+
+
+def _pad_lists(lists: pa.Array, catalogue: pa.Array, width: int, left: bool) -> np.ndarray:
+    """A list<string> column as a [rows, width] dense matrix (left- or right-aligned, 0-padded).
+
+    Left alignment keeps the most recent `width` items of a history; right alignment keeps the
+    first `width` of a ranking. Null lists become all-zero rows.
+    """
+    lists = lists.combine_chunks() if isinstance(lists, pa.ChunkedArray) else lists
+    lists = pc.fill_null(lists, pa.scalar([], lists.type))
+    lengths = pc.list_value_length(lists).to_numpy().astype(np.int64)
+    values = _dense(pc.list_flatten(lists), catalogue)
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    position = np.arange(len(values)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    column = position + (width - lengths[rows]) if left else position
+    keep = (column >= 0) & (column < width)
+    out = np.zeros((len(lengths), width), dtype=np.int64)
+    out[rows[keep], column[keep]] = values[keep]
+    return out
+
+
+def load_probes(directory: str | Path, max_history: int = 200) -> ProbeData:
+    """Read an extraction directory's answered queries; `max_history` bounds the padded width."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ProbeDataError(f"{directory} is not a directory")
+    table = read_probe_set(directory)
+    table = table.filter(pc.equal(table.column("status"), ANSWERED))
+    if table.num_rows == 0:
+        raise ProbeDataError(f"{directory} holds no answered queries; run `recmimic extract`")
+    run_info = json.loads((table.schema.metadata or {}).get(RUN_INFO_KEY, b"{}"))
+    item_ids = _catalogue(directory, table)
+    catalogue = pa.array(item_ids, pa.string())
+
+    lengths = pc.list_value_length(table.column("history")).to_numpy().astype(np.int64)
+    answer_lengths = pc.list_value_length(table.column("items")).to_numpy()
+    k = int(answer_lengths.max())
+    histories = _pad_lists(
+        table.column("history"), catalogue, min(max_history, int(lengths.max())), left=True
+    )
+    topk = _pad_lists(table.column("items"), catalogue, k, left=False)
+
+    view_counts = pc.list_value_length(table.column("view_lengths")).to_numpy().astype(np.int64)
+    n_views = max(int(view_counts.max()), 1)
+    flat_view_items = pc.list_flatten(table.column("view_items").combine_chunks())
+    view_topk = _pad_lists(flat_view_items, catalogue, k, left=False)
+    flat_lengths = pc.list_flatten(table.column("view_lengths")).to_numpy().astype(np.int64)
+    rows = np.repeat(np.arange(table.num_rows), view_counts)
+    slot = np.arange(len(rows)) - np.repeat(np.cumsum(view_counts) - view_counts, view_counts)
+    views = np.zeros((table.num_rows, n_views), dtype=np.int64)
+    views[rows, slot] = flat_lengths
+    answers = np.zeros((table.num_rows, n_views, k), dtype=np.int64)
+    answers[rows, slot] = view_topk
+    return ProbeData(
+        item_ids=item_ids,
+        query_ids=table.column("query_id").to_numpy(),
+        histories=histories,
+        lengths=lengths,
+        topk=topk,
+        view_lengths=views,
+        view_topk=answers,
+        run_info=run_info,
+    )

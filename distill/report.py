@@ -1,0 +1,99 @@
+"""The fidelity report in three forms: JSON for machines, Markdown for people, a PNG chart.
+
+Every form names what the figures depend on: the dataset and its sha256, the student's seed,
+and the extraction's budget and spend, so a figure cannot travel without its conditions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+from seqrec.evaluate import GROUPS  # noqa: E402
+
+REPORT_JSON, REPORT_MD, REPORT_PNG = "report.json", "report.md", "report.png"
+_LABELS = {
+    "overall": "overall",
+    "head_users": "head users",
+    "tail_users": "tail users",
+    "head_items": "head items",
+    "tail_items": "tail items",
+}
+
+
+def _conditions(report: dict[str, Any]) -> str:
+    data, run = report["dataset"], report["run"]
+    budget = run.get("budget")
+    spent = run.get("spent")
+    return (
+        f"dataset {data.get('name')} (sha256 {str(data.get('sha256'))[:12]}…), "
+        f"student seed {run.get('seed')}, budget {budget if budget is not None else '?'} "
+        f"({spent if spent is not None else '?'} paid)"
+    )
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """A table per group: teacher and student HR@10/NDCG@10, and Agr@1/Agr@10."""
+    lines = [
+        "# Fidelity report",
+        "",
+        _conditions(report) + ".",
+        f"Teacher: `{report['teacher_source']}`. Student: `{report['student_dir']}`.",
+        "",
+        "| group | users | teacher HR@10 | student HR@10 | teacher NDCG@10 | student NDCG@10 "
+        "| Agr@1 | Agr@10 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for group in GROUPS:
+        teacher, student = report["teacher"][group], report["student"][group]
+        agreement = report["agreement"][group]
+        lines.append(
+            f"| {_LABELS[group]} | {student['users']} | {teacher['HR@10']:.4f} "
+            f"| {student['HR@10']:.4f} | {teacher['NDCG@10']:.4f} | {student['NDCG@10']:.4f} "
+            f"| {agreement['agr1']:.3f} | {agreement['agr10']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def chart(report: dict[str, Any], path: Path) -> None:
+    """Teacher vs student NDCG@10 per group, with the student's Agr@10 beside it."""
+    labels = [_LABELS[group] for group in GROUPS]
+    positions = range(len(GROUPS))
+    width = 0.38
+    figure, (accuracy, agreement) = plt.subplots(1, 2, figsize=(11, 4))
+    for offset, who in ((-width / 2, "teacher"), (width / 2, "student")):
+        values = [report[who][group]["NDCG@10"] for group in GROUPS]
+        accuracy.bar([p + offset for p in positions], values, width, label=who)
+    accuracy.set_xticks(list(positions), labels, rotation=20)
+    accuracy.set_ylabel("NDCG@10 (full ranking)")
+    accuracy.legend()
+    accuracy.set_title("accuracy on held-out test items")
+    agreement.bar(positions, [report["agreement"][g]["agr10"] for g in GROUPS], color="tab:green")
+    agreement.set_xticks(list(positions), labels, rotation=20)
+    agreement.set_ylim(0, 1)
+    agreement.set_ylabel("Agr@10 (student vs teacher)")
+    agreement.set_title("fidelity to the teacher")
+    figure.suptitle(_conditions(report), fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write_report(report: dict[str, Any], directory: Path) -> dict[str, Path]:
+    """Write JSON, Markdown and PNG into `directory`; returns their paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "json": directory / REPORT_JSON,
+        "markdown": directory / REPORT_MD,
+        "png": directory / REPORT_PNG,
+    }
+    paths["json"].write_text(json.dumps(report, indent=2) + "\n")
+    paths["markdown"].write_text(markdown(report))
+    chart(report, paths["png"])
+    return paths

@@ -1,0 +1,280 @@
+"""The student side: probe sets read back, examples, training, resuming, and the fidelity report.
+
+A tiny SASRec teacher is trained on synthetic data, served over real HTTP and probed by a real
+extraction; the students are tiny too, so every test runs in seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from distill.config import DistillConfig
+from distill.examples import answered_view_examples, heldout_split, query_examples, suffixes
+from distill.fidelity import EvaluateConfig, evaluate_student, rank_with_black_box, rank_with_model
+from distill.objectives import ObjectiveConfig
+from distill.probes import ProbeDataError, load_probes
+from distill.run import build_student, distill, item_popularity
+from distill.student import restrict_answers
+from distill.train import CHECKPOINT_DIR, Cancelled, heldout_agreement
+from extractor.config import ExtractConfig
+from extractor.probeset import ProbeRow, ProbeSetWriter, ViewAnswer
+from extractor.run import CATALOGUE_FILENAME, extract
+from seqrec.artifacts import load_artifact
+from seqrec.data.dataset import leave_one_out
+from seqrec.data.loading import load_dataset
+from seqrec.models import ModelConfig
+from seqrec.supervised import train_supervised
+from seqrec.train import TrainConfig
+from service.cli import app
+from teacher_mock.app import create_app
+from teacher_mock.server import running
+from teacher_mock.settings import TeacherSettings
+
+DATASET = "synthetic:150:60"
+KEY = "distill-test-key"
+STUDENT = ModelConfig(hidden=16, max_len=20, n_heads=2, dropout=0.1)
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("teacher")
+    train_supervised(
+        load_dataset(DATASET),
+        ModelConfig(hidden=16, max_len=20, n_heads=2),
+        TrainConfig(max_epochs=8, patience=8, progress=False, device="cpu"),
+        out,
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def teacher_url(teacher_dir: Path):
+    with running(create_app(TeacherSettings(model_dir=teacher_dir, api_keys=[KEY]))) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def probe_dir(teacher_url: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("probes")
+    config = ExtractConfig(
+        teacher_url=teacher_url,
+        api_key=KEY,
+        budget=1500,
+        out=out,
+        source="seeded",
+        dataset=DATASET,
+        prefixes=4,
+        k=20,
+    )
+    asyncio.run(extract(config, progress=False))
+    return out
+
+
+def config_for(probe_dir: Path, out: Path, **changes) -> DistillConfig:
+    base = DistillConfig(
+        probes=probe_dir,
+        out=out,
+        model=STUDENT,
+        max_epochs=6,
+        patience=6,
+        batch_size=64,
+        progress=False,
+        device="cpu",
+    )
+    return replace(base, **changes)
+
+
+# --- reading a probe set -------------------------------------------------------------------
+
+
+def test_probes_are_mapped_to_dense_ids_with_the_black_boxs_catalogue_first(tmp_path: Path):
+    (tmp_path / CATALOGUE_FILENAME).write_text(json.dumps(["c", "a", "b", "d"]))
+    with ProbeSetWriter(tmp_path) as writer:
+        writer.add(
+            ProbeRow(
+                0,
+                ["a", "b", "c", "d"],
+                ["x", "d"],
+                views=[ViewAnswer(0.5, 2, ["d", "a"]), ViewAnswer(0.25, 1, None)],
+            )
+        )
+        writer.add(ProbeRow(1, ["b"], None, error="HTTP 500"))
+        writer.add(ProbeRow(2, ["d"], ["c", "a", "b"], views=[ViewAnswer(0.5, 1, ["c"])]))
+    probes = load_probes(tmp_path, max_history=3)
+    # The listed catalogue keeps its order; an id only the answers showed is appended.
+    assert probes.item_ids == ["c", "a", "b", "d", "x"]
+    assert probes.query_ids.tolist() == [0, 2]  # the failed query is not training data
+    assert probes.histories.tolist() == [[3, 1, 4], [0, 0, 4]]  # newest 3 kept, left-padded
+    assert probes.lengths.tolist() == [4, 1]
+    assert probes.topk.tolist() == [[5, 4, 0], [1, 2, 3]]
+    assert probes.view_lengths.tolist() == [[2, 1], [1, 0]]
+    assert probes.view_topk[0, 0].tolist() == [4, 2, 0]
+    assert probes.view_topk[0, 1].tolist() == [0, 0, 0]  # failed view
+    # Answered and shorter than the query: only query 0's half view.
+    assert probes.view_usable.tolist() == [[True, False], [False, False]]
+
+
+def test_a_directory_without_answers_is_refused(tmp_path: Path):
+    with pytest.raises(ProbeDataError, match="no answered queries"):
+        load_probes(tmp_path)
+
+
+def test_examples_split_whole_queries_and_baselines_add_the_answered_views(probe_dir: Path):
+    probes = load_probes(probe_dir)
+    c = np.linspace(0, 1, probes.n_queries)
+    train, held = heldout_split(probes.n_queries, 0.2, seed=3)
+    assert not set(train) & set(held) and len(train) + len(held) == probes.n_queries
+    queries = query_examples(probes, c, train)
+    views = answered_view_examples(probes, c, train)
+    assert len(queries) == len(train)
+    assert len(views) == int(probes.view_usable[train].sum()) > 0
+    # A view example is the suffix of its query: as long as its stated length, never longer.
+    assert ((views.histories > 0).sum(axis=1) == views.lengths).all()
+    assert (views.view_lengths == 0).all()
+
+
+def test_suffixes_keep_the_most_recent_items():
+    rows = np.array([[0, 5, 6, 7], [1, 2, 3, 4]])
+    assert suffixes(rows, np.array([2, 1])).tolist() == [[0, 0, 6, 7], [0, 0, 0, 4]]
+
+
+def test_restricted_answers_keep_order_and_move_up():
+    allowed = torch.tensor([False, True, False, True, True])
+    topk = torch.tensor([[2, 3, 1, 4], [4, 2, 2, 0]])
+    assert restrict_answers(topk, allowed).tolist() == [[3, 1, 4, 0], [4, 0, 0, 0]]
+
+
+# --- training ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("objective", ["bahsd", "dfme", "kl"])
+def test_a_student_learns_to_agree_with_its_teacher(
+    probe_dir: Path, tmp_path: Path, objective: str
+):
+    config = config_for(probe_dir, tmp_path, objective=ObjectiveConfig(name=objective))
+    probes = load_probes(probe_dir)
+    _, held = heldout_split(probes.n_queries, config.heldout, config.seed)
+    heldout = query_examples(probes, np.zeros(probes.n_queries), held)
+    torch.manual_seed(config.seed)
+    untrained = build_student(
+        replace(STUDENT, n_items=probes.n_items), item_popularity(probes, held)
+    )
+    before = heldout_agreement(untrained, heldout)["agr10"]
+
+    summary = distill(config)
+
+    assert summary.heldout["agr10"] > before + 0.1
+    student = load_artifact(tmp_path)  # a normal artifact, servable like a teacher
+    assert student.info.item_ids == probes.item_ids
+    assert not (tmp_path / CHECKPOINT_DIR).exists()
+
+
+def test_an_interrupted_run_resumes_to_the_same_student(probe_dir: Path, tmp_path: Path):
+    whole = distill(config_for(probe_dir, tmp_path / "whole"))
+
+    config = config_for(probe_dir, tmp_path / "resumed")
+    epochs_done: list[int] = []
+    with pytest.raises(Cancelled):
+        distill(
+            config,
+            should_stop=lambda: len(epochs_done) >= 2,
+            on_epoch=lambda epoch, _: epochs_done.append(epoch),
+        )
+    assert (tmp_path / "resumed" / CHECKPOINT_DIR).is_dir()
+    resumed = distill(config)
+
+    assert resumed.resumed_from_epoch == 2
+    assert resumed.heldout == whole.heldout
+    a = load_artifact(tmp_path / "whole").model.state_dict()
+    b = load_artifact(tmp_path / "resumed").model.state_dict()
+    assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+def test_a_checkpoint_from_other_settings_is_not_resumed(probe_dir: Path, tmp_path: Path):
+    config = config_for(probe_dir, tmp_path)
+    with pytest.raises(Cancelled):
+        distill(config, should_stop=lambda: True)
+    other = distill(replace(config, lr=3e-3, max_epochs=1))
+    assert other.resumed_from_epoch == 0
+
+
+# --- evaluation ----------------------------------------------------------------------------
+
+
+def test_a_model_compared_with_itself_agrees_fully(teacher_dir: Path, tmp_path: Path):
+    report, paths = evaluate_student(
+        EvaluateConfig(teacher=str(teacher_dir), student=teacher_dir, dataset=DATASET, out=tmp_path)
+    )
+    assert report["teacher"] == report["student"]
+    assert all(group["agr10"] == 1.0 for group in report["agreement"].values())
+    assert {path.name for path in paths.values()} == {"report.json", "report.md", "report.png"}
+    assert paths["png"].read_bytes()[:4] == b"\x89PNG"
+    assert report["dataset"]["name"].startswith("synthetic") and "sha256" in report["dataset"]
+
+
+def test_a_teacher_over_http_ranks_like_the_same_model_on_disk(teacher_dir: Path, teacher_url: str):
+    data = load_dataset(DATASET)
+    split = leave_one_out(data)
+    local = rank_with_model(load_artifact(teacher_dir), data, split)
+    remote = rank_with_black_box(teacher_url, KEY, data, split)
+    assert np.array_equal(remote.top, local.top)
+    # The black box masks every history item, so a target the user already had is never in
+    # its list; every other user's target has the same rank.
+    pairs = zip(split.test_input.to_lists(), split.test_target, strict=True)
+    repeated = np.array([target in seq for seq, target in pairs])
+    listed = local.ranks < remote.top.shape[1]
+    same = ~repeated & listed
+    assert np.array_equal(remote.ranks[same], local.ranks[same])
+    assert (remote.ranks[repeated] >= remote.top.shape[1]).all()
+
+
+def test_cli_distills_and_evaluates(probe_dir: Path, teacher_dir: Path, tmp_path: Path):
+    runner = CliRunner()
+    student = tmp_path / "student"
+    result = runner.invoke(
+        app,
+        [
+            "distill",
+            "--probes",
+            str(probe_dir),
+            "--out",
+            str(student),
+            "--objective",
+            "dfme",
+            "--hidden",
+            "16",
+            "--max-len",
+            "20",
+            "--max-epochs",
+            "2",
+            "--no-progress",
+            "--device",
+            "cpu",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "held-out Agr@10" in result.output
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--teacher",
+            str(teacher_dir),
+            "--student",
+            str(student),
+            "--dataset",
+            DATASET,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((student / "report" / "report.json").read_text())
+    assert report["run"]["objective"] == "dfme"
+    assert report["run"]["budget"] == 1500
