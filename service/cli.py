@@ -175,12 +175,32 @@ def keys_create(
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8080,
+    worker: Annotated[
+        bool, typer.Option(help="Also run one worker in this process (--no-worker: API only)")
+    ] = True,
 ) -> None:
     """Serve the jobs and students API (settings from RECMIMIC_* variables or recmimic.env)."""
     from service.server import serve as serve_api
     from service.settings import ServiceSettings
 
-    serve_api(ServiceSettings(), host, port)
+    serve_api(ServiceSettings(), host, port, worker)
+
+
+@app.command("worker")
+def worker(
+    once: Annotated[bool, typer.Option(help="Run at most one job, then exit")] = False,
+    poll_s: Annotated[
+        float | None, typer.Option(min=0.01, help="Seconds between looks at an empty queue")
+    ] = None,
+) -> None:
+    """Claim extraction jobs from the database and run them (RECMIMIC_* settings, like serve)."""
+    from service.settings import ServiceSettings
+    from service.worker import run_worker
+
+    settings = ServiceSettings()
+    if poll_s is not None:
+        settings = settings.model_copy(update={"poll_s": poll_s})
+    run_worker(settings, once)
 
 
 @app.command("demo")

@@ -19,7 +19,7 @@ DATABASE_FILENAME = "recmimic.sqlite3"
 
 
 class ServiceSettings(BaseSettings):
-    """Configuration of the API (and, in phase 2, the worker); read once per process."""
+    """Configuration of the API and the workers; read once per process."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -38,6 +38,9 @@ class ServiceSettings(BaseSettings):
     # Jobs: a worker's claim lasts `lease_s` and is renewed every `heartbeat_s`.
     lease_s: float = Field(default=60.0, gt=0)
     heartbeat_s: float = Field(default=15.0, gt=0)
+    cancel_check_s: float = Field(default=2.0, gt=0, description="how often a worker checks")
+    poll_s: float = Field(default=2.0, gt=0, description="a worker's wait when no job is queued")
+    worker_device: str = Field(default="auto", description="training: auto = GPU when present")
 
     # Request limits.
     max_budget: int = Field(default=1_000_000, ge=1, description="paid answers per job")

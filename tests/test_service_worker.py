@@ -1,0 +1,140 @@
+"""The worker as a real process: crash safety (kill -9 mid-probing, mid-training), cancel, failure.
+
+Jobs are put straight into the store (the API is tested on its own); the witness that nothing
+was paid twice is the teacher's own usage counter against the job's paid count and the probe
+folder's budget ledger: every answered history is in the cache exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from service_stack import (
+    TEACHER_KEYS,
+    Service,
+    cached_answers,
+    job_request,
+    ledger,
+    teacher,
+    usage,
+    wait_for,
+)
+
+from distill.run import SUMMARY_FILENAME as DISTILL_SUMMARY
+from service.db.models import CANCELLED, DONE, FAILED, PROBING, TERMINAL, TRAINING
+from service.pipeline import job_paths
+
+SLOW_MS = 250.0  # per teacher request: probing lasts a few seconds, time enough to kill it
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("teacher") / "model"
+
+
+@pytest.fixture(scope="module")
+def slow_teacher(teacher_dir: Path) -> Iterator[str]:
+    with teacher(teacher_dir, latency_ms=SLOW_MS) as url:
+        yield url
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Service]:
+    service = Service(tmp_path / "home")
+    yield service
+    service.stop()
+
+
+def submit(service: Service, tenant: str, request: dict) -> str:
+    stored = {k: v for k, v in request.items() if k != "teacher_api_key"}
+    full = {"source": "autoregressive", "scales": [1.0, 0.5, 0.25], "dataset": None, **stored}
+    defaults = {"backbone": "sasrec", "objective": "bahsd", "experts": 0, "seed": 0}
+    job, _ = service.store.create_job(tenant, {**defaults, **full}, request["teacher_api_key"])
+    return job.id
+
+
+def assert_paid_once(service: Service, job_id: str, teacher_url: str, key: str) -> None:
+    """The teacher billed exactly what the job reports, and no answered history twice."""
+    job = service.job(job_id)
+    spent, answered = ledger(job_paths(service.settings, job_id).probes)
+    assert usage(teacher_url, key) == job.paid == spent <= job.request["budget"]
+    assert answered == cached_answers(job_paths(service.settings, job_id).probes)
+
+
+def test_a_worker_killed_mid_probing_is_replaced_without_paying_twice(
+    service: Service, slow_teacher: str
+) -> None:
+    key = TEACHER_KEYS[0]
+    job_id = submit(service, "alice", job_request(slow_teacher, key))
+    service.start("worker")
+    service.start("worker")
+    service.wait_status(job_id, (PROBING,))
+    # Right after the teacher counts a request, that request sleeps in the teacher's latency:
+    # the kill lands with it billed on both sides and its answer lost, never half-sent.
+    wait_for(lambda: usage(slow_teacher, key) > 0, 60, "a paid answer", every_s=0.02)
+    first = service.owner(job_id)
+    first.kill()
+    first.wait()
+    assert service.job(job_id).status == PROBING
+    done = service.wait_status(job_id, TERMINAL, timeout_s=60)
+    assert done.status == DONE, (done.error, service.logs())
+    assert done.attempts == 2
+    assert_paid_once(service, job_id, slow_teacher, key)
+
+
+def test_a_worker_killed_mid_training_resumes_from_the_checkpoint(
+    service: Service, slow_teacher: str
+) -> None:
+    key = TEACHER_KEYS[1]
+    job_id = submit(service, "alice", job_request(slow_teacher, key, epochs=1000))
+    service.start("worker")
+    service.start("worker")
+
+    def training_started() -> bool:
+        job = service.job(job_id)
+        return job.status == TRAINING and job.progress > 0
+
+    wait_for(training_started, 90, "the first epoch", every_s=0.05)
+    paid = service.job(job_id).paid
+    first = service.owner(job_id)
+    first.kill()
+    first.wait()
+    done = service.wait_status(job_id, TERMINAL, timeout_s=90)
+    assert done.status == DONE, (done.error, service.logs())
+    assert done.attempts == 2 and done.paid == paid
+    student = job_paths(service.settings, job_id).student
+    summary = json.loads((student / DISTILL_SUMMARY).read_text())
+    assert summary["resumed_from_epoch"] >= 1
+    assert_paid_once(service, job_id, slow_teacher, key)
+
+
+def test_cancel_stops_a_running_job_within_seconds_and_failures_are_one_line(
+    service: Service, slow_teacher: str
+) -> None:
+    key = TEACHER_KEYS[2]
+    job_id = submit(service, "alice", job_request(slow_teacher, key, n_sequences=200))
+    service.start("worker")
+    wait_for(lambda: usage(slow_teacher, key) > 0, 60, "a paid answer", every_s=0.05)
+    asked = time.monotonic()
+    service.store.request_cancel("alice", job_id)
+    stopped = service.wait_status(job_id, TERMINAL, timeout_s=10)
+    assert stopped.status == CANCELLED and time.monotonic() - asked < 3
+    assert stopped.teacher_api_key is None
+    time.sleep(1)
+    billed = usage(slow_teacher, key)
+    time.sleep(1)
+    assert usage(slow_teacher, key) == billed  # nothing is asked after the cancel
+
+    # The same worker goes on to the next job; an unreachable teacher fails it in one line.
+    secret = "do-not-leak-this-key"
+    bad = submit(service, "bob", job_request("http://127.0.0.1:9", secret))
+    failed = service.wait_status(bad, TERMINAL, timeout_s=30)
+    assert failed.status == FAILED and failed.error and "\n" not in failed.error
+    assert secret not in failed.error and secret not in service.logs()
+    unknown = submit(service, "bob", job_request(slow_teacher, key, dataset="../etc/passwd"))
+    failed = service.wait_status(unknown, TERMINAL, timeout_s=30)
+    assert failed.status == FAILED and "unknown dataset" in (failed.error or "")
