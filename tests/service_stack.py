@@ -2,7 +2,7 @@
 
 The teacher is the tiny untrained SASRec of `tiny_teacher` over a small synthetic dataset's
 catalogue, so a whole job (probing, a couple of epochs, evaluation) takes seconds. Leases are
-short (3 s) so a killed worker's job is claimed again quickly.
+short (2 s) so a killed worker's job is claimed again quickly.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from teacher_mock.settings import TeacherSettings
 
 DATASET = "synthetic:120:50"
 TEACHER_KEYS = [f"teacher-key-{i}-9c1e" for i in range(6)]
-FAST = {"lease_s": "3", "heartbeat_s": "1", "cancel_check_s": "0.3", "poll_s": "0.3"}
+FAST = {"lease_s": "2", "heartbeat_s": "0.5", "cancel_check_s": "0.3", "poll_s": "0.3"}
 T = TypeVar("T")
 
 
@@ -89,6 +89,7 @@ class Service:
 
     def __init__(self, home: Path, **env: str) -> None:
         self.home = home
+        home.mkdir(parents=True, exist_ok=True)
         variables = {"home": str(home), **FAST, **env}
         self.env = {**os.environ, **{f"RECMIMIC_{k.upper()}": v for k, v in variables.items()}}
         self.settings = ServiceSettings(**{k: v for k, v in variables.items()})

@@ -90,7 +90,7 @@ def test_a_worker_killed_mid_training_resumes_from_the_checkpoint(
     service: Service, slow_teacher: str
 ) -> None:
     key = TEACHER_KEYS[1]
-    job_id = submit(service, "alice", job_request(slow_teacher, key, epochs=1000))
+    job_id = submit(service, "alice", job_request(slow_teacher, key, epochs=4))
     service.start("worker")
     service.start("worker")
 
