@@ -8,7 +8,7 @@ Thin: options become the stage's config dataclasses; `distill.run.distill` and
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -29,8 +29,8 @@ def distill(
     ] = "bahsd",
     arch: Annotated[str, typer.Option(help="Student backbone: sasrec or bert4rec")] = "sasrec",
     experts: Annotated[int, typer.Option(help="HPSERec tail experts (0 = off, else >= 2)")] = 0,
-    hidden: int = 64,
-    max_len: int = 50,
+    hidden: int | None = None,
+    max_len: int | None = None,
     view_examples: Annotated[
         bool | None,
         typer.Option(help="Also learn from answered truncated views (default: baselines only)"),
@@ -40,29 +40,31 @@ def distill(
         bool, typer.Option(help="Length-normalised reliability")
     ] = False,
     hard_split: Annotated[bool, typer.Option(help="Confidence weight in {0, 1}")] = False,
-    max_epochs: int = 100,
-    patience: int = 10,
-    batch_size: int = 256,
-    lr: float = 1e-3,
+    max_epochs: int | None = None,
+    patience: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
     seed: int = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
 ) -> None:
-    """Train a student on a probe set with BAHSD (or a baseline); writes a servable artifact."""
+    """Train a student on a probe set with BAHSD (or a baseline); writes a servable artifact.
+
+    Options left out keep the defaults of `DistillConfig` and `ModelConfig`.
+    """
+    model = given(arch=arch, experts=experts, hidden=hidden, max_len=max_len)
+    schedule = given(max_epochs=max_epochs, patience=patience, batch_size=batch_size, lr=lr)
     config = DistillConfig(
         probes=probes,
         out=out,
-        model=ModelConfig(arch=arch, hidden=hidden, max_len=max_len, experts=experts),  # type: ignore[arg-type]
+        model=ModelConfig(**model),
         objective=ObjectiveConfig(name=objective, hard_split=hard_split),  # type: ignore[arg-type]
         reliability=ReliabilityConfig(measure=reliability, normalise=normalise_reliability),  # type: ignore[arg-type]
         view_examples=view_examples,
-        max_epochs=max_epochs,
-        patience=patience,
-        batch_size=batch_size,
-        lr=lr,
         seed=seed,
         device=device,
         progress=progress,
+        **schedule,
     )
     summary = run_distill(config)
     typer.echo(
@@ -70,6 +72,11 @@ def distill(
         f"  Agr@1 {summary.heldout['agr1']:.3f}  ({summary.examples} examples,"
         f" best epoch {summary.best_epoch}, {summary.seconds:.0f}s)"
     )
+
+
+def given(**options: Any) -> dict[str, Any]:
+    """The options the user set; the config dataclasses own every default."""
+    return {name: value for name, value in options.items() if value is not None}
 
 
 def evaluate(

@@ -28,9 +28,11 @@ class DistillConfig:
     reliability: ReliabilityConfig = field(default_factory=ReliabilityConfig)
     view_examples: bool | None = None
     heldout: float = 0.1  # share of queries held out for model selection (agreement)
-    lr: float = 1e-3
+    # Probe sets are small (a few thousand queries): 3e-3 and batches of 128 reached held-out
+    # Agr@10 0.65 in 20 epochs on ML-100k probes where 1e-3 and 256 reached 0.46.
+    lr: float = 3e-3
     weight_decay: float = 0.0
-    batch_size: int = 256
+    batch_size: int = 128
     max_epochs: int = 100
     patience: int = 10  # epochs without better held-out Agr@10 before stopping
     seed: int = 0
