@@ -205,7 +205,7 @@ def worker(
 
 @app.command("demo")
 def demo(
-    workdir: Annotated[Path, typer.Option(help="Where the teacher and report go")] = Path(
+    workdir: Annotated[Path, typer.Option(help="Where the teacher, service and reports go")] = Path(
         "runs/demo"
     ),
     dataset: Annotated[str, typer.Option(help="Dataset name or file")] = "ml-100k",
@@ -213,11 +213,16 @@ def demo(
     seed: int = 0,
     retrain: Annotated[bool, typer.Option(help="Train the teacher even if one exists")] = False,
     max_epochs: Annotated[int | None, typer.Option(help="Cap teacher training epochs")] = None,
-    budget: Annotated[int | None, typer.Option(help="Paid answers for the extraction")] = None,
     port: Annotated[int | None, typer.Option(help="Local port of the demo's black box")] = None,
+    source: Annotated[
+        str | None, typer.Option(help="Job's queries: seeded, autoregressive or frequency")
+    ] = None,
+    budget: Annotated[int | None, typer.Option(help="Job's paid answers for probing")] = None,
     n_sequences: Annotated[int | None, typer.Option(help="Data-free sequences to grow")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Cap student training epochs")] = None,
+    poll_s: Annotated[float | None, typer.Option(help="Seconds between job status reads")] = None,
 ) -> None:
-    """Run the pipeline end to end on MovieLens-100k and print the report."""
+    """Run the pipeline end to end on MovieLens-100k through the service and print the report."""
     from service.demo import DemoConfig, run_demo
 
     run_demo(overrides(DemoConfig, **locals()))

@@ -1,58 +1,72 @@
-"""`recmimic demo`: the pipeline end to end on MovieLens-100k, on one machine.
+"""`recmimic demo`: the whole pipeline on MovieLens-100k, on one machine, through the service.
 
-Today it covers the stages that exist: fetch the data, train (or reuse) a SASRec teacher, serve it
-as the black box on a free local port, extract a probe set from it with a hard budget of paid
-queries (data-free, autoregressive, multi-scale views), and ask it for the top-10 of every test
-user, as an attacker would see it. The report compares the black box's answers with the
-held-out items (overall and per head/tail group) and checks that the API's answers are the
-model's own. Distillation and the service join here as they are built.
+It fetches the data, trains (or reuses) a SASRec teacher and serves it as the black box on a
+fixed local port, then does what a user of the service does: a key made by the service's key
+code, one extraction job posted to the service's own API (a real HTTP server over the SQLite
+store under `{workdir}/service/`), run by the service's own `Worker` in this process (probing,
+training, evaluating), its status polled while it runs. It ends with the report the worker's
+evaluating stage wrote.
+
+A rerun pays nothing: the job is posted with an idempotency key derived from its request and the
+teacher's model version, so the same settings get the same job back (done: nothing to run; cut
+short: the worker resumes it from its folder, whose answer cache knows this port's answers). The
+black box's own usage counter, read at the end, is the witness of what this run paid.
 """
 
 from __future__ import annotations
 
-import asyncio
+import hashlib
 import json
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
-import numpy as np
 import typer
 
-from extractor.config import ExtractConfig
-from extractor.run import extract
+from distill.report import REPORT_MD, REPORT_PNG
 from seqrec.artifacts import Artifact, ArtifactError, load_artifact
-from seqrec.data.dataset import SequenceDataset, leave_one_out
+from seqrec.data.dataset import SequenceDataset
 from seqrec.data.loading import load_dataset
-from seqrec.evaluate import GROUPS, group_metrics
-from seqrec.inference import top_k
-from seqrec.metrics import agreement_at_k
 from seqrec.models import ModelConfig
-from seqrec.serving.catalogue import Catalogue
 from seqrec.supervised import train_supervised
 from seqrec.train import TrainConfig
-from teacher_mock.app import create_app
+from service.api.app import create_app as create_service_app
+from service.api.schemas import JobRequest
+from service.keys import create_key
+from service.pipeline import job_paths
+from service.settings import ServiceSettings
+from service.worker import Worker, open_store
+from teacher_mock.app import create_app as create_teacher_app
 from teacher_mock.server import running
 from teacher_mock.settings import TeacherSettings
 
-DEMO_K = 10
-BATCH = 256
+FINISHED = ("done", "failed", "cancelled")
+TENANT = "demo"
+TEACHER_KEY_FILE = "black-box.key"
+WORKER_STOP_TIMEOUT_S = 30.0
 
 
 @dataclass
 class DemoConfig:
+    """Every setting of the demo; the CLI's options override these defaults."""
+
     workdir: Path = Path("runs/demo")
     dataset: str = "ml-100k"
     arch: str = "sasrec"
     seed: int = 0
     retrain: bool = False
-    port: int = 18765  # fixed, so a rerun asks the same endpoint and its cache answers for free
-    budget: int = 5000  # paid black-box answers the extraction may use, across reruns
-    n_sequences: int = 300  # data-free sequences grown from random start items
-    max_epochs: int | None = None  # None: the trainer's default (early stopping decides)
+    max_epochs: int | None = None  # teacher; None: the trainer's default (early stopping decides)
+    port: int = 18765  # fixed, so a resumed job asks the same endpoint its cache knows
+    # The job. Seeded: the attacker holds ML-100k's training split and asks its prefixes.
+    source: Literal["seeded", "autoregressive", "frequency"] = "seeded"
+    budget: int = 8000  # paid answers for probing (evaluation pays one per test user on top)
+    n_sequences: int = 200  # data-free sources only: sequences grown from random start items
+    epochs: int = 30  # cap on the student's training epochs
+    poll_s: float = 3.0  # how often the job's status is read and shown
 
 
 def say(message: str) -> None:
@@ -60,10 +74,10 @@ def say(message: str) -> None:
 
 
 def run_demo(config: DemoConfig) -> dict[str, Any]:
+    """Run the demo and return its summary (also written to `{workdir}/demo.json`)."""
     start = time.perf_counter()
     say(f"[1/5] dataset {config.dataset}")
     dataset = load_dataset(config.dataset)
-    split = leave_one_out(dataset)
     typer.echo(
         f"      {dataset.n_users} users, {dataset.n_items} items, {dataset.n_interactions} "
         f"interactions; sha256 {dataset.sha256}; from {dataset.origin}"
@@ -82,59 +96,29 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         typer.echo("      reusing the teacher trained on this dataset; --retrain to train anew")
 
     say(f"[3/5] serving the teacher as a black box (top-k only, API key) on port {config.port}")
-    key = secrets.token_urlsafe(24)
-    settings = TeacherSettings(model_dir=teacher_dir, api_keys=[key])
-    histories = split.test_input
-    raw = [dataset.item_ids[histories[u] - 1].tolist() for u in range(histories.n_users)]
-    with running(create_app(settings, artifact), port=config.port) as url:
-        typer.echo(f"      {url}/v1/recommend  (X-Model-Version {artifact.version[:12]})")
-        say(f"[4/5] extracting a probe set, data-free, within a budget of {config.budget} answers")
-        plan = extract_config(config, url, key, artifact.model.n_items)
-        extraction = asyncio.run(extract(plan, progress=True))
-        typer.echo(
-            f"      paid {extraction.paid}, cached {extraction.cached}, "
-            f"{extraction.queries_written} queries written, budget left {extraction.budget_left}"
-        )
-        answers = ask_black_box(url, key, raw, DEMO_K)
+    teacher_key = black_box_key(config.workdir)
+    settings = TeacherSettings(model_dir=teacher_dir, api_keys=[teacher_key])
+    with running(create_teacher_app(settings, artifact), port=config.port) as teacher_url:
+        typer.echo(f"      {teacher_url}/v1/recommend  (X-Model-Version {artifact.version[:12]})")
+        home = config.workdir / "service"
+        say(f"[4/5] extraction job through the service (store, key, API, worker under {home})")
+        job = run_job(config, home, teacher_url, teacher_key, artifact)
+        paid_now = black_box_usage(teacher_url, teacher_key)
 
     say("[5/5] report")
-    # Back to dense ids; a short answer (few unseen items left) is padded with 0 (no item).
-    catalogue = Catalogue(dataset.item_ids.tolist())
-    answered = np.zeros((len(answers), DEMO_K), dtype=np.int64)
-    for row, items in enumerate(answers):
-        answered[row, : len(items)] = catalogue.to_dense(items, "answer")
-    ranks = first_hit_rank(answered, split.test_target)
-    local = top_k(artifact.model, histories, DEMO_K)
-    report = {
+    summary = {
         "dataset": {"name": dataset.name, "sha256": dataset.sha256, "origin": dataset.origin},
-        "teacher": {"dir": str(teacher_dir), "arch": config.arch, "seed": config.seed},
-        "model_version": artifact.version,
-        "extraction": extraction.to_dict() | {"probe_set": str(config.workdir / "probes")},
-        "black_box": {
-            "test_histories_asked": len(raw),
-            f"agreement_with_local_model_at_{DEMO_K}": float(
-                agreement_at_k(answered, local, DEMO_K).mean()
-            ),
-        },
-        "metrics_from_api_answers": group_metrics(ranks, split.test_target, split, (1, 5, 10)),
+        "teacher": {"dir": str(teacher_dir), "arch": config.arch, "version": artifact.version},
+        "job": job,
+        "black_box_answers_paid_this_run": paid_now,
         "seconds": round(time.perf_counter() - start, 1),
     }
-    write_reports(config.workdir, report)
-    return report
-
-
-def extract_config(config: DemoConfig, url: str, key: str, n_items: int) -> ExtractConfig:
-    """Data-free extraction into the demo's probe set; a rerun resumes it and pays nothing."""
-    return ExtractConfig(
-        k=min(ExtractConfig.k, n_items),
-        teacher_url=url,
-        api_key=key,
-        budget=config.budget,
-        out=config.workdir / "probes",
-        source="autoregressive",
-        n_sequences=config.n_sequences,
-        seed=config.seed,
-    )
+    config.workdir.mkdir(parents=True, exist_ok=True)
+    (config.workdir / "demo.json").write_text(json.dumps(summary, indent=2))
+    show_report(job, paid_now)
+    if job["status"] != "done":
+        raise typer.Exit(1)
+    return summary
 
 
 def reusable_teacher(directory: Path, dataset: SequenceDataset) -> Artifact | None:
@@ -148,51 +132,141 @@ def reusable_teacher(directory: Path, dataset: SequenceDataset) -> Artifact | No
     return artifact if same else None
 
 
-def ask_black_box(url: str, key: str, histories: list[list[str]], k: int) -> list[list[str]]:
-    """Top-k of every history through the batch endpoint."""
+def black_box_key(workdir: Path) -> str:
+    """The black box's API key, kept across runs: a job resumed after a crash still holds it."""
+    path = workdir / TEACHER_KEY_FILE
+    if not path.is_file():
+        workdir.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(24))
+    return path.read_text().strip()
+
+
+def job_request(
+    config: DemoConfig, teacher_url: str, teacher_key: str, n_items: int
+) -> dict[str, Any]:
+    """The body of `POST /v1/jobs`: evaluation on the demo's dataset, seeded from it if asked."""
+    return {
+        "k": min(JobRequest.model_fields["k"].default, n_items),  # tiny catalogues: all items
+        "teacher_url": teacher_url,
+        "teacher_api_key": teacher_key,
+        "budget": config.budget,
+        "source": config.source,
+        "dataset": config.dataset,
+        "n_sequences": config.n_sequences,
+        "seed": config.seed,
+        "epochs": config.epochs,
+    }
+
+
+def run_job(
+    config: DemoConfig, home: Path, teacher_url: str, teacher_key: str, teacher: Artifact
+) -> dict[str, Any]:
+    """Post the job to the service's API, run a worker until it ends; the job as last read."""
+    # The embedded defaults, whatever RECMIMIC_* variables or recmimic.env say.
+    settings = ServiceSettings(home=home).model_copy(
+        update={"database_url": None, "redis_url": None}
+    )
+    store = open_store(settings)
+    key = create_key(store.sessions, TENANT)
+    body = job_request(config, teacher_url, teacher_key, teacher.model.n_items)
+    public = {name: value for name, value in body.items() if name != "teacher_api_key"}
+    replay = hashlib.sha256(json.dumps([public, teacher.version], sort_keys=True).encode())
+    worker = Worker(settings, store)
+    thread = threading.Thread(target=worker.run, name="worker", daemon=True)
     headers = {"Authorization": f"Bearer {key}"}
-    answers: list[list[str]] = []
-    with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
-        for first in range(0, len(histories), BATCH):
-            body = {"histories": histories[first : first + BATCH], "k": k}
-            response = client.post("/v1/recommend/batch", json=body)
-            response.raise_for_status()
-            answers.extend(result["items"] for result in response.json()["results"])
-    return answers
+    with (
+        running(create_service_app(settings, store)) as url,
+        httpx.Client(base_url=url, headers=headers, timeout=30) as api,
+    ):
+        job, created = post_job(api, body, f"demo-{replay.hexdigest()[:32]}")
+        origin = "queued" if created else "the same settings' job, found again"
+        typer.echo(
+            f"      job {job['id']} ({origin}): {config.source} queries, budget {config.budget} "
+            f"answers, student epochs <= {config.epochs}; POST {url}/v1/jobs"
+        )
+        thread.start()
+        try:
+            job = follow(api, job, config)
+        finally:
+            worker.shutdown.set()  # a stage still running stops; a rerun resumes the job
+            thread.join(timeout=WORKER_STOP_TIMEOUT_S)
+        if job["status"] == "done":
+            job["report"] = api.get(f"/v1/students/{job['student_id']}/report").json()
+    folder = job_paths(settings, job["id"]).report
+    job["report_files"] = {"markdown": str(folder / REPORT_MD), "png": str(folder / REPORT_PNG)}
+    return job
 
 
-def first_hit_rank(answered: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """0-based rank of the target in each top-k list; k (a miss) when absent."""
-    hits = answered == targets[:, None]
-    return np.where(hits.any(axis=1), hits.argmax(axis=1), answered.shape[1])
+def post_job(api: httpx.Client, body: dict[str, Any], replay_key: str) -> tuple[dict, bool]:
+    """The job for these settings and whether it is new; one that failed or was cancelled is
+    followed by a fresh one (keyed after it), so a rerun retries instead of replaying a failure.
+    """
+    key = replay_key
+    while True:
+        response = api.post("/v1/jobs", json=body, headers={"Idempotency-Key": key})
+        if response.is_error:
+            raise ValueError(f"the service refused the job: {response.json()['detail']}")
+        job, created = response.json(), response.status_code == 201
+        if created or job["status"] not in ("failed", "cancelled"):
+            return job, created
+        key = f"{replay_key}-after-{job['id']}"
 
 
-def write_reports(workdir: Path, report: dict[str, Any]) -> None:
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "report.json").write_text(json.dumps(report, indent=2))
-    metrics = report["metrics_from_api_answers"]
-    rows = [(group, metrics[group]) for group in GROUPS]
-    lines = [
-        "# recmimic demo report",
-        "",
-        f"Dataset {report['dataset']['name']} (sha256 `{report['dataset']['sha256']}`), "
-        f"teacher {report['teacher']['arch']} seed {report['teacher']['seed']}, "
-        f"model version `{report['model_version'][:12]}`.",
-        "",
-        "Accuracy of the black box's top-10 answers on the held-out test item:",
-        "",
-        "| group | users | HR@10 | NDCG@10 |",
-        "|---|---|---|---|",
-        *(f"| {g} | {m['users']} | {m['HR@10']:.4f} | {m['NDCG@10']:.4f} |" for g, m in rows),
-        "",
-        f"Extraction (data-free, scales 1, 1/2, 1/4): {report['extraction']['paid']} answers paid "
-        f"this run, {report['extraction']['cached']} from the cache, "
-        f"{report['extraction']['queries_written']} queries written to "
-        f"`{report['extraction']['probe_set']}`.",
-        "",
-        "Agreement of the API's answers with the local model: "
-        f"{report['black_box'][f'agreement_with_local_model_at_{DEMO_K}']:.3f}.",
-    ]
-    (workdir / "report.md").write_text("\n".join(lines) + "\n")
-    typer.echo("\n".join(lines[6:]))
-    typer.echo(f"\nreport: {workdir / 'report.md'}  {workdir / 'report.json'}")
+def follow(api: httpx.Client, job: dict[str, Any], config: DemoConfig) -> dict[str, Any]:
+    """Poll the job every `poll_s` and print a line whenever it moved; the finished job."""
+    started = time.monotonic()
+    last = None
+    while True:
+        line = progress_line(job, config.epochs)
+        if line != last:
+            typer.echo(f"      {time.monotonic() - started:5.0f}s  {line}")
+            last = line
+        if job["status"] in FINISHED:
+            return job
+        time.sleep(config.poll_s)
+        response = api.get(f"/v1/jobs/{job['id']}")
+        response.raise_for_status()
+        job = response.json()
+
+
+def progress_line(job: dict[str, Any], epochs: int) -> str:
+    stage = job["status"]
+    if stage == "training":
+        stage += f" epoch {round(job['progress'] * epochs)}/{epochs}"
+    elif stage in ("probing", "evaluating"):
+        stage += f" {job['progress']:.0%}"
+    line = f"{stage:<22} paid {job['paid']}, cached {job['cached']}"
+    return f"{line}; {job['error']}" if job["error"] else line
+
+
+def black_box_usage(url: str, key: str) -> int:
+    """Answers the black box served this key since it started, i.e. during this run."""
+    response = httpx.get(f"{url}/v1/usage", headers={"Authorization": f"Bearer {key}"})
+    response.raise_for_status()
+    return int(response.json()["used"])
+
+
+def show_report(job: dict[str, Any], paid_now: int) -> None:
+    """Teacher vs student accuracy (overall, tail users), agreement, and the report's files."""
+    if job["status"] != "done":
+        typer.echo(f"      job {job['id']} ended {job['status']}: {job.get('error') or ''}")
+        return
+    report, training = job["report"], job["metrics"]["training"]
+    source = job["request"]["source"]
+    who = "seeded from the training split" if source == "seeded" else f"data-free ({source})"
+    typer.echo(
+        f"      student: {training['queries']} queries ({who}), best epoch "
+        f"{training['best_epoch']} of {training['epochs_run']}; "
+        f"job paid {job['paid']} answers, this run {paid_now}"
+    )
+    typer.echo("      group       | teacher NDCG@10 HR@10 | student NDCG@10 HR@10 | Agr@10")
+    for group in ("overall", "tail_users"):
+        teacher, student = report["teacher"][group], report["student"][group]
+        typer.echo(
+            f"      {group:<11} |   {teacher['NDCG@10']:.4f}  {teacher['HR@10']:.4f}"
+            f"       |   {student['NDCG@10']:.4f}  {student['HR@10']:.4f}       |"
+            f"  {report['agreement'][group]['agr10']:.3f}"
+        )
+    files = job["report_files"]
+    typer.echo(f"\nreport: {files['markdown']}\n        {files['png']}")

@@ -77,18 +77,29 @@ def test_demo_end_to_end_on_tiny_data(tmp_path: Path) -> None:
         probe.bind(("127.0.0.1", 0))
         port = str(probe.getsockname()[1])
     args = ["demo", "--dataset", "synthetic:120:60", "--workdir", str(workdir), "--port", port]
-    args += ["--max-epochs", "1", "--budget", "150", "--n-sequences", "40"]
+    args += ["--max-epochs", "1", "--budget", "150", "--epochs", "2", "--poll-s", "0.2"]
     result = recmimic(*args)
     assert result.returncode == 0, result.stderr
-    report = json.loads((workdir / "report.json").read_text())
-    assert report["extraction"]["paid"] == 150 and report["extraction"]["budget_left"] == 0
-    assert report["extraction"]["queries_written"] > 0
-    assert report["black_box"]["agreement_with_local_model_at_10"] == 1.0
-    assert (workdir / "report.md").read_text().startswith("# recmimic demo report")
+    assert "[4/5] extraction job through the service" in result.stdout
+    assert "training epoch" in result.stdout  # the job's progress, polled while it ran
+    summary = json.loads((workdir / "demo.json").read_text())
+    job = summary["job"]
+    assert job["status"] == "done" and job["request"]["source"] == "seeded"
+    assert job["metrics"]["probing"]["spent_total"] == 150
+    assert job["metrics"]["training"]["epochs_run"] <= 2
+    evaluation_paid = job["metrics"]["evaluation"]["paid"]
+    assert job["paid"] == 150 + evaluation_paid == summary["black_box_answers_paid_this_run"]
+    for group in ("overall", "tail_users"):
+        for who in ("teacher", "student"):
+            assert 0.0 <= job["report"][who][group]["NDCG@10"] <= 1.0
+        assert 0.0 <= job["report"]["agreement"][group]["agr10"] <= 1.0
+    markdown, png = Path(job["report_files"]["markdown"]), Path(job["report_files"]["png"])
+    assert markdown.read_text().startswith("# Fidelity report") and png.stat().st_size > 0
+    assert str(markdown) in result.stdout and str(png) in result.stdout
     again = recmimic(*args)
     assert again.returncode == 0 and "reusing the teacher" in again.stdout
-    rerun = json.loads((workdir / "report.json").read_text())
-    assert rerun["extraction"]["paid"] == 0
+    rerun = json.loads((workdir / "demo.json").read_text())
+    assert rerun["job"]["id"] == job["id"] and rerun["black_box_answers_paid_this_run"] == 0
 
 
 def test_training_is_deterministic_for_a_seed(tmp_path: Path) -> None:
