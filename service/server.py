@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import threading
 
+import torch
 import uvicorn
 
+from seqrec.serving.batcher import default_torch_threads
 from service.api.app import create_app
 from service.logs import configure_logging
 from service.settings import ServiceSettings
@@ -22,6 +24,9 @@ WORKER_STOP_TIMEOUT_S = 30.0
 def serve(settings: ServiceSettings, host: str, port: int, worker: bool = True) -> None:
     """Migrate the database, then serve (and work) until interrupted."""
     configure_logging(settings.log_level)
+    # Like the teacher: student forward passes leave a core to the loop (the embedded worker's
+    # training shares this process, and this cap, unless RECMIMIC_TORCH_THREADS says otherwise).
+    torch.set_num_threads(settings.torch_threads or default_torch_threads(1))
     store = open_store(settings)
     app = create_app(settings, store)
     embedded = Worker(settings, store) if worker else None

@@ -51,6 +51,10 @@ class ServiceSettings(BaseSettings):
     page_max: int = Field(default=100, ge=1, description="most rows one list request returns")
 
     students_loaded: int = Field(default=4, ge=1, description="student models kept in memory")
+    # Student top-k: concurrent requests share one forward pass (`seqrec.serving.batcher`).
+    batch_wait_ms: float = Field(default=2.0, ge=0, description="how long a batch waits to fill")
+    batch_max_rows: int = Field(default=512, ge=1, description="histories in one forward pass")
+    torch_threads: int | None = Field(default=None, ge=1, description="None: cores left over")
     device: str = "cpu"
     log_level: str = "INFO"
 

@@ -21,6 +21,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from seqrec.artifacts import Artifact, load_artifact
+from seqrec.serving.batcher import default_torch_threads
 from teacher_mock.app import create_app
 from teacher_mock.settings import TeacherSettings, settings_env
 
@@ -69,11 +70,6 @@ def app_from_env() -> FastAPI:
     settings = TeacherSettings()  # type: ignore[call-arg]  # model_dir comes from the env
     torch.set_num_threads(settings.torch_threads or default_torch_threads(1))
     return create_app(settings)
-
-
-def default_torch_threads(workers: int) -> int:
-    """Each worker's share of the cores, less one left to the event loop."""
-    return max(1, (os.cpu_count() or 1) // workers - 1)
 
 
 @contextmanager

@@ -6,6 +6,7 @@ student is a tiny saved artifact registered through the store the way a worker r
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -309,6 +310,35 @@ def test_student_answers_the_teacher_contract(service: Service, alice: httpx.Cli
         assert not set(items) & set(history) and len(items) == len(set(items))
     numbers = alice.post(path, json={"history": [100, 101], "k": 3})  # ints read as raw ids
     assert numbers.json()["items"] == expected(service.artifact, [["100", "101"]], 3)[0]
+
+
+def test_concurrent_requests_get_the_sequential_answers(
+    service: Service, alice: httpx.Client
+) -> None:
+    """Requests micro-batched together (mixed k, a batch among singles) answer as if alone."""
+    rng = random.Random(1)
+    histories = [[rng.choice(ITEM_IDS) for _ in range(rng.randint(1, 25))] for _ in range(20)]
+    ks = [3 + i % 8 for i in range(len(histories))]
+    path = f"/v1/students/{service.student_id}/recommend"
+    bodies = [{"history": h, "k": k} for h, k in zip(histories, ks, strict=True)]
+    sequential = [alice.post(path, json=body).json()["items"] for body in bodies]
+
+    async def at_once() -> list[httpx.Response]:
+        headers = {"Authorization": f"Bearer {service.alice}"}
+        async with httpx.AsyncClient(base_url=service.url, headers=headers, timeout=10) as client:
+            batch = client.post(f"{path}/batch", json={"histories": histories[:8], "k": 10})
+            return await asyncio.gather(batch, *(client.post(path, json=b) for b in bodies))
+
+    batch, *singles = asyncio.run(at_once())
+    for answer in (batch, *singles):
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["x-model-version"] == service.artifact.version
+    assert [answer.json()["items"] for answer in singles] == sequential
+    assert sequential == [
+        expected(service.artifact, [h], k)[0] for h, k in zip(histories, ks, strict=True)
+    ]
+    batched = [result["items"] for result in batch.json()["results"]]
+    assert batched == expected(service.artifact, histories[:8], 10)
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ and batch requests take the same path, so they get the same answers.
 from __future__ import annotations
 
 import asyncio
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -110,6 +111,15 @@ class MicroBatcher:
             out.append([_cut(ranking, job.k) for ranking in rankings[start:end]])
             start = end
         return out
+
+
+def default_torch_threads(workers: int) -> int:
+    """Each worker process's share of the cores, less one left to the event loop.
+
+    A server that micro-batches runs one forward pass at a time; its intra-op threads should not
+    starve the loop that accepts the next batch's requests.
+    """
+    return max(1, (os.cpu_count() or 1) // workers - 1)
 
 
 def rank_histories(

@@ -7,10 +7,12 @@ so anything written against the teacher (the extractor included) can query a stu
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, FastAPI, Query, Response
 
 from seqrec.serving.contract import (
     BatchRecommendation,
@@ -20,14 +22,32 @@ from seqrec.serving.contract import (
 )
 from service.api.deps import SettingsDep, StoreDep, StudentsDep, TenantDep
 from service.api.schemas import ErrorBody, StudentsPage, StudentView
+from service.db.models import Student
 from service.errors import Gone, NotFound
+
+
+@asynccontextmanager
+async def _stop_batchers(app: FastAPI) -> AsyncIterator[None]:
+    """The loaded students' batcher tasks end with the app instead of outliving its loop."""
+    yield
+    await app.state.students.close()
+
 
 router = APIRouter(
     prefix="/v1/students",
     tags=["students"],
     responses={code: {"model": ErrorBody} for code in (400, 401, 404, 413, 422)},
+    lifespan=_stop_batchers,
 )
 MODEL_VERSION = "X-Model-Version"
+
+
+def owned_student(student_id: str, tenant: TenantDep, store: StoreDep) -> Student:
+    """The caller's student (404 otherwise); a plain def, so the query runs off the event loop."""
+    return store.get_student(tenant, student_id)
+
+
+OwnedStudent = Annotated[Student, Depends(owned_student)]
 
 
 @router.get("")
@@ -71,20 +91,18 @@ def get_report(student_id: str, tenant: TenantDep, store: StoreDep) -> dict[str,
     response_model_exclude_none=True,
     responses={410: {"model": ErrorBody}},
 )
-def recommend(
-    student_id: str,
+async def recommend(
     body: RecommendRequest,
     response: Response,
-    tenant: TenantDep,
-    store: StoreDep,
+    row: OwnedStudent,
     students: StudentsDep,
     settings: SettingsDep,
 ) -> Recommendation:
     """The top-k unseen items for one history (oldest item first), best first."""
-    student = students.get(store.get_student(tenant, student_id))
-    response.headers[MODEL_VERSION] = student.version
-    items = student.recommend([body.history], body.k, batch=False, settings=settings)[0]
-    return Recommendation(items=items)
+    async with students.use(row, settings) as student:
+        response.headers[MODEL_VERSION] = student.version
+        items = await student.recommend([body.history], body.k, batch=False, settings=settings)
+    return Recommendation(items=items[0])
 
 
 @router.post(
@@ -93,17 +111,15 @@ def recommend(
     response_model_exclude_none=True,
     responses={410: {"model": ErrorBody}},
 )
-def recommend_batch(
-    student_id: str,
+async def recommend_batch(
     body: BatchRecommendRequest,
     response: Response,
-    tenant: TenantDep,
-    store: StoreDep,
+    row: OwnedStudent,
     students: StudentsDep,
     settings: SettingsDep,
 ) -> BatchRecommendation:
     """Several histories in one request, answered exactly as one by one."""
-    student = students.get(store.get_student(tenant, student_id))
-    response.headers[MODEL_VERSION] = student.version
-    rankings = student.recommend(body.histories, body.k, batch=True, settings=settings)
+    async with students.use(row, settings) as student:
+        response.headers[MODEL_VERSION] = student.version
+        rankings = await student.recommend(body.histories, body.k, batch=True, settings=settings)
     return BatchRecommendation(results=[Recommendation(items=items) for items in rankings])
