@@ -3,8 +3,8 @@
 One SASRec teacher (trained once, or reused from the work directory) is served over real HTTP.
 For each regime (seeded: prefixes of the real training histories; data-free: autoregressive
 queries) and each seed, one extraction with a fixed budget of paid answers produces one probe
-set, and every method trains its student on exactly that probe set: the baselines learn from
-every answered history (truncated views included), BAHSD uses the views as probes (DESIGN
+set, and every method trains its student on exactly that probe set, learning from every
+answered history (truncated views included); BAHSD also uses the views as probes (DESIGN
 section 6). Students are selected on held-out probes only; the real test split is used once, to
 report. Teacher and students are scored with full ranking on the leave-one-out test split.
 
@@ -188,7 +188,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
-    budget = args.budget or (3000 if args.quick else 10000)
+    budget = args.budget or (2000 if args.quick else 10000)
     methods = args.methods.split(",")
     workdir = args.workdir / ("quick" if args.quick else "full")
     started = time.monotonic()
@@ -209,7 +209,7 @@ def main() -> None:
                         out=base / method,
                         model=ModelConfig(experts=experts),
                         objective=ObjectiveConfig(name=objective),  # type: ignore[arg-type]
-                        max_epochs=30 if args.quick else 100,
+                        max_epochs=20 if args.quick else 100,
                         seed=seed,
                         progress=False,
                     )

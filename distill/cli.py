@@ -32,8 +32,7 @@ def distill(
     hidden: int | None = None,
     max_len: int | None = None,
     view_examples: Annotated[
-        bool | None,
-        typer.Option(help="Also learn from answered truncated views (default: baselines only)"),
+        bool | None, typer.Option(help="Also learn from each answered truncated view")
     ] = None,
     reliability: Annotated[str, typer.Option(help="overlap or rbo")] = "overlap",
     normalise_reliability: Annotated[
@@ -53,14 +52,19 @@ def distill(
     Options left out keep the defaults of `DistillConfig` and `ModelConfig`.
     """
     model = given(arch=arch, experts=experts, hidden=hidden, max_len=max_len)
-    schedule = given(max_epochs=max_epochs, patience=patience, batch_size=batch_size, lr=lr)
+    schedule = given(
+        max_epochs=max_epochs,
+        patience=patience,
+        batch_size=batch_size,
+        lr=lr,
+        view_examples=view_examples,
+    )
     config = DistillConfig(
         probes=probes,
         out=out,
         model=ModelConfig(**model),
         objective=ObjectiveConfig(name=objective, hard_split=hard_split),  # type: ignore[arg-type]
         reliability=ReliabilityConfig(measure=reliability, normalise=normalise_reliability),  # type: ignore[arg-type]
-        view_examples=view_examples,
         seed=seed,
         device=device,
         progress=progress,

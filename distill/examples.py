@@ -1,10 +1,10 @@
 """Training examples from a probe set: which answers the student learns from, and in which batch.
 
 An example is a history (a left-padded row), the teacher's answer to it, the reliability of the
-query it came from, and the truncated views the InfoNCE term may contrast it with. BAHSD learns
-from each query's full view and uses its truncated views as probes (reliability, InfoNCE);
-the baselines, which have no use for probes, learn from every answered history, truncated
-views included, so every method sees exactly the same paid answers.
+query it came from, and the truncated views the InfoNCE term may contrast it with. By default
+every method learns from every answered history, truncated views included, so all of them see
+exactly the same paid answers; BAHSD also uses each query's views as probes (reliability,
+InfoNCE).
 
 Held-out probes are whole queries (a query and its views never straddle the split), drawn with
 a seeded generator; the student is selected on them, never on real test data.

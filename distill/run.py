@@ -93,7 +93,7 @@ def distill(
     )
     train_q, heldout_q = heldout_split(probes.n_queries, config.heldout, config.seed)
     parts = [query_examples(probes, c, train_q)]
-    if config.learns_from_views:
+    if config.view_examples:
         parts.append(answered_view_examples(probes, c, train_q))
     train = concat(parts)
     heldout = query_examples(probes, c, heldout_q)

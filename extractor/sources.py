@@ -33,7 +33,10 @@ def seeded_queries(
     min_length: int = 1,
     seed: int = 0,
 ) -> list[History]:
-    """Prefixes of real histories as queries, user by user, shortest first.
+    """Prefixes of real histories as queries, in a seeded random order.
+
+    The order is shuffled so that a budget smaller than the whole set spreads over every user
+    instead of exhausting itself on the first users' prefixes.
 
     Pass the TRAINING split only (for leave-one-out data: each history without its validation
     and test items). Every query is a prefix of a given history, so a held-out item reaches the
@@ -55,7 +58,7 @@ def seeded_queries(
         if prefixes != "all" and len(lengths) > prefixes:
             lengths = np.sort(rng.choice(lengths, size=prefixes, replace=False))
         queries.extend(items[:n] for n in lengths.tolist())
-    return queries
+    return [queries[i] for i in rng.permutation(len(queries))]
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,7 @@ def extract_config(
         source=request["source"],
         dataset=resolve_dataset(dataset, settings) if dataset else None,
         n_sequences=request["n_sequences"],
+        prefixes=request.get("prefixes") or "all",
         scales=tuple(request["scales"]),
         k=request["k"],
         cache=settings.redis_url,  # None: embedded under the probe folder

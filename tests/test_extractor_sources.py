@@ -61,7 +61,15 @@ TRAINING = [[f"u{u}-{t}" for t in range(length)] for u, length in enumerate([1, 
 def test_seeded_all_prefixes_are_every_prefix_of_each_history() -> None:
     queries = seeded_queries(TRAINING, "all", min_length=2)
     want = [history[:n] for history in TRAINING for n in range(2, len(history) + 1)]
-    assert queries == want
+    assert sorted(queries) == sorted(want) and len(queries) == len(want)
+
+
+def test_seeded_queries_spread_a_partial_budget_over_every_user() -> None:
+    histories = [[f"u{u}-{i}" for i in range(30)] for u in range(40)]
+    queries = seeded_queries(histories, "all", seed=0)
+    first_users = {query[0] for query in queries[:80]}  # what a budget of 80 would ask
+    assert len(first_users) >= 30  # user by user, 80 queries would reach only 3 users
+    assert queries == seeded_queries(histories, "all", seed=0)  # resumable: same order
 
 
 def test_seeded_sampled_prefixes_are_seeded_and_bounded() -> None:
@@ -74,7 +82,7 @@ def test_seeded_sampled_prefixes_are_seeded_and_bounded() -> None:
         history = next(h for h in TRAINING if h[0] == query[0])
         assert history[: len(query)] == query  # a prefix of its own user's history
     lengths = [len(q) for q in first if q[0] == TRAINING[4][0]]
-    assert lengths == sorted(set(lengths))  # distinct prefixes, shortest first
+    assert len(lengths) == len(set(lengths))  # distinct prefixes
 
 
 def test_seeded_queries_never_hold_an_item_beyond_the_given_histories() -> None:

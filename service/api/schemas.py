@@ -42,6 +42,9 @@ class JobRequest(BaseModel):
     experts: int = Field(default=0, ge=0, le=16, description="HPSERec tail experts; 0 = off")
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     n_sequences: int = Field(default=1000, ge=1, le=1_000_000)
+    prefixes: int | None = Field(
+        default=None, ge=1, le=10_000, description="seeded: prefixes per user; null = all"
+    )
     epochs: int | None = Field(default=None, ge=1, le=1000, description="cap on training epochs")
 
     @field_validator("teacher_url")
