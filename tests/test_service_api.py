@@ -228,6 +228,7 @@ def test_cancel_a_queued_job(alice: httpx.Client) -> None:
         ({"scales": [0.5]}, "body.scales: must include 1"),
         ({"dataset": "../etc/passwd"}, "body.dataset: String should match pattern"),
         ({"backbone": "gru"}, "body.backbone: Input should be 'sasrec' or 'bert4rec'"),
+        ({"experts": 1}, "body.experts: must be 0 (off) or at least 2"),
         ({"surprise": 1}, "body.surprise: Extra inputs are not permitted"),
         ({"teacher_api_key": ""}, "body.teacher_api_key: must be 1 to 4096 characters"),
     ],

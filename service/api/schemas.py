@@ -62,6 +62,13 @@ class JobRequest(BaseModel):
             raise ValueError(f"must be 1 to {MAX_KEY_LENGTH} characters")
         return value
 
+    @field_validator("experts")
+    @classmethod
+    def _experts(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("must be 0 (off) or at least 2: one expert is the plain backbone")
+        return value
+
     @field_validator("scales")
     @classmethod
     def _scales(cls, value: list[float]) -> list[float]:
