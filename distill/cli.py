@@ -39,6 +39,9 @@ def distill(
         bool, typer.Option(help="Length-normalised reliability")
     ] = False,
     hard_split: Annotated[bool, typer.Option(help="Confidence weight in {0, 1}")] = False,
+    negatives: Annotated[
+        str | None, typer.Option(help="Sampled negatives per example, or 'all' items")
+    ] = None,
     max_epochs: int | None = None,
     patience: int | None = None,
     batch_size: int | None = None,
@@ -63,7 +66,11 @@ def distill(
         probes=probes,
         out=out,
         model=ModelConfig(**model),
-        objective=ObjectiveConfig(name=objective, hard_split=hard_split),  # type: ignore[arg-type]
+        objective=ObjectiveConfig(
+            name=objective,  # type: ignore[arg-type]
+            hard_split=hard_split,
+            **({} if negatives is None else {"n_negatives": parse_negatives(negatives)}),
+        ),
         reliability=ReliabilityConfig(measure=reliability, normalise=normalise_reliability),  # type: ignore[arg-type]
         seed=seed,
         device=device,
@@ -76,6 +83,15 @@ def distill(
         f"  Agr@1 {summary.heldout['agr1']:.3f}  ({summary.examples} examples,"
         f" best epoch {summary.best_epoch}, {summary.seconds:.0f}s)"
     )
+
+
+def parse_negatives(text: str) -> int | None:
+    """'all' (every catalogue item, None in the config) or a positive count."""
+    if text == "all":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"bad --negatives {text!r}: expected 'all' or a positive integer")
+    return int(text)
 
 
 def given(**options: Any) -> dict[str, Any]:

@@ -55,7 +55,7 @@ class ObjectiveConfig:
     margin: float = 0.5  # adjacent top-k pairs
     negative_margin: float = 0.5  # top-k item over a sampled negative
     top_pairs: int | None = None  # adjacent top-k pairs used by the hinge; None = all
-    n_negatives: int = 100
+    n_negatives: int | None = 100  # None: every item of the pool is a negative (no sampling)
     nce_temperature: float = 0.2
 
     def __post_init__(self) -> None:
@@ -190,16 +190,19 @@ def info_nce(
 
 
 def _negative_validity(
-    negatives: torch.Tensor, topk: torch.Tensor, exclude: torch.Tensor | None
+    negatives: torch.Tensor, topk: torch.Tensor, exclude: torch.Tensor | None, sampled: bool
 ) -> torch.Tensor:
     """[B, n] True for a real negative: non-zero, not in the row's top-k or exclude, not a repeat.
 
-    Repeats are dropped so the candidate set C is a set, as in the specification.
+    Repeats (possible only when `sampled`) are dropped so the candidate set C is a set, as in the
+    specification.
     """
     valid = negatives != 0
     valid &= ~(negatives.unsqueeze(2) == topk.unsqueeze(1)).any(dim=2)
     if exclude is not None:
         valid &= ~(negatives.unsqueeze(2) == exclude.unsqueeze(1)).any(dim=2)
+    if not sampled:
+        return valid
     n = negatives.shape[1]
     earlier = torch.ones(n, n, dtype=torch.bool, device=negatives.device).tril(diagonal=-1)
     repeated = ((negatives.unsqueeze(2) == negatives.unsqueeze(1)) & earlier).any(dim=2)
@@ -245,9 +248,13 @@ def distillation_loss(
     name = config.name
     batch = scores.shape[0]
     topk_scores, topk_valid = _gather_scores(scores, topk, topk != 0)
-    negatives = sample_negatives(negative_pool, batch, config.n_negatives, generator)
+    sampled = config.n_negatives is not None
+    if sampled:
+        negatives = sample_negatives(negative_pool, batch, config.n_negatives, generator)
+    else:
+        negatives = negative_pool.to(scores.device).unsqueeze(0).expand(batch, -1)
     negative_scores, negative_valid = _gather_scores(
-        scores, negatives, _negative_validity(negatives, topk, exclude)
+        scores, negatives, _negative_validity(negatives, topk, exclude, sampled)
     )
     c = reliability.detach().to(scores.device, torch.float32).clamp(0.0, 1.0)
     ones = torch.ones_like(c)

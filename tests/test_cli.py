@@ -51,6 +51,13 @@ def test_teacher_train_writes_artifact_and_json(tmp_path: Path) -> None:
         (["teacher", "train", "--dataset", "synthetic:50:40", "--arch", "gpt"], "unknown arch"),
         (["data", "stats", "synthetic:0:5"], "bad synthetic dataset"),
         (["data", "fetch", "ml-20m"], "unknown dataset"),
+        (["distill", "--probes", "x", "--out", "y", "--negatives", "some"], "bad --negatives"),
+        (["distill", "--probes", "no-such-dir", "--out", "y"], "is not a directory"),
+        (["distill", "--probes", "x", "--out", "y", "--objective", "magic"], "unknown objective"),
+        (
+            ["evaluate", "--teacher", "no-such", "--student", "no-such", "--dataset", "ml-100k"],
+            "not a model artifact",
+        ),
     ],
 )
 def test_bad_input_is_one_line_error(args: list[str], fragment: str) -> None:

@@ -249,6 +249,8 @@ def test_cli_distills_and_evaluates(probe_dir: Path, teacher_dir: Path, tmp_path
             str(student),
             "--objective",
             "dfme",
+            "--negatives",
+            "all",
             "--hidden",
             "16",
             "--max-len",
@@ -262,6 +264,7 @@ def test_cli_distills_and_evaluates(probe_dir: Path, teacher_dir: Path, tmp_path
     )
     assert result.exit_code == 0, result.output
     assert "held-out Agr@10" in result.output
+    assert load_artifact(student).info.training["objective"]["n_negatives"] is None
     result = runner.invoke(
         app,
         [

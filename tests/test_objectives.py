@@ -255,6 +255,24 @@ def test_negatives_colliding_with_topk_or_exclude_are_ignored() -> None:
     assert real.item() == pytest.approx(0.8)
 
 
+def test_every_pool_item_is_a_negative_when_none_are_sampled() -> None:
+    # Pool items 1..5; top-k {1, 2}; 3 excluded; so 4 and 5 are the negatives, each once.
+    scores = torch.tensor([[float("-inf"), 2.0, 1.0, 10.0, 1.8, -5.0]])
+    common = {
+        "scores": scores,
+        "topk": torch.tensor([[1, 2]]),
+        "reliability": torch.tensor([0.5]),
+        "full_repr": torch.ones(1, 2),
+        "view_repr": torch.ones(1, 2),
+        "view_valid": torch.tensor([False]),
+        "exclude": torch.tensor([[3]]),
+        "negative_pool": torch.arange(1, 6),
+    }
+    loss, _ = distillation_loss(ObjectiveConfig(name="dfme", n_negatives=None), **common)
+    # adjacent pair: relu(.5 - 1) = 0; versus 4: .3 and 1.3, versus 5: 0 and 0 -> mean .4
+    assert loss.item() == pytest.approx(0.4)
+
+
 def test_example_weight_and_empty_batch() -> None:
     inputs = batch()
     config = ObjectiveConfig(name="dfme", n_negatives=20)
