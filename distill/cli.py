@@ -17,7 +17,7 @@ from distill.fidelity import EvaluateConfig, evaluate_student
 from distill.objectives import ObjectiveConfig
 from distill.reliability import ReliabilityConfig
 from distill.run import distill as run_distill
-from extractor.cli import KEY_VARIABLES, api_key_from
+from extractor.cli import KEY_VARIABLES, all_or_count, api_key_from
 from seqrec.models import ModelConfig
 
 
@@ -69,7 +69,7 @@ def distill(
         objective=ObjectiveConfig(
             name=objective,  # type: ignore[arg-type]
             hard_split=hard_split,
-            **({} if negatives is None else {"n_negatives": parse_negatives(negatives)}),
+            **({} if negatives is None else {"n_negatives": negatives_from(negatives)}),
         ),
         reliability=ReliabilityConfig(measure=reliability, normalise=normalise_reliability),  # type: ignore[arg-type]
         seed=seed,
@@ -85,13 +85,10 @@ def distill(
     )
 
 
-def parse_negatives(text: str) -> int | None:
-    """'all' (every catalogue item, None in the config) or a positive count."""
-    if text == "all":
-        return None
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"bad --negatives {text!r}: expected 'all' or a positive integer")
-    return int(text)
+def negatives_from(text: str) -> int | None:
+    """`--negatives`: a count, or 'all' (None in `ObjectiveConfig`: every catalogue item)."""
+    count = all_or_count(text, "--negatives")
+    return None if count == "all" else count
 
 
 def given(**options: Any) -> dict[str, Any]:

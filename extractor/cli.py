@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -61,7 +61,7 @@ def extract(
         n_sequences=n_sequences,
         min_length=min_length,
         max_length=max_length,
-        prefixes=_prefixes(prefixes),
+        prefixes=all_or_count(prefixes, "--prefixes"),
         scales=parse_scales(scales),
         k=k,
         cache=cache,
@@ -87,11 +87,12 @@ def api_key_from(given: str | None) -> str:
     raise ValueError(f"no API key: pass --api-key or set {KEY_VARIABLES[0]}")
 
 
-def _prefixes(text: str) -> str | int:
+def all_or_count(text: str, option: str) -> Literal["all"] | int:
+    """An option that is either 'all' or a positive count; anything else is a one-line error."""
     if text == "all":
-        return text
+        return "all"
     if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"bad prefixes {text!r}: expected 'all' or a positive integer")
+        raise ValueError(f"bad {option} {text!r}: expected 'all' or a positive integer")
     return int(text)
 
 

@@ -418,7 +418,7 @@ def test_the_command_prints_a_summary_without_the_key(clean: str, tmp_path: Path
         ({"dataset": None}, "needs a dataset"),
         ({"scales": "1,half"}, "bad scales"),
         ({"scales": "0.5"}, "must include 1"),
-        ({"prefixes": "0"}, "bad prefixes"),
+        ({"prefixes": "0"}, "bad --prefixes"),
         ({"api_key": "nope"}, "refused the API key"),
         ({"teacher_url": "http://127.0.0.1:9"}, "cannot reach the teacher"),
     ],
