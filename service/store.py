@@ -229,6 +229,13 @@ class JobStore:
             job_id, worker_id, lease_expires_at=now + timedelta(seconds=lease_s), updated_at=now
         )
 
+    def release_job(self, job_id: str, worker_id: str) -> bool:
+        """Give a running job back at once (a worker shutting down), so another worker resumes
+        it now instead of after the lease would have run out. False when not the owner."""
+        return self._owned_update(
+            job_id, worker_id, lease_owner=None, lease_expires_at=None, updated_at=self.clock()
+        )
+
     def cancel_requested(self, job_id: str) -> bool:
         """Whether the job's owner was asked to stop (the worker checks at each heartbeat)."""
         with self.sessions() as session:

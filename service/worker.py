@@ -9,9 +9,9 @@ extraction ends, training after every epoch.
 While a job runs, a `Lease` thread renews its lease every `heartbeat_s` and checks every
 `cancel_check_s` whether the job was cancelled. When it was, when the lease is lost (another
 worker took the job over: stop without writing anything), or when the worker shuts down (the
-lease runs out and another worker resumes the job), the running stage stops within seconds:
-the extraction task is cancelled (it flushes the queries it completed) and the trainer's
-`should_stop` turns true.
+job is handed back for another worker to resume at once), the running stage stops within
+seconds: the extraction task is cancelled (it flushes the queries it completed) and the
+trainer's `should_stop` turns true.
 
 Failures the job's owner can act on (teacher unreachable, unknown dataset, no answered probes)
 fail the job with one line; anything else fails it with the exception's type, the traceback
@@ -321,7 +321,8 @@ class Worker:
         elif lease.reason == "lost":
             log.warning("job lease lost; its new owner goes on", extra={"job": job.id})
         else:
-            log.info("job left to another worker at shutdown", extra={"job": job.id})
+            self.store.release_job(job.id, self.worker_id)
+            log.info("job handed back at shutdown", extra={"job": job.id})
 
     def _fail(self, job: Job, error: str) -> None:
         self.store.finish_failed(job.id, self.worker_id, error)

@@ -241,6 +241,18 @@ def test_expired_lease_is_reclaimed_and_the_old_owner_is_refused(
     assert store.get_job("alice", job_id).status == TRAINING
 
 
+def test_a_released_job_is_claimed_again_at_once(store: JobStore, clock: Clock) -> None:
+    (job_id,) = queue(store, 1)
+    store.claim_job("w1", 10)
+    assert store.update_progress(job_id, "w1", status=TRAINING, progress=0.5)
+    assert not store.release_job(job_id, "intruder")
+    assert store.claim_job("w2", 10) is None  # still w1's
+    assert store.release_job(job_id, "w1")
+    job = store.claim_job("w2", 10)  # no need to wait for the lease to run out
+    assert job.id == job_id and job.attempts == 2 and job.status == TRAINING
+    assert not store.heartbeat(job_id, "w1", 10)
+
+
 def test_heartbeat_extends_only_the_owners_lease(store: JobStore, clock: Clock) -> None:
     (job_id,) = queue(store, 1)
     store.claim_job("w1", 10)

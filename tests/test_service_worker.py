@@ -86,6 +86,26 @@ def test_a_worker_killed_mid_probing_is_replaced_without_paying_twice(
     assert_paid_once(service, job_id, slow_teacher, key)
 
 
+def test_a_worker_stopped_by_sigterm_hands_its_job_back_at_once(
+    service: Service, slow_teacher: str
+) -> None:
+    key = TEACHER_KEYS[3]
+    job_id = submit(service, "alice", job_request(slow_teacher, key))
+    service.start("worker")
+    service.start("worker")
+    service.wait_status(job_id, (PROBING,))
+    wait_for(lambda: usage(slow_teacher, key) > 0, 60, "a paid answer", every_s=0.02)
+    first = service.owner(job_id)
+    owner_id = service.job(job_id).lease_owner
+    first.terminate()
+    assert first.wait(timeout=30) == 0
+    # Released, not left to expire: nobody holds it, or the other worker already does.
+    assert service.job(job_id).lease_owner != owner_id
+    done = service.wait_status(job_id, TERMINAL, timeout_s=60)
+    assert done.status == DONE, (done.error, service.logs())
+    assert_paid_once(service, job_id, slow_teacher, key)
+
+
 def test_a_worker_killed_mid_training_resumes_from_the_checkpoint(
     service: Service, slow_teacher: str
 ) -> None:
