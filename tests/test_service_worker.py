@@ -8,6 +8,7 @@ folder's budget ledger: every answered history is in the cache exactly once.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,18 +66,25 @@ def assert_paid_once(service: Service, job_id: str, teacher_url: str, key: str) 
     assert answered == cached_answers(job_paths(service.settings, job_id).probes)
 
 
+def probing_under_two_workers(
+    service: Service, teacher_url: str, key: str
+) -> tuple[str, subprocess.Popen]:
+    """A job probing under one of two workers, just after the teacher billed an answer; the
+    job's id and its owner's process. That request then sleeps in the teacher's latency, so a
+    kill lands with it billed on both sides and its answer lost, never half-sent."""
+    job_id = submit(service, "alice", job_request(teacher_url, key))
+    service.start("worker")
+    service.start("worker")
+    service.wait_status(job_id, (PROBING,))
+    wait_for(lambda: usage(teacher_url, key) > 0, 60, "a paid answer", every_s=0.02)
+    return job_id, service.owner(job_id)
+
+
 def test_a_worker_killed_mid_probing_is_replaced_without_paying_twice(
     service: Service, slow_teacher: str
 ) -> None:
     key = TEACHER_KEYS[0]
-    job_id = submit(service, "alice", job_request(slow_teacher, key))
-    service.start("worker")
-    service.start("worker")
-    service.wait_status(job_id, (PROBING,))
-    # Right after the teacher counts a request, that request sleeps in the teacher's latency:
-    # the kill lands with it billed on both sides and its answer lost, never half-sent.
-    wait_for(lambda: usage(slow_teacher, key) > 0, 60, "a paid answer", every_s=0.02)
-    first = service.owner(job_id)
+    job_id, first = probing_under_two_workers(service, slow_teacher, key)
     first.kill()
     first.wait()
     assert service.job(job_id).status == PROBING
@@ -90,12 +98,7 @@ def test_a_worker_stopped_by_sigterm_hands_its_job_back_at_once(
     service: Service, slow_teacher: str
 ) -> None:
     key = TEACHER_KEYS[3]
-    job_id = submit(service, "alice", job_request(slow_teacher, key))
-    service.start("worker")
-    service.start("worker")
-    service.wait_status(job_id, (PROBING,))
-    wait_for(lambda: usage(slow_teacher, key) > 0, 60, "a paid answer", every_s=0.02)
-    first = service.owner(job_id)
+    job_id, first = probing_under_two_workers(service, slow_teacher, key)
     owner_id = service.job(job_id).lease_owner
     first.terminate()
     assert first.wait(timeout=30) == 0
