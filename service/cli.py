@@ -15,15 +15,10 @@ from typing import Annotated, Any
 import typer
 
 from distill.cli import distill, evaluate
-from extractor.budget import BudgetError
-from extractor.cache import CacheError
 from extractor.cli import extract
-from extractor.errors import BlackBoxError
-from extractor.probeset import ProbeSetError
-from seqrec.artifacts import ArtifactError
-from seqrec.data.fetch import FetchError
 from seqrec.models import ModelConfig
 from seqrec.train import TrainConfig
+from service.user_errors import USER_ERRORS
 from teacher_mock.cli import serve as teacher_serve
 
 app = typer.Typer(
@@ -42,19 +37,6 @@ teacher_app.command("serve")(teacher_serve)
 app.command("extract")(extract)
 app.command("distill")(distill)
 app.command("evaluate")(evaluate)
-
-# Errors that describe the user's input or environment; anything else is a bug and keeps its
-# traceback.
-USER_ERRORS = (
-    ValueError,
-    OSError,
-    ArtifactError,
-    FetchError,
-    BlackBoxError,
-    BudgetError,
-    CacheError,
-    ProbeSetError,
-)
 
 
 def main() -> None:

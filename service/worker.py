@@ -35,45 +35,25 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import SQLAlchemyError
 
 from distill.fidelity import evaluate_student
-from distill.probes import ProbeDataError
 from distill.run import SUMMARY_FILENAME as DISTILL_SUMMARY
 from distill.run import distill
 from distill.train import Cancelled
-from extractor.budget import BudgetError
-from extractor.cache import CacheError
 from extractor.client import BUDGET_REFUSED
-from extractor.errors import BlackBoxError
-from extractor.probeset import ProbeSetError
 from extractor.run import SUMMARY_FILENAME as EXTRACT_SUMMARY
 from extractor.run import extract
-from seqrec.artifacts import ArtifactError
-from seqrec.data.fetch import FetchError
 from service.db.engine import make_engine, migrate, session_factory
 from service.db.models import EVALUATING, PROBING, TRAINING, Job
 from service.logs import configure_logging
 from service.pipeline import distill_config, evaluate_config, extract_config, job_paths
 from service.settings import ServiceSettings
 from service.store import JobStore
+from service.user_errors import USER_ERRORS
 
 log = logging.getLogger("service.worker")
 T = TypeVar("T")
 STAGES = (PROBING, TRAINING, EVALUATING)
 MAX_ERROR_LENGTH = 500
 STOP_CHECK_S = 0.2  # how often the extraction's supervisor looks at the stop flag
-
-# What a job's owner can fix (their teacher, key, dataset, request): the job fails with the
-# message. Anything else is a bug: the message names only its type.
-JOB_ERRORS = (
-    ValueError,
-    OSError,
-    ArtifactError,
-    FetchError,
-    BlackBoxError,
-    BudgetError,
-    CacheError,
-    ProbeSetError,
-    ProbeDataError,
-)
 
 
 class Stopped(Exception):
@@ -308,7 +288,7 @@ class Worker:
                 JobRun(job, self.store, self.worker_id, self.settings, lease).run()
             except Stopped:
                 self._stopped(job, lease)
-            except (JobFailed, *JOB_ERRORS) as exc:
+            except (JobFailed, *USER_ERRORS) as exc:
                 self._fail(job, _one_line(exc, key))
             except Exception as exc:
                 log.exception("job crashed", extra={"job": job.id})

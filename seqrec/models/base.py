@@ -100,6 +100,12 @@ class SequentialRecommender(nn.Module, ABC):
 
     def encode(self, seqs: torch.Tensor) -> torch.Tensor:
         """Hidden states [B, L, d] for left-padded item ids [B, L]."""
+        return self.encode_with(seqs, self.blocks, self.final_norm)
+
+    def encode_with(
+        self, seqs: torch.Tensor, blocks: nn.ModuleList, final_norm: nn.LayerNorm
+    ) -> torch.Tensor:
+        """The shared embedding and masking, through the given block stack."""
         length = seqs.shape[1]
         if length > self.config.max_len:
             raise ValueError(f"sequence length {length} exceeds max_len {self.config.max_len}")
@@ -108,9 +114,9 @@ class SequentialRecommender(nn.Module, ABC):
         x = self.item_emb(seqs) * self.config.hidden**0.5 + self.pos_emb(positions)
         x = self.emb_dropout(x) * valid.unsqueeze(-1)
         mask = self._attention_mask(valid)
-        for block in self.blocks:
+        for block in blocks:
             x = block(x, mask) * valid.unsqueeze(-1)
-        return self.final_norm(x)
+        return final_norm(x)
 
     def _attention_mask(self, valid: torch.Tensor) -> torch.Tensor:
         """[B, 1, L, L] boolean: attend to real keys (causally for SASRec); pads see themselves.

@@ -98,17 +98,7 @@ class HPSERec(SequentialRecommender):
         The same embedding and masking as the single-stack backbone, with the expert's blocks.
         """
         stack = self.experts[-1 if expert is None else expert]
-        length = seqs.shape[1]
-        if length > self.config.max_len:
-            raise ValueError(f"sequence length {length} exceeds max_len {self.config.max_len}")
-        valid = seqs != 0
-        positions = torch.arange(length - 1, -1, -1, device=seqs.device)
-        x = self.item_emb(seqs) * self.config.hidden**0.5 + self.pos_emb(positions)
-        x = self.emb_dropout(x) * valid.unsqueeze(-1)
-        mask = self._attention_mask(valid)
-        for block in stack.blocks:
-            x = block(x, mask) * valid.unsqueeze(-1)
-        return stack.final_norm(x)
+        return self.encode_with(seqs, stack.blocks, stack.final_norm)
 
     def expert_outputs(self, seqs: torch.Tensor) -> list[ExpertOutput]:
         """Every expert's last-position output for left-padded histories [B, L]."""
