@@ -24,8 +24,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+from spread import mean_std
 
 from distill.config import DistillConfig
 from distill.fidelity import EvaluateConfig, evaluate_student
@@ -102,14 +102,10 @@ def row(report: dict, who: str) -> dict[str, float]:
     return values
 
 
-def mean_std(rows: list[dict[str, float]]) -> dict[str, dict[str, Any]]:
+def over_seeds(rows: list[dict[str, float]]) -> dict[str, dict[str, Any]]:
+    """Each column's mean ± std over the seeds' rows, with the runs themselves."""
     return {
-        label: {
-            "mean": float(np.mean([r[label] for r in rows])),
-            "std": float(np.std([r[label] for r in rows], ddof=1)) if len(rows) > 1 else 0.0,
-            "runs": [r[label] for r in rows],
-        }
-        for label in rows[0]
+        label: {**mean_std(values := [r[label] for r in rows]), "runs": values} for label in rows[0]
     }
 
 
@@ -251,7 +247,7 @@ def main() -> None:
 
     table = {
         regime: {
-            model: mean_std(rows)
+            model: over_seeds(rows)
             for model, rows in sorted(models.items(), key=lambda kv: kv[0] != "teacher")
         }
         for regime, models in raw.items()

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+from spread import mean_std
 
 METRICS = ("HR@10", "NDCG@10")
 GROUPS = ("overall", "head_items", "tail_items")
@@ -56,13 +56,6 @@ def run_one(model: str, seed: int, args: argparse.Namespace, result_path: Path) 
         result_path.with_suffix(""),
     )
     result_path.write_text(json.dumps(summary.to_dict()))
-
-
-def mean_std(values: list[float]) -> dict[str, float]:
-    return {
-        "mean": float(np.mean(values)),
-        "std": float(np.std(values, ddof=1) if len(values) > 1 else 0.0),
-    }
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+from spread import mean_std
 
 METRICS = ("NDCG@10", "HR@10", "NDCG@20", "HR@20")
 GROUPS = ("overall", "tail_users", "head_users", "tail_items", "head_items")
@@ -48,13 +48,6 @@ def run_one(arch: str, seed: int, dataset: str, result_path: Path) -> None:
     payload["evaluate_s"] = time.perf_counter() - start
     payload["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result_path.write_text(json.dumps(payload))
-
-
-def mean_std(values: list[float]) -> dict[str, float]:
-    return {
-        "mean": float(np.mean(values)),
-        "std": float(np.std(values, ddof=1) if len(values) > 1 else 0.0),
-    }
 
 
 def main() -> None:
