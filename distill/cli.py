@@ -42,6 +42,9 @@ def distill(
     negatives: Annotated[
         str | None, typer.Option(help="Sampled negatives per example, or 'all' items")
     ] = None,
+    kl_weight: Annotated[
+        float | None, typer.Option(help="Weight of BAHSD's KL term against the low branch")
+    ] = None,
     max_epochs: int | None = None,
     patience: int | None = None,
     batch_size: int | None = None,
@@ -69,6 +72,7 @@ def distill(
         objective=ObjectiveConfig(
             name=objective,  # type: ignore[arg-type]
             hard_split=hard_split,
+            **given(kl_weight=kl_weight),
             **({} if negatives is None else {"n_negatives": negatives_from(negatives)}),
         ),
         reliability=ReliabilityConfig(measure=reliability, normalise=normalise_reliability),  # type: ignore[arg-type]

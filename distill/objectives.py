@@ -13,7 +13,14 @@ Per query s with teacher top-k answer, reliability c(s) in [0, 1] and student lo
   over every negative) + alpha * L_NCE (symmetric InfoNCE, in-batch negatives, between the
   student's representations of the full view and of a truncated view);
 - w(s) = sigmoid((c(s) - delta) / kappa), delta = batch median by default, or a hard 0/1 split;
-- L = mean_s [ w L_KL + (1 - w) (L_rank + alpha L_NCE) ].
+- L = mean_s [ w lambda_KL L_KL + (1 - w) (L_rank + alpha L_NCE) ].
+
+lambda_KL (`kl_weight`, default 0.1) is not in DESIGN section 6, whose sum has an implicit 1:
+tau^2 KL runs at 5-25 where the hinge runs near 2, so at 1 the KL branch steers the whole
+gradient, and every form of the KL we tried learned worse rankings than the hinge. On ML-100k
+quick probe sets (seed 0, 2,000 paid answers) 0.1 raised BAHSD's held-out Agr@10 from 0.670 to
+0.770 (seeded) and from 0.744 to 0.752 (data-free); 0.03 gave 0.757 (seeded). Chosen on
+held-out probes, as an attacker would, not on the test split.
 
 Objectives: `bahsd` as above; `dfme` L_rank only (uniform weights, no NCE); `kl` KL at the fixed
 temperature `kl_tau`; ablations `bahsd_noprobe` (w = 0.5 and tau from c = 0.5 for every query),
@@ -57,6 +64,7 @@ class ObjectiveConfig:
     top_pairs: int | None = None  # adjacent top-k pairs used by the hinge; None = all
     n_negatives: int | None = 100  # None: every item of the pool is a negative (no sampling)
     nce_temperature: float = 0.2
+    kl_weight: float = 0.1  # lambda_KL: L_KL against the low branch (module docstring)
 
     def __post_init__(self) -> None:
         known = _KL_TERM | _LOW_TERMS
@@ -279,7 +287,8 @@ def distillation_loss(
         rank = ranking_hinge(topk_scores, topk_valid, negative_scores, negative_valid, config)
     if name in _NCE_TERM and config.alpha != 0:
         nce = info_nce(full_repr, view_repr, view_valid, config.nce_temperature)
-    per_row = weight * kl + (1 - weight) * (rank + config.alpha * nce)
+    kl_weight = config.kl_weight if name in _LOW_TERMS else 1.0  # a KL alone is not rescaled
+    per_row = weight * kl_weight * kl + (1 - weight) * (rank + config.alpha * nce)
 
     row_weight = topk_valid.any(dim=1).float()
     if example_weight is not None:

@@ -251,6 +251,8 @@ def test_cli_distills_and_evaluates(probe_dir: Path, teacher_dir: Path, tmp_path
             "dfme",
             "--negatives",
             "all",
+            "--kl-weight",
+            "0.3",
             "--hidden",
             "16",
             "--max-len",
@@ -264,7 +266,8 @@ def test_cli_distills_and_evaluates(probe_dir: Path, teacher_dir: Path, tmp_path
     )
     assert result.exit_code == 0, result.output
     assert "held-out Agr@10" in result.output
-    assert load_artifact(student).info.training["objective"]["n_negatives"] is None
+    objective = load_artifact(student).info.training["objective"]
+    assert objective["n_negatives"] is None and objective["kl_weight"] == 0.3
     result = runner.invoke(
         app,
         [

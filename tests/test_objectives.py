@@ -209,11 +209,12 @@ def test_each_objective_uses_exactly_its_terms(name: str) -> None:
     assert (parts["nce"] > 0) == uses_repr
 
 
-def test_bahsd_combines_the_branches_as_specified() -> None:
-    """With a hard split, the loss is the row-mean of KL or rank + alpha NCE per row."""
+@pytest.mark.parametrize("kl_weight", [1.0, 0.25])
+def test_bahsd_combines_the_branches_as_specified(kl_weight: float) -> None:
+    """With a hard split, the loss is the row-mean of kl_weight * KL or rank + alpha NCE."""
     inputs = batch()
     seed = torch.Generator().manual_seed(0)
-    config = ObjectiveConfig(delta=0.55, hard_split=True, n_negatives=20)
+    config = ObjectiveConfig(delta=0.55, hard_split=True, n_negatives=20, kl_weight=kl_weight)
     loss, _ = distillation_loss(config, **inputs, generator=seed)
     high, _ = distillation_loss(
         ObjectiveConfig(name="bahsd_kl_only", n_negatives=20),
@@ -228,7 +229,7 @@ def test_bahsd_combines_the_branches_as_specified() -> None:
         example_weight=torch.tensor([0.0, 1.0, 0.0, 0.0]),
     )
     # Rows 0, 2 (c 0.9, 0.6) are high, row 1 (0.2) low, row 3 has no answer: 3 rows count.
-    assert loss.item() == pytest.approx((2 * high.item() + low.item()) / 3, rel=1e-5)
+    assert loss.item() == pytest.approx((2 * kl_weight * high.item() + low.item()) / 3, rel=1e-5)
 
 
 def test_negatives_colliding_with_topk_or_exclude_are_ignored() -> None:
