@@ -1,7 +1,8 @@
 """Teacher quality benchmark: SASRec and BERT4Rec on ML-100k, several seeds, mean ± std.
 
 Each run trains in its own process (so its peak memory is its own) with the embedded defaults of
-`recmimic teacher train`, and reports full-ranking test metrics, wall time and peak RSS.
+`recmimic teacher train` (TrainConfig.for_arch), and reports full-ranking test metrics, wall time
+and peak RSS. With --arch, the other architectures' results already in --json are kept.
 
     python bench/teacher.py --json bench/results/teacher.json [--seeds 0 1 2] [--arch sasrec]
 """
@@ -38,7 +39,7 @@ def run_one(arch: str, seed: int, dataset: str, result_path: Path) -> None:
     data = load_dataset(dataset)
     out_dir = result_path.with_suffix("")
     summary = train_supervised(
-        data, ModelConfig(arch=arch), TrainConfig(seed=seed, progress=False), out_dir
+        data, ModelConfig(arch=arch), TrainConfig.for_arch(arch, seed=seed, progress=False), out_dir
     )
     payload = summary.to_dict()
     # Time one full test evaluation (all users, full ranking plus 100 sampled negatives).
@@ -103,6 +104,12 @@ def main() -> None:
         summary[arch]["epochs_run"] = mean_std([r["training"]["epochs_run"] for r in arch_runs])
 
     first = next(iter(runs.values()))[0]
+    # An --arch subset keeps the other archs' results of an earlier run on the same data and seeds.
+    if args.json.exists():
+        old = json.loads(args.json.read_text())
+        if old["dataset"]["sha256"] == first["dataset"]["sha256"] and old["seeds"] == args.seeds:
+            for arch in sorted(old["runs"].keys() - runs.keys()):
+                summary[arch], runs[arch] = old["summary"][arch], old["runs"][arch]
     print(f"\n{args.dataset} (sha256 {first['dataset']['sha256']}), seeds {args.seeds}")
     header = (
         "| model | " + " | ".join(f"{g} NDCG@10" for g in GROUPS) + " | HR@10 | wall s | peak MB |"

@@ -3,6 +3,8 @@
 Each epoch slices every user's training sequence into windows of `max_len + 1` items from the
 end backwards (so long histories contribute all their items, not just the last window),
 shuffles them with a seeded generator and takes AdamW steps on the backbone's own loss.
+With `window_ends="random"` every epoch instead draws as many windows per user, each ending at a
+random item, so the model sees new contexts (and new last items) every epoch.
 Validation NDCG@10 picks the best epoch; its weights are restored at the end.
 The trainer holds no global state: everything it needs is passed in, so it can be sharded.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -31,9 +34,23 @@ class TrainConfig:
     max_epochs: int = 200
     patience: int = 10  # epochs without a better validation NDCG@10 before stopping
     min_window: int = 2  # shortest window (in items, input + target) worth training on
+    window_ends: Literal["tiled", "random"] = "tiled"  # see the module docstring
     seed: int = 0
     device: str = "auto"  # "auto" = cuda when available, else cpu
     progress: bool = True
+
+    @classmethod
+    def for_arch(cls, arch: str, **given: Any) -> TrainConfig:
+        """The defaults for backbone `arch` (ARCH_DEFAULTS), with the given fields on top."""
+        return cls(**{**ARCH_DEFAULTS.get(arch, {}), **given})
+
+
+# Where a backbone trains best away from the TrainConfig defaults. BERT4Rec's cloze loss has only
+# about mask_ratio of each window's items as targets, plus its last one: with the same fixed
+# windows every epoch it reached 75% of SASRec's NDCG@10 on ML-100k. Windows ending at random
+# items, and the longer patience its slow climb needs (100+ epochs), are what closed that gap
+# (README, "Teacher quality").
+ARCH_DEFAULTS: dict[str, dict[str, Any]] = {"bert4rec": {"window_ends": "random", "patience": 20}}
 
 
 @dataclass
@@ -67,6 +84,25 @@ def training_windows(train: Sequences, width: int, min_window: int) -> np.ndarra
     return padded_windows(train.items, starts[keep], ends[keep], width)
 
 
+def random_windows(
+    train: Sequences, width: int, min_window: int, rng: np.random.Generator
+) -> np.ndarray:
+    """As many windows per user as `training_windows` cuts, each ending at a random item.
+
+    An end is uniform over the user's items from the `min_window`-th on; the window holds up
+    to `width` items before it (left-padded).
+    """
+    lengths = train.lengths
+    per_user = np.maximum(np.ceil((lengths - 1) / (width - 1)).astype(np.int64), 0)
+    per_user[lengths < min_window] = 0
+    user = np.repeat(np.arange(train.n_users), per_user)
+    first_end = train.offsets[user] + min_window
+    span = train.offsets[user + 1] - first_end + 1
+    ends = first_end + (rng.random(len(user)) * span).astype(np.int64)
+    starts = np.maximum(train.offsets[user], ends - width)
+    return padded_windows(train.items, starts, ends, width)
+
+
 def train_model(
     model: SequentialRecommender, split: LeaveOneOutSplit, config: TrainConfig
 ) -> TrainResult:
@@ -78,12 +114,15 @@ def train_model(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
-    windows = training_windows(split.train, model.config.max_len + 1, config.min_window)
+    width = model.config.max_len + 1
+    windows = training_windows(split.train, width, config.min_window)
     best_state, best_ndcg, best_epoch, history = None, -1.0, 0, []
     start = time.perf_counter()
     bar = tqdm(range(1, config.max_epochs + 1), desc="train", disable=not config.progress)
     for epoch in bar:
         model.train()
+        if config.window_ends == "random":
+            windows = random_windows(split.train, width, config.min_window, rng)
         order = rng.permutation(len(windows))
         losses = []
         for first in range(0, len(order), config.batch_size):

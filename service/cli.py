@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import fields
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -51,10 +53,13 @@ def main() -> None:
         sys.exit(130)
 
 
-def overrides(cls: type, **values: Any) -> Any:
-    """Build a config dataclass from the options that were given; the dataclass owns defaults."""
+def overrides(cls: type, factory: Callable[..., Any] | None = None, **values: Any) -> Any:
+    """Build a config dataclass from the options that were given; the dataclass owns defaults.
+
+    `factory` (default: the class itself) builds it, e.g. a per-architecture default.
+    """
     names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in values.items() if v is not None and k in names})
+    return (factory or cls)(**{k: v for k, v in values.items() if v is not None and k in names})
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -123,7 +128,7 @@ def teacher_train(
 
     options = locals()
     model_config = overrides(ModelConfig, **options)
-    train_config = overrides(TrainConfig, **options)
+    train_config = overrides(TrainConfig, partial(TrainConfig.for_arch, arch), **options)
     data = load_dataset(dataset, min_user=min_user, min_item=min_item)
     summary = train_supervised(data, model_config, train_config, out)
     overall = summary.test["overall"]

@@ -87,7 +87,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     say(f"[2/5] teacher {config.arch} -> {teacher_dir}")
     artifact = None if config.retrain else reusable_teacher(teacher_dir, dataset)
     if artifact is None:
-        train_config = TrainConfig(seed=config.seed)
+        train_config = TrainConfig.for_arch(config.arch, seed=config.seed)
         if config.max_epochs:
             train_config.max_epochs = config.max_epochs
         train_supervised(dataset, ModelConfig(arch=config.arch), train_config, teacher_dir)

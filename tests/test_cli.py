@@ -38,6 +38,7 @@ def test_teacher_train_writes_artifact_and_json(tmp_path: Path) -> None:
         assert 0.0 <= metrics["test"][group]["NDCG@10"] <= metrics["test"][group]["HR@10"] <= 1.0
     assert metrics["test"]["overall"]["users"] == 150
     assert metrics["training"]["seed"] == 3 and metrics["training"]["epochs_run"] == 2
+    assert metrics["training"]["window_ends"] == "random"  # BERT4Rec's default reaches the CLI
     artifact = load_artifact(out)
     assert artifact.info.model.arch == "bert4rec" and artifact.info.model.hidden == 16
     assert artifact.version == metrics["version"]
