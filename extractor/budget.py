@@ -8,6 +8,14 @@ charge them (the client's `charged_for` decides); anything uncertain (a timeout 
 truncated body, an unknown 5xx) stays spent. The extractor reserves per attempt, so a retry of a
 request that was billed and lost is paid again, as the black box would bill it.
 
+Only what can overspend waits for the disk. A settlement can only give units back or count
+answers, so losing it to a kill errs on the safe side (units stay spent): it is written with the
+next write or by `close`. A reservation waits only when it goes past the spent count already on
+disk, and with `lease > 0` that write covers `lease` more units, so the next reservations grant at
+once; a kill then leaves at most `lease` units spent that were never used (`close` gives them
+back). Every request used to wait for two fsyncs while holding a connection slot: measured, a
+third of a single-endpoint run had fewer than a quarter of its requests in flight.
+
 The ledger is a small SQLite file (WAL, `synchronous=FULL`: every commit is fsync'd) held with an
 exclusive lock for the life of the `Budget`, so two live runs can never share, and overspend, one
 ledger; the operating system drops the lock when a process dies, so a restart is never blocked.
@@ -26,16 +34,18 @@ class BudgetError(RuntimeError):
 
 
 class Budget:
-    """At most `limit` units are ever granted over all runs sharing `ledger_path`."""
+    """At most `limit` units are ever granted over all runs sharing `ledger_path`; `lease`
+    units are written ahead of need (see the module docstring)."""
 
-    def __init__(self, limit: int, ledger_path: str | Path) -> None:
-        if limit < 0:
-            raise ValueError(f"budget limit must be >= 0, got {limit}")
+    def __init__(self, limit: int, ledger_path: str | Path, lease: int = 0) -> None:
+        if limit < 0 or lease < 0:
+            raise ValueError(f"budget limit and lease must be >= 0, got {limit}, {lease}")
         self.limit = limit
+        self.lease = lease
         self.ledger_path = Path(ledger_path)
         self._db, (self._spent, self._answered, self._version) = _open_ledger(self.ledger_path)
         self._outstanding = 0  # granted and not yet settled by this process
-        self._durable_version = self._version
+        self._on_disk = (self._spent, self._answered)  # spent is never below what was granted
         self._flush_lock = asyncio.Lock()
         self._db_lock = threading.Lock()
 
@@ -66,7 +76,7 @@ class Budget:
         )
 
     async def reserve(self, n: int) -> int:
-        """Grant up to `n` units, durably recorded before returning; 0 once the budget is spent.
+        """Grant up to `n` units, covered on disk before returning; 0 once the budget is spent.
 
         Check and increment happen with no await between them, so concurrent tasks on one event
         loop can never be granted more than the limit together.
@@ -78,14 +88,16 @@ class Budget:
             return 0
         self._spent += granted
         self._outstanding += granted
-        await self._flush()
+        if self._spent > self._on_disk[0]:
+            await self._cover(self._spent)
         return granted
 
     async def settle(self, reserved: int, answered: int, charged: int) -> None:
         """Close a reservation: `answered` got answers, `charged` may have been paid.
 
         Requires `answered <= charged <= reserved`; the `reserved - charged` units the server
-        certainly did not charge are given back.
+        certainly did not charge are given back. Returns at once: the new state reaches disk
+        with the next write or `close` (see the module docstring).
         """
         if not 0 <= answered <= charged <= reserved:
             raise ValueError(f"need 0 <= answered ({answered}) <= charged ({charged}) <= reserved")
@@ -94,18 +106,17 @@ class Budget:
         self._outstanding -= reserved
         self._spent -= reserved - charged
         self._answered += answered
-        await self._flush()
 
-    async def _flush(self) -> None:
-        """Make the current state durable; concurrent callers share one write (group commit)."""
-        self._version += 1
-        target = self._version
+    async def _cover(self, needed: int) -> None:
+        """Put a spent count of at least `needed` on disk, plus the lease within the limit;
+        callers waiting meanwhile are covered by the same write when it reaches them."""
         async with self._flush_lock:
-            if self._durable_version >= target:
+            if needed <= self._on_disk[0]:
                 return
-            state = (self._spent, self._answered, self._version)
-            await asyncio.to_thread(self._write, *state)
-            self._durable_version = state[2]
+            state = (min(self.limit, max(needed, self._spent) + self.lease), self._answered)
+            self._version += 1
+            await asyncio.to_thread(self._write, *state, self._version)
+            self._on_disk = state
 
     def _write(self, spent: int, answered: int, version: int) -> None:
         # The version guard keeps a write from a cancelled task, finishing late in its thread,
@@ -118,7 +129,11 @@ class Budget:
             )
 
     def close(self) -> None:
-        """Release the ledger's lock; every granted or settled unit is already on disk."""
+        """Write the exact state (settlements, unused lease given back); release the lock."""
+        if (self._spent, self._answered) != self._on_disk:
+            self._version += 1
+            self._write(self._spent, self._answered, self._version)
+            self._on_disk = (self._spent, self._answered)
         with self._db_lock:
             self._db.close()
 

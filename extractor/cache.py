@@ -37,6 +37,9 @@ class CacheError(RuntimeError):
     """The cache cannot be opened or used; the message never contains a password."""
 
 
+_CANONICAL = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def cache_key(endpoint: str, k: int, history: Sequence[str], model_tag: str | None) -> str:
     """Hex sha256 of the canonical JSON `[KEY_VERSION, endpoint, model_tag, k, history]`.
 
@@ -46,11 +49,26 @@ def cache_key(endpoint: str, k: int, history: Sequence[str], model_tag: str | No
     sequence, oldest first) and ids must be strings, the catalogue's own ids ("007" != "7").
     The API key is deliberately not part of the key: every key of one model gets the same answer.
     """
-    if not all(isinstance(item, str) for item in history):
-        raise TypeError("history ids must be strings (the catalogue's raw ids)")
-    payload = [KEY_VERSION, endpoint.rstrip("/"), model_tag, int(k), list(history)]
-    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return cache_keys(endpoint, k, [history], model_tag)[0]
+
+
+def cache_keys(
+    endpoint: str, k: int, histories: Sequence[Sequence[str]], model_tag: str | None
+) -> list[str]:
+    """`cache_key` of every history, the same hashes computed faster: the shared head of the
+    JSON array is encoded and hashed once, and each history only extends a copy of that hash."""
+    head = _CANONICAL.encode([KEY_VERSION, endpoint.rstrip("/"), model_tag, int(k), []])
+    shared = hashlib.sha256(head[:-3].encode("utf-8"))  # all before the history: drop "[]]"
+    keys = []
+    for history in histories:
+        kinds = set(map(type, history))
+        if not (kinds <= {str} or all(issubclass(kind, str) for kind in kinds)):
+            raise TypeError("history ids must be strings (the catalogue's raw ids)")
+        digest = shared.copy()
+        digest.update(_CANONICAL.encode(list(history)).encode("utf-8"))
+        digest.update(b"]")
+        keys.append(digest.hexdigest())
+    return keys
 
 
 class AnswerCache(Protocol):

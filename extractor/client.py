@@ -23,6 +23,11 @@ the wrong number of answers is retried, never patched up.
 - `model_tag` is the last `X-Model-Version` seen; each `Outcome` carries the tag of the response
   that answered it, for the cache key.
 
+HTTP goes through `extractor.http`, a small keep-alive HTTP/1.1 client, not httpx.AsyncClient
+as DESIGN.md section 5 says: httpx spent 25 to 60 times its client CPU per request, which left
+the single endpoint at a quarter of the teacher's capacity (the measurements are in that module
+and in the README, "Extraction throughput").
+
 The API key is sent in the `Authorization` header only; it is kept out of reprs and logs.
 """
 
@@ -38,9 +43,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-import httpx
-
 from extractor.errors import BlackBoxError
+from extractor.http import HTTPClient, Response, TransportError
 from extractor.tasks import gather_or_cancel
 
 log = logging.getLogger("extractor.client")
@@ -50,8 +54,6 @@ BATCH_PATH = "/v1/recommend/batch"
 ITEMS_PATH = "/v1/items"
 MODEL_VERSION_HEADER = "x-model-version"
 BUDGET_REFUSED = "budget exhausted"  # the reason given to histories the budget hook refused
-# Raised before the request left this machine: the black box cannot have charged for it.
-_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 @dataclass(frozen=True)
@@ -60,8 +62,8 @@ class ClientConfig:
 
     base_url: str
     api_key: str = field(repr=False)
-    max_concurrency: int = 8  # requests in flight (and pooled connections)
-    timeout_s: float = 30.0  # read, write and pool timeout of one request
+    max_concurrency: int = 8  # requests in flight (and open connections)
+    timeout_s: float = 30.0  # from sending a request to its whole answer
     connect_timeout_s: float = 5.0
     max_retries: int = 5  # retries after 5xx, timeouts, connection errors, malformed bodies
     max_rate_limited: int = 100  # 429 answers tolerated per request before it fails
@@ -130,7 +132,7 @@ class _NoBatchRoute(Exception):
 class _Reply:
     """An HTTP response and, for a 200, its parsed body (None: it broke the contract)."""
 
-    response: httpx.Response
+    response: Response
     parsed: Any | None
 
 
@@ -156,14 +158,11 @@ class BlackBoxClient:
         self._slots = asyncio.Semaphore(config.max_concurrency)
         self._resume_at = 0.0  # loop time before which no request is sent (after a 429)
         self._random = random.Random(config.jitter_seed)
-        self._http = httpx.AsyncClient(
-            base_url=config.base_url,
+        self._http = HTTPClient(
+            config.base_url,
             headers={"Authorization": f"Bearer {config.api_key}"},
-            timeout=httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s),
-            limits=httpx.Limits(
-                max_connections=config.max_concurrency,
-                max_keepalive_connections=config.max_concurrency,
-            ),
+            timeout_s=config.timeout_s,
+            connect_timeout_s=config.connect_timeout_s,
         )
 
     async def __aenter__(self) -> BlackBoxClient:
@@ -250,11 +249,12 @@ class BlackBoxClient:
         """Ask until answered or final; raises `_NoBatchRoute` when the batch route is missing."""
         n = len(histories)
         path = BATCH_PATH if batch else SINGLE_PATH
-        body = {"histories": histories, "k": k} if batch else {"history": histories[0], "k": k}
+        payload = {"histories": histories, "k": k} if batch else {"history": histories[0], "k": k}
+        body = json.dumps(payload, separators=(",", ":")).encode()
         faults = limited = 0
         while True:
             reply = await self._attempt(
-                "POST", path, n, lambda r: _parse_answers(r, n, k, batch), json=body
+                "POST", path, n, lambda r: _parse_answers(r, n, k, batch), body=body
             )
             if isinstance(reply, _NoResponse):
                 if reply.why == "budget" and n > 1:  # what is left may still cover a part
@@ -314,8 +314,9 @@ class BlackBoxClient:
         method: str,
         path: str,
         n: int,
-        parse: Callable[[httpx.Response], Any | None],
-        **kwargs: Any,
+        parse: Callable[[Response], Any | None],
+        body: bytes | None = None,
+        params: dict[str, Any] | None = None,
     ) -> _Reply | _NoResponse:
         """One request: wait for a slot and any rate-limit pause, check the client is not
         stopped, consult the budget, send, and `parse` a 200 body (None: malformed).
@@ -331,12 +332,12 @@ class BlackBoxClient:
             charged: bool | None = None
             parsed = None
             try:
-                response = await self._http.request(method, path, **kwargs)
+                response = await self._http.request(method, path, body, params)
                 charged = charged_for(response.status_code)
                 if response.status_code == 200:
                     parsed = parse(response)
-            except httpx.RequestError as exc:
-                charged = False if isinstance(exc, _NEVER_SENT) else None
+            except TransportError as exc:
+                charged = None if exc.sent else False  # never sent: cannot have been charged
                 return _NoResponse(f"{type(exc).__name__} on {method} {path}", "transport")
             finally:
                 if n:
@@ -344,7 +345,7 @@ class BlackBoxClient:
         self._learn_tag(response)
         return _Reply(response, parsed)
 
-    def _learn_tag(self, response: httpx.Response) -> None:
+    def _learn_tag(self, response: Response) -> None:
         tag = response.headers.get(MODEL_VERSION_HEADER)
         if tag is None or tag == self.model_tag:
             return
@@ -362,7 +363,7 @@ class BlackBoxClient:
         while (delay := self._resume_at - loop.time()) > 0:
             await asyncio.sleep(delay)
 
-    def _pause(self, response: httpx.Response, limited: int) -> float:
+    def _pause(self, response: Response, limited: int) -> float:
         """How long to pause after the `limited`-th 429: `Retry-After`, else a backoff."""
         retry_after = _retry_after(response, self.config.max_retry_after_s)
         return retry_after if retry_after is not None else self._backoff(limited)
@@ -382,22 +383,19 @@ async def catalogue(client: BlackBoxClient) -> list[str] | None:
         page = await client.get_json(ITEMS_PATH, params)
         if page is None:
             return None
-        if not (
-            isinstance(page, dict)
-            and isinstance(page.get("items"), list)
-            and _is_id_list(page["items"])
-            and (page.get("next_offset") is None or isinstance(page["next_offset"], int))
-        ):
+        listed = page.get("items") if isinstance(page, dict) else None
+        ids = _as_ids(listed) if isinstance(listed, list) else None
+        next_offset = page.get("next_offset") if isinstance(page, dict) else None
+        if ids is None or not (next_offset is None or isinstance(next_offset, int)):
             raise BlackBoxError(f"GET {ITEMS_PATH}: malformed page at offset {offset}")
-        next_offset = page.get("next_offset")
         if next_offset is not None and next_offset <= offset:
             raise BlackBoxError(f"GET {ITEMS_PATH}: next_offset {next_offset} does not advance")
-        items += [str(item) for item in page["items"]]
+        items += ids
         offset = next_offset
     return items
 
 
-def _parse_answers(response: httpx.Response, n: int, k: int, batch: bool) -> list[list[str]] | None:
+def _parse_answers(response: Response, n: int, k: int, batch: bool) -> list[list[str]] | None:
     """The n item lists of a 200 body, or None when the body breaks the contract."""
     try:
         payload = json.loads(response.content)
@@ -409,25 +407,29 @@ def _parse_answers(response: httpx.Response, n: int, k: int, batch: bool) -> lis
     answers = []
     for result in results:
         items = result.get("items") if isinstance(result, dict) else None
-        if not isinstance(items, list) or len(items) > k or not _is_id_list(items):
-            return None
-        answer = [str(item) for item in items]
-        if len(set(answer)) != len(answer):
+        answer = _as_ids(items) if isinstance(items, list) and len(items) <= k else None
+        if answer is None or len(set(answer)) != len(answer):
             return None
         answers.append(answer)
     return answers
 
 
-def _json_body(response: httpx.Response) -> Any | None:
+def _json_body(response: Response) -> Any | None:
     try:
         return json.loads(response.content)
     except ValueError:
         return None
 
 
-def _is_id_list(items: list[Any]) -> bool:
-    """Raw ids are strings; integers pass too (ML-100k ids look like numbers)."""
-    return all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in items)
+def _as_ids(items: list[Any]) -> list[str] | None:
+    """The ids as strings, or None if any is neither a string nor an integer (ML-100k ids
+    look like numbers). Checks the set of types, not each item: this runs on every answer."""
+    kinds = set(map(type, items))
+    if kinds <= {str}:
+        return items
+    if kinds <= {str, int}:
+        return [str(item) for item in items]
+    return None
 
 
 def charged_for(status: int) -> bool | None:
@@ -441,7 +443,7 @@ def charged_for(status: int) -> bool | None:
     return None
 
 
-def _retry_after(response: httpx.Response, cap: float) -> float | None:
+def _retry_after(response: Response, cap: float) -> float | None:
     """Seconds from `Retry-After` (delta-seconds or an HTTP date), capped; None when absent."""
     value = response.headers.get("retry-after", "").strip()
     if not value:
@@ -455,7 +457,7 @@ def _retry_after(response: httpx.Response, cap: float) -> float | None:
     return min(max(0.0, when.timestamp() - time.time()), cap)
 
 
-def _describe(response: httpx.Response) -> str:
+def _describe(response: Response) -> str:
     """`<status>: <detail>` from an error body, short enough for a log line or a record."""
     try:
         detail = response.json().get("detail")

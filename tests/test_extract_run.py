@@ -8,6 +8,7 @@ was paid. Every test uses its own API key, so the counters do not mix.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import signal
@@ -136,6 +137,7 @@ def test_seeded_run_writes_the_teachers_answers_and_pays_each_history_once(
     key = KEYS[0]
     cfg = config(clean, key, tmp_path / "run", budget=10_000, chunk_size=50)
     summary = run(cfg)
+    assert gc.get_freeze_count() == 0  # objects frozen for the run are handed back to the gc
     table = read_probe_set(cfg.out)
     queries = load_seeded(cfg)
     assert table.column("query_id").to_pylist() == list(range(len(queries)))

@@ -21,6 +21,7 @@ from extractor.cache import (
     EmbeddedCache,
     RedisCache,
     cache_key,
+    cache_keys,
     open_cache,
     redact_url,
 )
@@ -168,6 +169,19 @@ def test_key_depends_on_every_input() -> None:
 def test_key_refuses_non_string_ids() -> None:
     with pytest.raises(TypeError):
         cache_key(ENDPOINT, 10, [1, 2], None)  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        cache_keys(ENDPOINT, 10, [["1"], ["2", 3]], None)  # type: ignore[list-item]
+
+
+def test_keys_keep_the_v1_format_so_existing_caches_still_hit() -> None:
+    # sha256 of '["recmimic-answer-v1","http://localhost:8000","v1",10,["1","é","2"]]'
+    pinned = "dcc811259304061118875fc3564fb3d1fec604326a56b932458638c3129f8aea"
+    assert cache_key("http://localhost:8000/", 10, ["1", "é", "2"], "v1") == pinned
+    histories = [["1", "é", "2"], [], ['a"b', "\u2028", "𝄞"], ["7"] * 50]
+    for tag in ("v1", None):
+        batched = cache_keys("http://localhost:8000", 10, histories, tag)
+        assert batched == [cache_key("http://localhost:8000", 10, h, tag) for h in histories]
+    assert batched[0] != pinned  # the tag is part of the key
 
 
 # Opening.

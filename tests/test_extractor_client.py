@@ -34,6 +34,7 @@ from extractor.client import (
     charged_for,
 )
 from extractor.errors import BlackBoxError
+from extractor.http import Response as HTTPResponse
 from seqrec.artifacts import Artifact, load_artifact
 from seqrec.data.sequences import Sequences
 from seqrec.inference import top_k
@@ -440,12 +441,16 @@ def test_a_raising_budget_hook_cancels_the_call_and_propagates(
 
 
 def test_retry_after_reads_seconds_and_http_dates() -> None:
+    def limited(retry_after: str | None = None) -> HTTPResponse:
+        headers = {} if retry_after is None else {"retry-after": retry_after}
+        return HTTPResponse(429, "Too Many Requests", headers)
+
     in_30_s = email.utils.formatdate(time.time() + 30, usegmt=True)
-    assert 28 <= _retry_after(httpx.Response(429, headers={"Retry-After": in_30_s}), 300) <= 30
-    assert _retry_after(httpx.Response(429, headers={"Retry-After": "7"}), 300) == 7
-    assert _retry_after(httpx.Response(429, headers={"Retry-After": "7"}), 5) == 5  # capped
-    assert _retry_after(httpx.Response(429, headers={"Retry-After": "soon"}), 5) is None
-    assert _retry_after(httpx.Response(429), 5) is None
+    assert 28 <= _retry_after(limited(in_30_s), 300) <= 30
+    assert _retry_after(limited("7"), 300) == 7
+    assert _retry_after(limited("7"), 5) == 5  # capped
+    assert _retry_after(limited("soon"), 5) is None
+    assert _retry_after(limited(), 5) is None
 
 
 def test_charging_rule_follows_the_black_box_contract() -> None:
