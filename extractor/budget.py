@@ -11,10 +11,9 @@ request that was billed and lost is paid again, as the black box would bill it.
 Only what can overspend waits for the disk. A settlement can only give units back or count
 answers, so losing it to a kill errs on the safe side (units stay spent): it is written with the
 next write or by `close`. A reservation waits only when it goes past the spent count already on
-disk, and with `lease > 0` that write covers `lease` more units, so the next reservations grant at
-once; a kill then leaves at most `lease` units spent that were never used (`close` gives them
-back). Every request used to wait for two fsyncs while holding a connection slot: measured, a
-third of a single-endpoint run had fewer than a quarter of its requests in flight.
+disk (units given back leave room that needs no write). Every request used to wait for two
+fsyncs while holding a connection slot: measured, a third of a single-endpoint run had fewer than
+a quarter of its requests in flight.
 
 The ledger is a small SQLite file (WAL, `synchronous=FULL`: every commit is fsync'd) held with an
 exclusive lock for the life of the `Budget`, so two live runs can never share, and overspend, one
@@ -34,14 +33,12 @@ class BudgetError(RuntimeError):
 
 
 class Budget:
-    """At most `limit` units are ever granted over all runs sharing `ledger_path`; `lease`
-    units are written ahead of need (see the module docstring)."""
+    """At most `limit` units are ever granted over all runs sharing `ledger_path`."""
 
-    def __init__(self, limit: int, ledger_path: str | Path, lease: int = 0) -> None:
-        if limit < 0 or lease < 0:
-            raise ValueError(f"budget limit and lease must be >= 0, got {limit}, {lease}")
+    def __init__(self, limit: int, ledger_path: str | Path) -> None:
+        if limit < 0:
+            raise ValueError(f"budget limit must be >= 0, got {limit}")
         self.limit = limit
-        self.lease = lease
         self.ledger_path = Path(ledger_path)
         self._db, (self._spent, self._answered, self._version) = _open_ledger(self.ledger_path)
         self._outstanding = 0  # granted and not yet settled by this process
@@ -108,12 +105,12 @@ class Budget:
         self._answered += answered
 
     async def _cover(self, needed: int) -> None:
-        """Put a spent count of at least `needed` on disk, plus the lease within the limit;
-        callers waiting meanwhile are covered by the same write when it reaches them."""
+        """Put a spent count of at least `needed` on disk; callers waiting meanwhile are covered
+        by the same write when it reaches them (group commit)."""
         async with self._flush_lock:
             if needed <= self._on_disk[0]:
                 return
-            state = (min(self.limit, max(needed, self._spent) + self.lease), self._answered)
+            state = (max(needed, self._spent), self._answered)
             self._version += 1
             await asyncio.to_thread(self._write, *state, self._version)
             self._on_disk = state
@@ -129,7 +126,7 @@ class Budget:
             )
 
     def close(self) -> None:
-        """Write the exact state (settlements, unused lease given back); release the lock."""
+        """Write the last settlements and release the ledger's lock."""
         if (self._spent, self._answered) != self._on_disk:
             self._version += 1
             self._write(self._spent, self._answered, self._version)

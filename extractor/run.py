@@ -378,8 +378,7 @@ async def extract(config: ExtractConfig, progress: bool = True) -> ExtractSummar
     started = time.monotonic()
     config.out.mkdir(parents=True, exist_ok=True)
     async with AsyncExitStack() as stack:
-        # A kill loses up to `concurrency` requests in flight; the lease at most doubles that.
-        budget = Budget(config.budget, config.out / LEDGER_FILENAME, lease=config.concurrency)
+        budget = Budget(config.budget, config.out / LEDGER_FILENAME)
         stack.callback(budget.close)
         spent_before = budget.spent
         cache = await open_cache(config.cache, config.out)

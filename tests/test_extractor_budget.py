@@ -193,8 +193,8 @@ SETTLE_THEN_DIE = """
 import asyncio, os, signal, sys
 from extractor.budget import Budget
 
-async def main(ledger, lease, then):
-    budget = Budget(10, ledger, lease=lease)
+async def main(ledger, then):
+    budget = Budget(10, ledger)
     await budget.reserve(4)
     await budget.settle(4, answered=1, charged=2)  # 2 units given back, in memory only
     if then == "reserve":
@@ -204,31 +204,27 @@ async def main(ledger, lease, then):
         return
     os.kill(os.getpid(), signal.SIGKILL)
 
-asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3]))
+asyncio.run(main(sys.argv[1], sys.argv[2]))
 """
 
 
 @pytest.mark.parametrize(
-    ("lease", "then", "spent", "answered"),
+    ("then", "spent", "answered"),
     [
-        (0, "die", 4, 0),  # the refund of 2 was lost with the process: still spent
-        (0, "reserve", 5, 1),
-        (0, "close", 2, 1),
-        (3, "die", 7, 0),  # the lease's 3 unused units stay spent after a kill ...
-        (3, "reserve", 7, 0),  # ... and cover the next reservations without a write
-        (3, "close", 2, 1),  # ... and close gives them back
-        (30, "die", 10, 0),  # a lease never goes past the limit
+        ("die", 4, 0),  # the refund of 2 was lost with the process: still spent
+        ("reserve", 5, 1),  # past what is on disk: written, with the settlement
+        ("close", 2, 1),
     ],
 )
 def test_the_ledger_errs_on_the_safe_side_when_killed(
-    tmp_path: Path, lease: int, then: str, spent: int, answered: int
+    tmp_path: Path, then: str, spent: int, answered: int
 ) -> None:
-    """A reservation is on disk before it is granted; settlements and the lease's unused units
-    reach the disk later, so a kill can only leave more units spent than were used."""
+    """A reservation is on disk before it is granted; a settlement reaches the disk later, so a
+    kill can only leave more units spent than were used."""
     ledger, script = tmp_path / "ledger.sqlite3", tmp_path / "child.py"
     script.write_text(SETTLE_THEN_DIE)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, str(script), str(ledger), str(lease), then]
+    command = [sys.executable, str(script), str(ledger), then]
     subprocess.run(command, env=env, timeout=30)
     after = Budget(10, ledger)
     assert (after.spent, after.answered) == (spent, answered)
