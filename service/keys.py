@@ -35,6 +35,6 @@ def create_key(sessions: sessionmaker[Session], tenant: str) -> str:
     return key
 
 
-def tenant_of(session: Session, key: str) -> str | None:
-    """The tenant a key belongs to; None for an unknown key."""
-    return session.scalar(select(ApiKey.tenant).where(ApiKey.key_sha256 == key_digest(key)))
+def tenant_of(session: Session, digest: str) -> str | None:
+    """The tenant of the key whose `key_digest` this is; None for an unknown key."""
+    return session.scalar(select(ApiKey.tenant).where(ApiKey.key_sha256 == digest))

@@ -3,6 +3,13 @@
 With no configuration this is the whole service on one machine (DESIGN.md section 9): the API,
 a worker thread sharing its SQLite database, and the embedded answer cache, all under `home`.
 `--no-worker` serves the API alone, for deployments that run `recmimic worker` elsewhere.
+
+`api_workers` > 1 runs that many API processes on one port (uvicorn's workers): one process's
+event loop is the bottleneck of the student top-k routes, so on 2 cores two processes answer
+more. Each process rebuilds its app from the environment (`app_from_env`), the way
+`recmimic serve` itself reads its settings, and keeps its own caches, loaded students and
+Prometheus counters (so `/metrics` then shows one process's requests); the embedded worker
+runs once, in the parent.
 """
 
 from __future__ import annotations
@@ -11,14 +18,18 @@ import threading
 
 import torch
 import uvicorn
+from fastapi import FastAPI
 
 from seqrec.serving.batcher import default_torch_threads
 from service.api.app import create_app
+from service.db.engine import make_engine, session_factory
 from service.logs import configure_logging
 from service.settings import ServiceSettings
+from service.store import JobStore
 from service.worker import Worker, open_store
 
 WORKER_STOP_TIMEOUT_S = 30.0
+API_WORKER_START_S = 60  # a process imports torch and builds the app before it answers
 
 
 def serve(settings: ServiceSettings, host: str, port: int, worker: bool = True) -> None:
@@ -26,17 +37,37 @@ def serve(settings: ServiceSettings, host: str, port: int, worker: bool = True) 
     configure_logging(settings.log_level)
     # Like the teacher: student forward passes leave a core to the loop (the embedded worker's
     # training shares this process, and this cap, unless RECMIMIC_TORCH_THREADS says otherwise).
-    torch.set_num_threads(settings.torch_threads or default_torch_threads(1))
+    torch.set_num_threads(settings.torch_threads or default_torch_threads(settings.api_workers))
     store = open_store(settings)
-    app = create_app(settings, store)
     embedded = Worker(settings, store) if worker else None
     thread = None
     if embedded is not None:
         thread = threading.Thread(target=embedded.run, name="worker", daemon=True)
         thread.start()
     try:
-        uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+        if settings.api_workers == 1:
+            app = create_app(settings, store)
+            uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+        else:
+            uvicorn.run(
+                "service.server:app_from_env",
+                factory=True,
+                host=host,
+                port=port,
+                workers=settings.api_workers,
+                log_config=None,
+                access_log=False,
+                timeout_worker_healthcheck=API_WORKER_START_S,
+            )
     finally:
         if embedded is not None and thread is not None:
             embedded.shutdown.set()  # the running stage stops; its lease lets another resume
             thread.join(timeout=WORKER_STOP_TIMEOUT_S)
+
+
+def app_from_env() -> FastAPI:
+    """App factory of one API process (`api_workers` > 1); the parent already migrated."""
+    settings = ServiceSettings()
+    configure_logging(settings.log_level)
+    torch.set_num_threads(settings.torch_threads or default_torch_threads(settings.api_workers))
+    return create_app(settings, JobStore(session_factory(make_engine(settings.database()))))

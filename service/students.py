@@ -103,9 +103,7 @@ class StudentModels:
             log.error("student artifact unreadable", extra={"student": student.id, "why": str(exc)})
             raise Gone(f"student {student.id}'s model cannot be loaded") from None
         log.info("student loaded", extra={"student": student.id, "version": artifact.version})
-        batcher = MicroBatcher(
-            artifact.model, settings.batch_wait_ms / 1000, settings.batch_max_rows
-        )
+        batcher = MicroBatcher(artifact.model, settings.batch_max_rows)
         await batcher.start()
         loaded = LoadedStudent(Catalogue(artifact.info.item_ids), artifact.version, batcher)
         self._loaded[student.id] = loaded

@@ -41,7 +41,7 @@ class Teacher:
         self.catalogue = Catalogue(artifact.info.item_ids)
         self.max_k = min(settings.max_k, len(self.catalogue))
         self.batcher = MicroBatcher(
-            artifact.model, settings.batch_wait_ms / 1000, settings.batch_max_rows
+            artifact.model, settings.batch_max_rows, settings.batch_wait_ms / 1000
         )
         self.limiter = RateLimiter(settings.rate, settings.bucket_size())
         self.quota = QuotaBook(settings.quota)

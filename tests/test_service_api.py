@@ -14,6 +14,7 @@ import random
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from sqlalchemy import delete
 from tiny_teacher import save_tiny_teacher
 from typer.testing import CliRunner
 
@@ -31,7 +33,8 @@ from seqrec.data.sequences import Sequences
 from seqrec.inference import top_k
 from service.api.app import create_app
 from service.cli import app as cli_app
-from service.keys import create_key
+from service.db.models import ApiKey
+from service.keys import create_key, key_digest
 from service.settings import ServiceSettings
 from service.store import JobStore
 from teacher_mock.server import running
@@ -276,6 +279,36 @@ def test_tenants_never_see_each_other(
         assert alice.request(method, path).status_code == 200
 
 
+def test_cached_owner_never_serves_another_tenant(service: Service) -> None:
+    """Alice's lookups are cached once she is answered; Bob's key still finds nothing."""
+    path = f"/v1/students/{service.student_id}/recommend"
+    body = {"history": ["100", "101"], "k": 3}
+    with service.client(service.alice) as alice, service.client(service.bob) as bob:
+        for _ in range(2):
+            assert alice.post(path, json=body).status_code == 200
+            refused = bob.post(path, json=body)
+            assert refused.status_code == 404 and refused.json()["detail"].startswith("no ")
+            assert bob.post(f"{path}/batch", json={"histories": [["100"]]}).status_code == 404
+
+
+def test_a_deleted_key_is_refused_once_its_cache_entry_expires(tmp_path: Path) -> None:
+    """Keys are cached `lookup_cache_s`; deleting the row revokes the key within that bound."""
+    app = create_app(ServiceSettings(home=tmp_path, lookup_cache_s=0.5))
+    store: JobStore = app.state.store
+    key = create_key(store.sessions, "carol")
+    with running(app) as url, httpx.Client(base_url=url) as client:
+        headers = {"Authorization": f"Bearer {key}"}
+        assert client.get("/v1/jobs", headers=headers).status_code == 200
+        with store.sessions.begin() as session:
+            session.execute(delete(ApiKey).where(ApiKey.key_sha256 == key_digest(key)))
+        time.sleep(0.6)
+        refused = client.get("/v1/jobs", headers=headers)
+        assert refused.status_code == 401 and refused.json()["detail"] == "invalid API key"
+        wrong = {"Authorization": f"Bearer {key}x"}
+        for _ in range(2):  # refusals are not cached: each is looked up and refused again
+            assert client.get("/v1/jobs", headers=wrong).status_code == 401
+
+
 # --- students -------------------------------------------------------------------------------
 
 
@@ -408,26 +441,37 @@ def test_keys_create_prints_only_the_key(tmp_path: Path) -> None:
     assert answer.status_code == 200 and answer.json()["items"] == []
 
 
-def test_serve_runs_the_api(tmp_path: Path) -> None:
+@pytest.mark.parametrize("api_workers", [1, 2])
+def test_serve_runs_the_api(tmp_path: Path, api_workers: int) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {**os.environ, "RECMIMIC_HOME": str(tmp_path)}
+    env = {**os.environ, "RECMIMIC_HOME": str(tmp_path), "RECMIMIC_API_WORKERS": str(api_workers)}
     command = [sys.executable, "-m", "service.cli", "serve", "--port", str(port)]
     server = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    assert server.stderr is not None
+    lines: list[dict[str, Any]] = []
+    reader = threading.Thread(
+        target=lambda: lines.extend(json.loads(x) for x in server.stderr if x.startswith("{"))
+    )
+    reader.start()
+
+    def started() -> set[str]:  # uvicorn logs it once per API process, naming its pid
+        return {
+            line["message"] for line in list(lines) if "Started server process" in line["message"]
+        }
+
     try:
         deadline = time.monotonic() + 60
-        while True:
-            try:
-                answer = httpx.get(f"http://127.0.0.1:{port}/readyz")
-                break
-            except httpx.TransportError:
-                assert server.poll() is None and time.monotonic() < deadline
-                time.sleep(0.2)
+        while len(started()) < api_workers:
+            assert server.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        answer = httpx.get(f"http://127.0.0.1:{port}/readyz")
         assert answer.status_code == 200
     finally:
         server.terminate()
-        _, stderr = server.communicate(timeout=20)
-    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+        server.wait(timeout=20)
+        reader.join(timeout=20)
     assert any(line.get("route") == "/readyz" for line in lines)  # JSON access log
+    assert len(started()) == api_workers
     assert (tmp_path / "recmimic.sqlite3").is_file()

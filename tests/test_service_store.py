@@ -19,7 +19,7 @@ from sqlalchemy import Engine, text
 from service.db.engine import make_engine, migrate, session_factory
 from service.db.models import CANCELLED, DONE, FAILED, PROBING, QUEUED, TRAINING
 from service.errors import Conflict, NotFound
-from service.keys import create_key, tenant_of
+from service.keys import create_key, key_digest, tenant_of
 from service.settings import ServiceSettings
 from service.store import JobStore
 
@@ -113,8 +113,8 @@ def test_migrating_twice_changes_nothing(engine: Engine) -> None:
 def test_keys_are_stored_as_hashes(store: JobStore, engine: Engine) -> None:
     key = create_key(store.sessions, "alice")
     with store.sessions() as session:
-        assert tenant_of(session, key) == "alice"
-        assert tenant_of(session, key + "x") is None
+        assert tenant_of(session, key_digest(key)) == "alice"
+        assert tenant_of(session, key_digest(key + "x")) is None
     with engine.connect() as connection:
         stored = connection.execute(text("SELECT key_sha256 FROM api_keys")).scalars().all()
     assert key not in stored and len(stored[0]) == 64

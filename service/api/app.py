@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException
 from seqrec.serving.catalogue import ContractError
 from seqrec.serving.contract import describe_errors
 from service.api import health, jobs, students
+from service.api.cache import TtlCache
 from service.api.limits import BodyLimit
 from service.api.metrics import Metrics, RequestMetrics
 from service.db.engine import make_engine, migrate, session_factory
@@ -42,6 +43,8 @@ def create_app(settings: ServiceSettings, store: JobStore | None = None) -> Fast
     app.state.settings = settings
     app.state.store = store
     app.state.students = StudentModels(settings.students_loaded, settings.device)
+    app.state.tenants = TtlCache(settings.lookup_cache_s, settings.lookup_cache_size)
+    app.state.owners = TtlCache(settings.lookup_cache_s, settings.lookup_cache_size)
     app.state.metrics = Metrics(store)
     for router in (health.router, jobs.router, students.router):
         app.include_router(router)

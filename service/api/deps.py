@@ -1,55 +1,65 @@
-"""What routes are handed: the settings, the job store, the loaded students, the caller's tenant.
+"""What routes are handed: the settings, the job store, the caller's tenant.
 
 Everything lives on `app.state`, built once by `create_app`; routes name what they need with the
-`...Dep` annotations below and never reach for globals.
+`...Dep` annotations below and never reach for globals. The dependencies are `async def` that
+never block: FastAPI runs a plain `def` dependency on a worker thread, a hop per dependency per
+request that costs more than the dependency itself. The one database read left (a key not
+cached yet) goes to a thread explicitly.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from service.api.cache import TtlCache
 from service.errors import Unauthorized
-from service.keys import tenant_of
+from service.keys import key_digest, tenant_of
 from service.settings import ServiceSettings
 from service.store import JobStore
-from service.students import StudentModels
 
 
-def get_settings(request: Request) -> ServiceSettings:
+async def get_settings(request: Request) -> ServiceSettings:
     return request.app.state.settings
 
 
-def get_store(request: Request) -> JobStore:
+async def get_store(request: Request) -> JobStore:
     return request.app.state.store
-
-
-def get_students(request: Request) -> StudentModels:
-    return request.app.state.students
 
 
 SettingsDep = Annotated[ServiceSettings, Depends(get_settings)]
 StoreDep = Annotated[JobStore, Depends(get_store)]
-StudentsDep = Annotated[StudentModels, Depends(get_students)]
 _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
 
 
-def current_tenant(
+async def current_tenant(
     request: Request,
-    store: StoreDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
-    """The tenant of the caller's key, or 401. Noted on the request for the access log."""
+    """The tenant of the caller's key, or 401. Noted on the request for the access log.
+
+    Keys are cached by their digest (`lookup_cache_s`), so the raw key is not kept in memory.
+    """
     if credentials is None or not credentials.credentials:
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-    with store.sessions() as session:
-        tenant = tenant_of(session, credentials.credentials)
+    digest = key_digest(credentials.credentials)
+    tenants: TtlCache[str, str] = request.app.state.tenants
+    tenant = tenants.get(digest)
     if tenant is None:
-        raise Unauthorized("invalid API key")
+        tenant = await asyncio.to_thread(_lookup_tenant, request.app.state.store, digest)
+        if tenant is None:
+            raise Unauthorized("invalid API key")
+        tenants.put(digest, tenant)
     request.state.tenant = tenant
     return tenant
+
+
+def _lookup_tenant(store: JobStore, digest: str) -> str | None:
+    with store.sessions() as session:
+        return tenant_of(session, digest)
 
 
 TenantDep = Annotated[str, Depends(current_tenant)]
