@@ -71,10 +71,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _windows_per_user(lengths: np.ndarray, width: int) -> np.ndarray:
+    """How many windows of `width` items (overlapping by one) cover each sequence."""
+    return np.maximum(np.ceil((lengths - 1) / (width - 1)).astype(np.int64), 0)
+
+
 def training_windows(train: Sequences, width: int, min_window: int) -> np.ndarray:
     """Left-padded windows [n, width]: each sequence cut into chunks of `width` from its end."""
-    lengths = train.lengths
-    per_user = np.maximum(np.ceil((lengths - 1) / (width - 1)).astype(np.int64), 0)
+    per_user = _windows_per_user(train.lengths, width)
     user = np.repeat(np.arange(train.n_users), per_user)
     # Consecutive windows overlap by one item so every item is a target exactly once.
     back = np.arange(per_user.sum()) - np.repeat(np.cumsum(per_user) - per_user, per_user)
@@ -92,9 +96,8 @@ def random_windows(
     An end is uniform over the user's items from the `min_window`-th on; the window holds up
     to `width` items before it (left-padded).
     """
-    lengths = train.lengths
-    per_user = np.maximum(np.ceil((lengths - 1) / (width - 1)).astype(np.int64), 0)
-    per_user[lengths < min_window] = 0
+    per_user = _windows_per_user(train.lengths, width)
+    per_user[train.lengths < min_window] = 0
     user = np.repeat(np.arange(train.n_users), per_user)
     first_end = train.offsets[user] + min_window
     span = train.offsets[user + 1] - first_end + 1
@@ -115,13 +118,16 @@ def train_model(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
     width = model.config.max_len + 1
-    windows = training_windows(split.train, width, config.min_window)
+    tiled = None
+    if config.window_ends == "tiled":
+        tiled = training_windows(split.train, width, config.min_window)
     best_state, best_ndcg, best_epoch, history = None, -1.0, 0, []
     start = time.perf_counter()
     bar = tqdm(range(1, config.max_epochs + 1), desc="train", disable=not config.progress)
     for epoch in bar:
         model.train()
-        if config.window_ends == "random":
+        windows = tiled
+        if windows is None:  # random ends: new windows every epoch
             windows = random_windows(split.train, width, config.min_window, rng)
         order = rng.permutation(len(windows))
         losses = []
