@@ -56,8 +56,11 @@ class Service:
     artifact: Artifact
 
     def client(self, key: str | None) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=10)
+        return httpx.Client(base_url=self.url, headers=bearer(key) if key else {}, timeout=10)
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +163,35 @@ def test_every_api_route_needs_a_key(
     assert answer.status_code == 401
     assert "API key" in answer.json()["detail"]
     assert answer.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Bearer wrong"}], ids=["missing", "wrong"]
+)
+@pytest.mark.parametrize(
+    "path", ["/v1/jobs", "/v1/students/{id}/recommend", "/v1/students/{id}/recommend/batch"]
+)
+@pytest.mark.parametrize(
+    "content,refused",
+    [(b"{not json", 422), (b'{"k": "many"}', 422), (b"[" + b" " * 70_000 + b"]", 413)],
+    ids=["malformed", "schema-invalid", "too-large"],
+)
+def test_no_valid_key_is_401_whatever_the_body(
+    service: Service, headers: dict[str, str], path: str, content: bytes, refused: int
+) -> None:
+    url = service.url + path.format(id=service.student_id)
+    json_type = {"Content-Type": "application/json"}
+    with_key = httpx.post(url, content=content, headers={**json_type, **bearer(service.alice)})
+    assert with_key.status_code == refused  # the body alone is refused...
+    answer = httpx.post(url, content=content, headers={**json_type, **headers})
+    assert answer.status_code == 401, answer.text  # ...but the missing key is said first
+    assert "API key" in answer.json()["detail"]
+
+
+def test_no_valid_key_is_401_whatever_the_parameters(service: Service) -> None:
+    for path in ("/v1/jobs?limit=0", "/v1/students?offset=-1"):
+        assert httpx.get(service.url + path, headers=bearer(service.alice)).status_code == 422
+        assert httpx.get(service.url + path).status_code == 401
 
 
 def test_unknown_routes_methods_and_large_bodies_answer_json(alice: httpx.Client) -> None:

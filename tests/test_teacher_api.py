@@ -134,9 +134,29 @@ def test_requests_without_a_valid_key_are_401(
     assert answer.headers["WWW-Authenticate"] == "Bearer"
 
 
-def test_a_bad_key_is_refused_before_the_body_is_read(teacher: tuple[str, FastAPI]) -> None:
-    answer = httpx.post(f"{teacher[0]}/v1/recommend", content=b"{not json")
-    assert answer.status_code == 401
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Bearer wrong"}], ids=["missing", "wrong"]
+)
+@pytest.mark.parametrize("path", ["/v1/recommend", "/v1/recommend/batch"])
+@pytest.mark.parametrize(
+    "content,refused",
+    [(b"{not json", 422), (b'{"k": "many"}', 422), (b"[" + b" " * MAX_BODY + b"]", 413)],
+    ids=["malformed", "schema-invalid", "too-large"],
+)
+def test_a_bad_key_is_refused_before_the_body_is_read(
+    teacher: tuple[str, FastAPI], headers: dict[str, str], path: str, content: bytes, refused: int
+) -> None:
+    url = teacher[0] + path
+    assert httpx.post(url, content=content, headers=AUTH).status_code == refused
+    answer = httpx.post(url, content=content, headers=headers)
+    assert answer.status_code == 401, answer.text
+    assert "API key" in answer.json()["detail"]
+
+
+def test_a_bad_key_is_refused_before_the_parameters_are_read(teacher: tuple[str, FastAPI]) -> None:
+    url = f"{teacher[0]}/v1/items?offset=-1"
+    assert httpx.get(url, headers=AUTH).status_code == 422
+    assert httpx.get(url).status_code == 401
 
 
 # --- answers --------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
 
-from service.api.deps import SettingsDep, StoreDep, TenantDep
+from service.api.deps import KeyFirstRoute, SettingsDep, StoreDep, TenantDep
 from service.api.schemas import ErrorBody, JobRequest, JobsPage, JobView, Status
 from service.errors import Invalid
 from service.settings import ServiceSettings
@@ -17,6 +17,7 @@ router = APIRouter(
     prefix="/v1/jobs",
     tags=["jobs"],
     responses={code: {"model": ErrorBody} for code in (400, 401, 404, 413, 422)},
+    route_class=KeyFirstRoute,
 )
 
 

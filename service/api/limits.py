@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -15,8 +14,13 @@ class BodyTooLarge(HTTPException):
 
 
 class BodyLimit:
-    """ASGI middleware: a declared Content-Length over the limit is refused at once; a body
-    that streams past it fails while being read, before anything parses it."""
+    """ASGI middleware: the first read of a body whose declared Content-Length is over the
+    limit fails at once; a body that streams past it fails while being read, before anything
+    parses it.
+
+    Only reading fails, not the request's arrival: the routes check the caller's key before they
+    read (`KeyFirstRoute`), so a client without a valid key is told 401 whatever its body.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -28,14 +32,13 @@ class BodyLimit:
             return
         limit = self.max_bytes
         declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > limit:
-            message = f"body of {int(declared)} bytes exceeds the limit of {limit} bytes"
-            await JSONResponse({"detail": message}, status_code=413)(scope, receive, send)
-            return
         received = 0
 
         async def counted() -> Message:
             nonlocal received
+            if declared.isdigit() and int(declared) > limit:
+                message = f"body of {int(declared)} bytes exceeds the limit of {limit} bytes"
+                raise BodyTooLarge(message)
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))

@@ -22,7 +22,7 @@ from seqrec.serving.contract import (
     RecommendRequest,
 )
 from service.api.cache import TtlCache
-from service.api.deps import SettingsDep, StoreDep, TenantDep
+from service.api.deps import KeyFirstRoute, SettingsDep, StoreDep, TenantDep
 from service.api.schemas import ErrorBody, StudentsPage, StudentView
 from service.db.models import Student
 from service.errors import Gone, NotFound
@@ -42,6 +42,7 @@ router = APIRouter(
     prefix="/v1/students",
     tags=["students"],
     responses={code: {"model": ErrorBody} for code in (400, 401, 404, 413, 422)},
+    route_class=KeyFirstRoute,
     lifespan=_stop_batchers,
 )
 MODEL_VERSION = "X-Model-Version"
