@@ -94,3 +94,86 @@ def test_padded_and_gather() -> None:
     assert rows.tolist() == [0] * 5 + [1] * 3
     assert items.tolist() == [5, 6, 7, 8, 9, 1, 2, 3]
     assert seqs.truncate_end(2).to_lists() == [[1], [], [5, 6, 7]]
+
+
+def _write_log(path, rows: list[tuple[str, str, int]]) -> None:
+    """A MovieLens u.data file (user, item, rating, timestamp; tab-separated)."""
+    path.write_text("".join(f"{u}\t{i}\t3\t{t}\n" for u, i, t in rows))
+
+
+def _assert_same(a, b) -> None:
+    assert np.array_equal(a.sequences.items, b.sequences.items)
+    assert np.array_equal(a.sequences.offsets, b.sequences.offsets)
+    assert a.item_ids.tolist() == b.item_ids.tolist()
+    assert a.user_ids.tolist() == b.user_ids.tolist()
+    assert a.card() == b.card()
+
+
+ROWS = [(u, i, t) for t, (u, i) in enumerate((u, i) for u in "abc" for i in "wxyz")]
+
+
+def test_processed_dataset_is_served_from_cache(tmp_path, monkeypatch) -> None:
+    """The second load of the same bytes and settings reads no raw file and builds nothing."""
+    from seqrec.data import loading
+
+    monkeypatch.setenv("RECMIMIC_CACHE", str(tmp_path / "cache"))
+    raw = tmp_path / "u.data"
+    _write_log(raw, ROWS)
+    first = loading.load_dataset(str(raw), min_user=1, min_item=1)
+    assert len(list((tmp_path / "cache" / "processed").glob("*.npz"))) == 1
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("rebuilt although cached")
+
+    monkeypatch.setattr(loading, "build_dataset", no_build)
+    monkeypatch.setattr(loading, "read_interactions", no_build)
+    _assert_same(loading.load_dataset(str(raw), min_user=1, min_item=1), first)
+
+
+def test_changed_raw_file_is_not_served_from_cache(tmp_path, monkeypatch) -> None:
+    """The key is the raw file's content: a file edited in place is processed again."""
+    from seqrec.data.loading import load_dataset
+
+    monkeypatch.setenv("RECMIMIC_CACHE", str(tmp_path / "cache"))
+    raw = tmp_path / "u.data"
+    _write_log(raw, ROWS)
+    before = load_dataset(str(raw), min_user=1, min_item=1)
+    _write_log(raw, ROWS + [("d", "w", 99)])
+    after = load_dataset(str(raw), min_user=1, min_item=1)
+    assert after.n_users == before.n_users + 1
+    assert after.sha256 != before.sha256
+    monkeypatch.setenv("RECMIMIC_CACHE", str(tmp_path / "fresh"))
+    _assert_same(after, load_dataset(str(raw), min_user=1, min_item=1))
+
+
+def test_processing_settings_are_part_of_the_key(tmp_path, monkeypatch) -> None:
+    from seqrec.data.loading import load_dataset
+
+    monkeypatch.setenv("RECMIMIC_CACHE", str(tmp_path / "cache"))
+    raw = tmp_path / "u.data"
+    _write_log(raw, ROWS + [("d", "w", 99)])  # user d has one interaction
+    assert load_dataset(str(raw), min_user=1, min_item=1).n_users == 4
+    assert load_dataset(str(raw), min_user=2, min_item=1).n_users == 3
+
+
+def test_processing_code_is_part_of_the_key(monkeypatch) -> None:
+    """A change to the code that builds datasets must not be hidden by entries built before."""
+    from seqrec.data import processed
+
+    before = processed.processed_key("0" * 64, "ml-100k", 5, 5)
+    monkeypatch.setattr(processed, "_builder_code_sha256", lambda: "changed")
+    assert processed.processed_key("0" * 64, "ml-100k", 5, 5) != before
+
+
+def test_unreadable_processed_entry_is_rebuilt(tmp_path, monkeypatch) -> None:
+    from seqrec.data.loading import load_dataset
+
+    monkeypatch.setenv("RECMIMIC_CACHE", str(tmp_path / "cache"))
+    raw = tmp_path / "u.data"
+    _write_log(raw, ROWS)
+    first = load_dataset(str(raw), min_user=1, min_item=1)
+    (entry,) = (tmp_path / "cache" / "processed").glob("*.npz")
+    entry.write_bytes(b"not a zip")
+    _assert_same(load_dataset(str(raw), min_user=1, min_item=1), first)
+    _assert_same(load_dataset(str(raw), min_user=1, min_item=1), first)  # written again
+    assert entry.read_bytes()[:2] == b"PK"

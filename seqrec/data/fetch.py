@@ -144,13 +144,13 @@ def _store(directory: Path, name: str, data: bytes, origin: str, fmt: str) -> Fe
     """Write the file, then its source record, each atomically (temp file + rename)."""
     directory.mkdir(parents=True, exist_ok=True)
     fetched = FetchedFile(directory / name, hashlib.sha256(data).hexdigest(), origin, fmt)
-    _write_atomic(fetched.path, data)
+    write_atomic(fetched.path, data)
     record = {"file": name, "sha256": fetched.sha256, "origin": origin, "fmt": fmt}
-    _write_atomic(directory / SOURCE_FILE, json.dumps(record, indent=2).encode())
+    write_atomic(directory / SOURCE_FILE, json.dumps(record, indent=2).encode())
     return fetched
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     """Readers never see a half-written file, even if this process dies mid-write."""
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
         try:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from seqrec.data.dataset import SequenceDataset, build_dataset
 from seqrec.data.fetch import fetch_ml100k
-from seqrec.data.readers import read_interactions
+from seqrec.data.processed import load_processed, processed_key, store_processed
+from seqrec.data.readers import detect_format, read_interactions
 from seqrec.data.synthetic import generate_synthetic
 from seqrec.hashing import file_sha256
 
@@ -22,12 +23,13 @@ def load_dataset(
     """Load, k-core filter and densify a dataset, recording its sha256 and origin.
 
     `fmt` applies to file paths only (see `read_interactions`); names fix their own format.
+    Files are processed once: later loads of the same bytes with the same settings come from
+    `seqrec.data.processed` (synthetic data is generated every time).
     """
     if name_or_path == "ml-100k":
         fetched = fetch_ml100k()
-        frame = read_interactions(fetched.path, fetched.fmt)
-        return build_dataset(
-            frame, "ml-100k", min_user, min_item, sha256=fetched.sha256, origin=fetched.origin
+        return _load_file(
+            fetched.path, fetched.fmt, "ml-100k", min_user, min_item, fetched.sha256, fetched.origin
         )
     if name_or_path == "synthetic" or name_or_path.startswith("synthetic:"):
         n_users, n_items = _synthetic_size(name_or_path)
@@ -39,10 +41,29 @@ def load_dataset(
     path = Path(name_or_path).expanduser()
     if not path.is_file():
         raise ValueError(f"unknown dataset {name_or_path!r}: expected {ACCEPTED}")
-    frame = read_interactions(path, fmt)
-    return build_dataset(
-        frame, path.stem, min_user, min_item, sha256=file_sha256(path), origin=str(path.resolve())
+    return _load_file(
+        path,
+        fmt or detect_format(path),
+        path.stem,
+        min_user,
+        min_item,
+        file_sha256(path),
+        str(path.resolve()),
     )
+
+
+def _load_file(
+    path: Path, fmt: str, name: str, min_user: int, min_item: int, sha256: str, origin: str
+) -> SequenceDataset:
+    """The processed dataset of a raw file whose sha256 is known: cached, else built and kept."""
+    key = processed_key(sha256, fmt, min_user, min_item)
+    cached = load_processed(key, name, sha256, origin)
+    if cached is not None:
+        return cached
+    frame = read_interactions(path, fmt)
+    data = build_dataset(frame, name, min_user, min_item, sha256=sha256, origin=origin)
+    store_processed(key, data)
+    return data
 
 
 def _synthetic_size(name: str) -> tuple[int, int]:
