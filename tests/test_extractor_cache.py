@@ -7,6 +7,8 @@ afterwards; they are skipped, with the reason, when no server answers there.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
@@ -182,6 +184,25 @@ def test_keys_keep_the_v1_format_so_existing_caches_still_hit() -> None:
         batched = cache_keys("http://localhost:8000", 10, histories, tag)
         assert batched == [cache_key("http://localhost:8000", 10, h, tag) for h in histories]
     assert batched[0] != pinned  # the tag is part of the key
+
+
+def test_keys_equal_the_canonical_json_hash_for_every_kind_of_id() -> None:
+    """The joined fast path must hash exactly what the JSON encoder writes, escapes included."""
+    odd = ['a"b', "back\\slash", "tab\t", "nl\n", "\x00", "\x1f", "\x7f", "\u2028", "𝄞", ""]
+    histories = [[], [""], ["1"], ["", ""], ['","'], ["é", "日本"], *[["1", x, "2"] for x in odd]]
+    endpoint = "http://localhost:8000"
+    for tag in ("v1", None):
+        expected = [
+            hashlib.sha256(
+                json.dumps(
+                    ["recmimic-answer-v1", endpoint, tag, 10, h],
+                    separators=(",", ":"),
+                    ensure_ascii=False,
+                ).encode()
+            ).hexdigest()
+            for h in histories
+        ]
+        assert cache_keys(endpoint, 10, histories, tag) == expected
 
 
 # Opening.
