@@ -7,9 +7,10 @@ a worker thread sharing its SQLite database, and the embedded answer cache, all 
 `api_workers` > 1 runs that many API processes on one port (uvicorn's workers): one process's
 event loop is the bottleneck of the student top-k routes, so on 2 cores two processes answer
 more. Each process rebuilds its app from the environment (`app_from_env`), the way
-`recmimic serve` itself reads its settings, and keeps its own caches, loaded students and
-Prometheus counters (so `/metrics` then shows one process's requests); the embedded worker
-runs once, in the parent.
+`recmimic serve` itself reads its settings, and keeps its own caches and loaded students;
+their Prometheus metrics are shared (`service.api.metrics.shared_between_processes`), so the
+`/metrics` of any of them counts every process's requests. The embedded worker runs once, in
+the parent.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from fastapi import FastAPI
 
 from seqrec.serving.batcher import default_torch_threads
 from service.api.app import create_app
+from service.api.metrics import shared_between_processes
 from service.db.engine import make_engine, session_factory
 from service.logs import configure_logging
 from service.settings import ServiceSettings
@@ -49,16 +51,17 @@ def serve(settings: ServiceSettings, host: str, port: int, worker: bool = True) 
             app = create_app(settings, store)
             uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
         else:
-            uvicorn.run(
-                "service.server:app_from_env",
-                factory=True,
-                host=host,
-                port=port,
-                workers=settings.api_workers,
-                log_config=None,
-                access_log=False,
-                timeout_worker_healthcheck=API_WORKER_START_S,
-            )
+            with shared_between_processes():
+                uvicorn.run(
+                    "service.server:app_from_env",
+                    factory=True,
+                    host=host,
+                    port=port,
+                    workers=settings.api_workers,
+                    log_config=None,
+                    access_log=False,
+                    timeout_worker_healthcheck=API_WORKER_START_S,
+                )
     finally:
         if embedded is not None and thread is not None:
             embedded.shutdown.set()  # the running stage stops; its lease lets another resume

@@ -475,10 +475,19 @@ def test_keys_create_prints_only_the_key(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("api_workers", [1, 2])
 def test_serve_runs_the_api(tmp_path: Path, api_workers: int) -> None:
+    """`recmimic serve` with 1 or 2 API processes; with 2, `/metrics` counts both's requests."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {**os.environ, "RECMIMIC_HOME": str(tmp_path), "RECMIMIC_API_WORKERS": str(api_workers)}
+    url = f"http://127.0.0.1:{port}"
+    temp = tmp_path / "tmp"  # where the server's shared metrics directory goes
+    temp.mkdir()
+    env = {
+        **os.environ,
+        "RECMIMIC_HOME": str(tmp_path),
+        "RECMIMIC_API_WORKERS": str(api_workers),
+        "TMPDIR": str(temp),
+    }
     command = [sys.executable, "-m", "service.cli", "serve", "--port", str(port)]
     server = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     assert server.stderr is not None
@@ -488,22 +497,61 @@ def test_serve_runs_the_api(tmp_path: Path, api_workers: int) -> None:
     )
     reader.start()
 
-    def started() -> set[str]:  # uvicorn logs it once per API process, naming its pid
+    def pids(message: str = "", route: str = "") -> set[int]:
+        """The processes that logged `message` (or answered `route`) so far."""
         return {
-            line["message"] for line in list(lines) if "Started server process" in line["message"]
+            line["pid"]
+            for line in list(lines)
+            if (message and message in line["message"]) or (route and line.get("route") == route)
         }
 
     try:
         deadline = time.monotonic() + 60
-        while len(started()) < api_workers:
+        while len(pids("Started server process")) < api_workers:  # once per API process
             assert server.poll() is None and time.monotonic() < deadline
             time.sleep(0.2)
-        answer = httpx.get(f"http://127.0.0.1:{port}/readyz")
-        assert answer.status_code == 200
+        assert httpx.get(f"{url}/readyz").status_code == 200
+        sent = 0
+        while sent < 10 or len(pids(route="/healthz")) < api_workers:  # each process answers
+            assert sent < 500, "the requests never reached every API process"
+            assert httpx.get(f"{url}/healthz").status_code == 200
+            sent += 1
+        counted = wait_for_sample(
+            url, 'recmimic_http_requests_total{method="GET",route="/healthz",status="200"}', sent
+        )
+        timed = sample(
+            counted, 'recmimic_http_request_duration_seconds_count{method="GET",route="/healthz"}'
+        )
+        assert timed == sent
+        assert counted.count("# TYPE recmimic_jobs gauge") == 1  # the database's, not per process
+        shared = [path.name for path in temp.glob("recmimic-metrics-*/*.db")]
+        assert len(shared) == (2 * api_workers if api_workers > 1 else 0)  # counter, histogram
     finally:
         server.terminate()
         server.wait(timeout=20)
         reader.join(timeout=20)
     assert any(line.get("route") == "/readyz" for line in lines)  # JSON access log
-    assert len(started()) == api_workers
+    assert len(pids("Started server process")) == api_workers
     assert (tmp_path / "recmimic.sqlite3").is_file()
+    assert list(temp.iterdir()) == []  # the shared metrics directory goes with the service
+
+
+def sample(metrics: str, prefix: str) -> float | None:
+    """The value of the first sample line of `metrics` (Prometheus text) starting `prefix`."""
+    for line in metrics.splitlines():
+        if line.startswith(prefix):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def wait_for_sample(url: str, prefix: str, value: float, timeout_s: float = 10) -> str:
+    """`/metrics` once its `prefix` sample reads `value`: a request is counted just after its
+    answer is sent, so the last one may not be counted yet when the client has it."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        metrics = httpx.get(f"{url}/metrics").text
+        seen = sample(metrics, prefix)
+        if seen == value or time.monotonic() > deadline:
+            assert seen == value, f"{prefix} is {seen}, not {value}"
+            return metrics
+        time.sleep(0.1)
