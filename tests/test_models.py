@@ -50,6 +50,25 @@ def test_bert4rec_is_bidirectional() -> None:
 
 
 @pytest.mark.parametrize("arch", ARCHS)
+def test_last_position_shortcut_matches_the_full_encoder(arch: str) -> None:
+    """user_repr runs the final block on the last position alone: same values, same gradients."""
+    model = tiny(arch, n_blocks=3).double()  # float64: compare without rounding noise
+    seqs = torch.tensor([[0, 0, 0, 3, 17, 5, 9], [1, 2, 3, 4, 5, 6, 7]])
+    short = model.encode(seqs, last_only=True)
+    full = model.encode(seqs)
+    assert short.shape == (2, 1, 16)
+    torch.testing.assert_close(short[:, -1], full[:, -1])
+    grads = []
+    for last_only in (True, False):
+        model.zero_grad()
+        model.encode(seqs, last_only=last_only)[:, -1].square().sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+    assert len(grads[0]) == len(grads[1]) > 0
+    for short_grad, full_grad in zip(*grads, strict=True):
+        torch.testing.assert_close(short_grad, full_grad)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
 def test_loss_falls_and_gradients_skip_padding(arch: str) -> None:
     model = tiny(arch, dropout=0.0).train()
     rng = np.random.default_rng(0)

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seqrec.models.dropout import Dropout, attention
+
 Arch = Literal["sasrec", "bert4rec"]
 
 
@@ -54,21 +56,31 @@ class TransformerBlock(nn.Module):
         self.ff = nn.Sequential(
             nn.Linear(hidden, 4 * hidden),
             nn.GELU(),
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.Linear(4 * hidden, hidden),
         )
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor, last_only: bool = False
+    ) -> torch.Tensor:
+        """[B, L, d] -> [B, L, d], or [B, 1, d] for the last position alone with `last_only`.
+
+        The last position still attends to every key, so its output is the same either way;
+        skipping the other queries and their feed-forward saves most of the block when only
+        the next-item prediction is read (student training, serving).
+        """
         b, length, d = x.shape
-        q, k, v = self.qkv(self.attn_norm(x)).split(d, dim=-1)
-        heads = (
-            t.view(b, length, self.n_heads, d // self.n_heads).transpose(1, 2) for t in (q, k, v)
-        )
-        attended = F.scaled_dot_product_attention(
-            *heads, attn_mask=attn_mask, dropout_p=self.dropout.p if self.training else 0.0
-        )
-        x = x + self.dropout(self.attn_out(attended.transpose(1, 2).reshape(b, length, d)))
+        normed = self.attn_norm(x)
+        if last_only:
+            x, attn_mask = x[:, -1:], attn_mask[:, :, -1:]
+            q = F.linear(normed[:, -1:], self.qkv.weight[:d], self.qkv.bias[:d])
+            k, v = F.linear(normed, self.qkv.weight[d:], self.qkv.bias[d:]).split(d, dim=-1)
+        else:
+            q, k, v = self.qkv(normed).split(d, dim=-1)
+        heads = (t.view(b, -1, self.n_heads, d // self.n_heads).transpose(1, 2) for t in (q, k, v))
+        attended = attention(*heads, attn_mask, self.dropout.p if self.training else 0.0)
+        x = x + self.dropout(self.attn_out(attended.transpose(1, 2).reshape(b, x.shape[1], d)))
         return x + self.dropout(self.ff(self.ff_norm(x)))
 
 
@@ -85,7 +97,7 @@ class SequentialRecommender(nn.Module, ABC):
         self.config = config
         self.item_emb = nn.Embedding(n_embeddings, config.hidden, padding_idx=0)
         self.pos_emb = nn.Embedding(config.max_len, config.hidden)
-        self.emb_dropout = nn.Dropout(config.dropout)
+        self.emb_dropout = Dropout(config.dropout)
         self.blocks = nn.ModuleList(
             TransformerBlock(config.hidden, config.n_heads, config.dropout)
             for _ in range(config.n_blocks)
@@ -98,14 +110,21 @@ class SequentialRecommender(nn.Module, ABC):
     def n_items(self) -> int:
         return self.config.n_items
 
-    def encode(self, seqs: torch.Tensor) -> torch.Tensor:
-        """Hidden states [B, L, d] for left-padded item ids [B, L]."""
-        return self.encode_with(seqs, self.blocks, self.final_norm)
+    def encode(self, seqs: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """Hidden states [B, L, d] for left-padded item ids [B, L] ([B, 1, d]: `last_only`)."""
+        return self.encode_with(seqs, self.blocks, self.final_norm, last_only)
 
     def encode_with(
-        self, seqs: torch.Tensor, blocks: nn.ModuleList, final_norm: nn.LayerNorm
+        self,
+        seqs: torch.Tensor,
+        blocks: nn.ModuleList,
+        final_norm: nn.LayerNorm,
+        last_only: bool = False,
     ) -> torch.Tensor:
-        """The shared embedding and masking, through the given block stack."""
+        """The shared embedding and masking, through the given block stack.
+
+        `last_only`: the final block computes the last position alone (see TransformerBlock).
+        """
         length = seqs.shape[1]
         if length > self.config.max_len:
             raise ValueError(f"sequence length {length} exceeds max_len {self.config.max_len}")
@@ -114,9 +133,11 @@ class SequentialRecommender(nn.Module, ABC):
         x = self.item_emb(seqs) * self.config.hidden**0.5 + self.pos_emb(positions)
         x = self.emb_dropout(x) * valid.unsqueeze(-1)
         mask = self._attention_mask(valid)
-        for block in blocks:
+        for depth, block in enumerate(blocks):
+            if last_only and depth == len(blocks) - 1:
+                return final_norm(block(x, mask, last_only=True) * valid[:, -1:, None])
             x = block(x, mask) * valid.unsqueeze(-1)
-        return final_norm(x)
+        return final_norm(x[:, -1:] if last_only else x)
 
     def _attention_mask(self, valid: torch.Tensor) -> torch.Tensor:
         """[B, 1, L, L] boolean: attend to real keys (causally for SASRec); pads see themselves.
@@ -143,7 +164,7 @@ class SequentialRecommender(nn.Module, ABC):
 
     def user_repr(self, seqs: torch.Tensor) -> torch.Tensor:
         """The representation [B, d] the next-item prediction is made from."""
-        return self.encode(self.inference_input(seqs))[:, -1]
+        return self.encode(self.inference_input(seqs), last_only=True)[:, -1]
 
     def logits(self, seqs: torch.Tensor) -> torch.Tensor:
         """Next-item scores [B, n_items + 1] at the last position (column 0 is -inf)."""

@@ -92,13 +92,15 @@ class HPSERec(SequentialRecommender):
         """Left-padded [B, L] keeping only the expert's items, in their original order."""
         return self._filter(seqs, self._allowed(expert))
 
-    def encode(self, seqs: torch.Tensor, expert: int | None = None) -> torch.Tensor:
+    def encode(
+        self, seqs: torch.Tensor, expert: int | None = None, last_only: bool = False
+    ) -> torch.Tensor:
         """Hidden states [B, L, d] through one expert's stack (default: the global expert).
 
         The same embedding and masking as the single-stack backbone, with the expert's blocks.
         """
         stack = self.experts[-1 if expert is None else expert]
-        return self.encode_with(seqs, stack.blocks, stack.final_norm)
+        return self.encode_with(seqs, stack.blocks, stack.final_norm, last_only)
 
     def expert_outputs(self, seqs: torch.Tensor) -> list[ExpertOutput]:
         """Every expert's last-position output for left-padded histories [B, L]."""
@@ -106,7 +108,7 @@ class HPSERec(SequentialRecommender):
         outputs = []
         for expert in range(self.n_experts):
             history = _trim(self._filter(seqs, allowed[expert]), min_width=1)
-            hidden = self.encode(history, expert)[:, -1]
+            hidden = self.encode(history, expert, last_only=True)[:, -1]
             outputs.append(
                 ExpertOutput(
                     repr=hidden,

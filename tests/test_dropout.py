@@ -1,0 +1,48 @@
+"""The CPU dropout: drop rate, unbiased scaling, seeded determinism, and where it steps aside."""
+
+import pytest
+import torch
+
+from seqrec.models.dropout import Dropout, attention, dropout
+
+
+def test_drops_the_requested_share_and_keeps_the_mean() -> None:
+    torch.manual_seed(0)
+    x = torch.ones(200_000)
+    out = dropout(x, 0.2, training=True)
+    dropped = (out == 0).float().mean().item()
+    assert abs(dropped - 51 / 256) < 0.005  # p quantised to 1/256
+    assert abs(out.mean().item() - 1.0) < 0.01
+    assert torch.unique(out).tolist() == pytest.approx([0.0, 256 / 205])
+
+
+def test_same_seed_same_mask_and_gradients_follow_the_mask() -> None:
+    x = torch.randn(4, 50, 16, requires_grad=True)
+    torch.manual_seed(3)
+    first = dropout(x, 0.3, training=True)
+    torch.manual_seed(3)
+    second = dropout(x, 0.3, training=True)
+    torch.testing.assert_close(first, second)
+    first.sum().backward()
+    assert torch.equal(x.grad == 0, first == 0)
+
+
+def test_identity_when_not_training_or_p_is_zero() -> None:
+    x = torch.randn(3, 7)
+    assert dropout(x, 0.5, training=False) is x
+    assert dropout(x, 0.0, training=True) is x
+    module = Dropout(0.5).eval()
+    assert module(x) is x
+    with pytest.raises(ValueError, match="dropout"):
+        Dropout(1.0)
+
+
+def test_attention_without_dropout_matches_the_fused_kernel() -> None:
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 5, 8) for _ in range(3))
+    allowed = torch.ones(5, 5, dtype=torch.bool).tril().expand(2, 1, 5, 5)
+    fused = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+    torch.testing.assert_close(attention(q, k, v, allowed, 0.0), fused)
+    # With dropout on the CPU the weights are explicit: the mean over many draws stays unbiased.
+    draws = torch.stack([attention(q, k, v, allowed, 0.25) for _ in range(400)]).mean(0)
+    torch.testing.assert_close(draws, fused, atol=0.15, rtol=0.0)
