@@ -9,8 +9,10 @@ section 6). Students are selected on held-out probes only; the real test split i
 report. Teacher and students are scored with full ranking on the leave-one-out test split.
 
     python bench/fidelity.py --json bench/results/fidelity.json [--quick] [--seeds 0,1,2]
+    python bench/fidelity.py --json ALL.json --merge PART1.json PART2.json ...
 
-Writes JSON and Markdown (same stem) and prints the table and the target checks.
+Writes JSON and Markdown (same stem) and prints the table and the target checks. Parts of one
+benchmark (say one regime per process, on the same teacher) are combined with `--merge`.
 """
 
 from __future__ import annotations
@@ -102,6 +104,25 @@ def row(report: dict, who: str) -> dict[str, float]:
     return values
 
 
+def table_from_runs(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict]]:
+    """Per regime, the teacher's and each method's columns over seeds (teacher first)."""
+    raw: dict[str, dict[str, list[dict[str, float]]]] = {}
+    teacher_seeds: set[tuple[str, int]] = set()
+    for run in runs:
+        by_model = raw.setdefault(run["regime"], {})
+        if (run["regime"], run["seed"]) not in teacher_seeds:
+            teacher_seeds.add((run["regime"], run["seed"]))
+            by_model.setdefault("teacher", []).append(row(run["report"], "teacher"))
+        by_model.setdefault(run["method"], []).append(row(run["report"], "student"))
+    return {
+        regime: {
+            model: over_seeds(rows)
+            for model, rows in sorted(models.items(), key=lambda kv: kv[0] != "teacher")
+        }
+        for regime, models in raw.items()
+    }
+
+
 def over_seeds(rows: list[dict[str, float]]) -> dict[str, dict[str, Any]]:
     """Each column's mean ± std over the seeds' rows, with the runs themselves."""
     return {
@@ -184,7 +205,11 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("runs/bench-fidelity"))
     parser.add_argument("--port", type=int, default=18767, help="the teacher's loopback port")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--merge", type=Path, nargs="+", help="combine these result files")
     args = parser.parse_args()
+    if args.merge:
+        merge(args.merge, args.json)
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
@@ -193,9 +218,8 @@ def main() -> None:
     workdir = args.workdir / ("quick" if args.quick else "full")
     started = time.monotonic()
 
-    teacher = ensure_teacher(args.workdir / "teacher", 10 if args.quick else None)
+    teacher = ensure_teacher(workdir / "teacher", 10 if args.quick else None)
     settings = TeacherSettings(model_dir=teacher, api_keys=[KEY], rate=1e9, quota=10**9)
-    raw: dict[str, dict[str, list[dict[str, float]]]] = {}
     runs: list[dict[str, Any]] = []
     with running(create_app(settings), port=args.port) as url:
         for regime in args.regimes.split(","):
@@ -222,10 +246,6 @@ def main() -> None:
                             out=base / method / "report",
                         )
                     )
-                    by_model = raw.setdefault(regime, {})
-                    by_model.setdefault(method, []).append(row(report, "student"))
-                    if method == methods[0]:
-                        by_model.setdefault("teacher", []).append(row(report, "teacher"))
                     runs.append(
                         {
                             "regime": regime,
@@ -245,28 +265,45 @@ def main() -> None:
                         flush=True,
                     )
 
-    table = {
-        regime: {
-            model: over_seeds(rows)
-            for model, rows in sorted(models.items(), key=lambda kv: kv[0] != "teacher")
-        }
-        for regime, models in raw.items()
-    }
     results = {
         "dataset": load_dataset(DATASET).card(),
         "budget": budget,
         "seeds": seeds,
         "quick": args.quick,
-        "table": table,
-        "checks": checks(table),
         "runs": runs,
         "wall_s": time.monotonic() - started,
         "machine": {"platform": platform.platform(), "threads": torch.get_num_threads()},
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    write(results, args.json)
+
+
+def merge(parts: list[Path], out: Path) -> None:
+    """One report from parts run separately on the same teacher, budget and mode."""
+    loaded = [json.loads(part.read_text()) for part in parts]
+    for field in ("dataset", "budget", "quick"):
+        if len({json.dumps(part[field]) for part in loaded}) != 1:
+            raise SystemExit(f"error: the parts differ in {field!r}; they are not one benchmark")
+    keys = [(r["regime"], r["seed"], r["method"]) for part in loaded for r in part["runs"]]
+    if len(set(keys)) != len(keys):
+        raise SystemExit("error: the parts repeat a (regime, seed, method) run")
+    results = {
+        **{field: loaded[0][field] for field in ("dataset", "budget", "quick", "machine")},
+        "seeds": sorted({seed for part in loaded for seed in part["seeds"]}),
+        "runs": [run for part in loaded for run in part["runs"]],
+        "wall_s": sum(part["wall_s"] for part in loaded),
+        "merged_from": [str(part) for part in parts],
+    }
+    write(results, out)
+
+
+def write(results: dict[str, Any], path: Path) -> None:
+    """Add the table and target checks, then write JSON and Markdown and print the table."""
+    table = table_from_runs(results["runs"])
+    results = {**results, "table": table, "checks": checks(table)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
     text = markdown(results)
-    args.json.with_suffix(".md").write_text(text)
+    path.with_suffix(".md").write_text(text)
     print(text)
     print(f"wall time {results['wall_s']:.0f}s")
 
