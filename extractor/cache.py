@@ -26,6 +26,8 @@ from urllib.parse import urlsplit, urlunsplit
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from extractor.ids import JsonIds, encode_ids
+
 KEY_VERSION = "recmimic-answer-v1"
 REDIS_SCHEMES = ("redis://", "rediss://")
 EMBEDDED_FILENAME = "answers.sqlite3"
@@ -89,21 +91,18 @@ def _history_json(history: Sequence[str]) -> str:
 class AnswerCache(Protocol):
     """What the client needs from a cache: batched reads and writes of top-k lists."""
 
-    async def get_many(self, keys: Sequence[str]) -> list[list[str] | None]:
-        """The cached answer for each key, in the order given; None for a miss."""
+    async def get_many(self, keys: Sequence[str]) -> list[JsonIds | None]:
+        """The cached answer for each key, in the order given (as stored, decoded when read);
+        None for a miss."""
         ...
 
-    async def put_many(self, items: Mapping[str, list[str]]) -> None:
+    async def put_many(self, items: Mapping[str, Sequence[str]]) -> None:
         """Store answers; an existing entry for a key is replaced."""
         ...
 
     async def close(self) -> None:
         """Release connections and files."""
         ...
-
-
-def _encode(items: list[str]) -> str:
-    return json.dumps(items, separators=(",", ":"), ensure_ascii=False)
 
 
 def redact_url(url: str) -> str:
@@ -150,7 +149,7 @@ class RedisCache:
         except (RedisError, OSError) as exc:
             raise CacheError(f"cannot reach Redis at {self.url}: {exc}") from None
 
-    async def get_many(self, keys: Sequence[str]) -> list[list[str] | None]:
+    async def get_many(self, keys: Sequence[str]) -> list[JsonIds | None]:
         if not keys:
             return []
         names = [self._name(key) for key in keys]
@@ -161,9 +160,9 @@ class RedisCache:
                 chunks = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise CacheError(f"Redis read failed at {self.url}: {exc}") from None
-        return [None if raw is None else json.loads(raw) for chunk in chunks for raw in chunk]
+        return [None if raw is None else JsonIds(raw.decode()) for chunk in chunks for raw in chunk]
 
-    async def put_many(self, items: Mapping[str, list[str]]) -> None:
+    async def put_many(self, items: Mapping[str, Sequence[str]]) -> None:
         if not items:
             return
         entries = list(items.items())
@@ -171,7 +170,7 @@ class RedisCache:
             for start in range(0, len(entries), _REDIS_CHUNK):
                 async with self._client.pipeline(transaction=False) as pipe:
                     for key, answer in entries[start : start + _REDIS_CHUNK]:
-                        pipe.set(self._name(key), _encode(answer), ex=self.ttl_s)
+                        pipe.set(self._name(key), encode_ids(answer), ex=self.ttl_s)
                     await pipe.execute()
         except (RedisError, OSError) as exc:
             raise CacheError(f"Redis write failed at {self.url}: {exc}") from None
@@ -205,7 +204,7 @@ class EmbeddedCache:
             raise CacheError(f"cannot open the embedded cache at {self.path}: {exc}") from None
         self._lock = threading.Lock()
 
-    def _get(self, keys: Sequence[str]) -> list[list[str] | None]:
+    def _get(self, keys: Sequence[str]) -> list[JsonIds | None]:
         found: dict[str, str] = {}
         with self._lock:
             for start in range(0, len(keys), _SQLITE_CHUNK):
@@ -213,10 +212,10 @@ class EmbeddedCache:
                 marks = ",".join("?" * len(chunk))
                 query = f"SELECT key, items FROM answers WHERE key IN ({marks})"
                 found.update(self._db.execute(query, chunk).fetchall())
-        return [None if key not in found else json.loads(found[key]) for key in keys]
+        return [None if key not in found else JsonIds(found[key]) for key in keys]
 
-    def _put(self, items: Mapping[str, list[str]]) -> None:
-        rows = [(key, _encode(answer)) for key, answer in items.items()]
+    def _put(self, items: Mapping[str, Sequence[str]]) -> None:
+        rows = [(key, encode_ids(answer)) for key, answer in items.items()]
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -226,7 +225,7 @@ class EmbeddedCache:
                 raise
             self._db.execute("COMMIT")
 
-    async def get_many(self, keys: Sequence[str]) -> list[list[str] | None]:
+    async def get_many(self, keys: Sequence[str]) -> list[JsonIds | None]:
         if not keys:
             return []
         try:
@@ -234,7 +233,7 @@ class EmbeddedCache:
         except sqlite3.Error as exc:
             raise CacheError(f"embedded cache read failed at {self.path}: {exc}") from None
 
-    async def put_many(self, items: Mapping[str, list[str]]) -> None:
+    async def put_many(self, items: Mapping[str, Sequence[str]]) -> None:
         if not items:
             return
         try:

@@ -86,7 +86,7 @@ class ClientConfig:
 class Outcome:
     """One history's result: `items` (best first) when answered, else `reason`."""
 
-    items: list[str] | None = None
+    items: Sequence[str] | None = None
     reason: str | None = None
     model_tag: str | None = None
 

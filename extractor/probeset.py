@@ -22,6 +22,9 @@ Writing: rows are buffered and flushed as numbered Parquet parts (`part-00000.pa
 each written to a hidden temp file, fsync'd and renamed, so a killed process leaves whole parts
 or none. Rows still in the buffer at a kill are lost from the probe set but not from the answer
 cache, which the client fills first: a resumed run rebuilds them from the cache without paying.
+A writer made with `background=True` writes each part in a thread while its caller goes on
+(the extraction run: a part took 30 to 50 ms with its two fsyncs, during which no request was
+sent or answered); a part still in flight at a kill is lost like the buffer.
 One writer per directory (the run's budget ledger lock already guarantees one live run).
 """
 
@@ -31,6 +34,7 @@ import json
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,7 +79,7 @@ class ViewAnswer:
 
     scale: float
     length: int
-    items: list[str] | None
+    items: Sequence[str] | None
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,7 @@ class ProbeRow:
 
     query_id: int
     history: list[str]
-    items: list[str] | None
+    items: Sequence[str] | None
     error: str | None = None
     views: Sequence[ViewAnswer] = field(default_factory=tuple)
 
@@ -98,20 +102,57 @@ class ProbeRow:
 
 
 def _to_table(rows: Sequence[ProbeRow], run_info: Mapping[str, Any] | None) -> pa.Table:
+    views = [view for row in rows for view in row.views]
+    view_offsets = np.zeros(len(rows) + 1, dtype=np.int32)
+    np.cumsum([len(row.views) for row in rows], out=view_offsets[1:])
     columns = [
         pa.array([row.query_id for row in rows], pa.int64()),
         pa.array([row.history for row in rows], _IDS),
-        pa.array([row.items for row in rows], _IDS),
+        _ids_column([row.items for row in rows]),
         pa.array([row.status for row in rows], pa.string()),
         pa.array([row.error for row in rows], pa.string()),
         pa.array([[view.scale for view in row.views] for row in rows], pa.list_(pa.float64())),
         pa.array([[view.length for view in row.views] for row in rows], pa.list_(pa.int32())),
-        pa.array([[view.items for view in row.views] for row in rows], pa.list_(_IDS)),
+        pa.ListArray.from_arrays(view_offsets, _ids_column([view.items for view in views])),
     ]
     schema = SCHEMA
     if run_info is not None:
         schema = schema.with_metadata({RUN_INFO_KEY: json.dumps(dict(run_info), sort_keys=True)})
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _ids_column(answers: Sequence[Sequence[str] | None]) -> pa.Array:
+    """A list<string> array of answers (None: null). Answers that all came from the cache as
+    JSON text are parsed by Arrow (`_parse_plain`); anything else goes through Python."""
+    texts = [getattr(items, "text", None) for items in answers]
+    if all((text is None) == (items is None) for text, items in zip(texts, answers, strict=True)):
+        column = _parse_plain(pa.array(texts, pa.string()))
+        if column is not None:
+            return column
+    return pa.array([None if items is None else list(items) for items in answers], _IDS)
+
+
+def _parse_plain(texts: pa.StringArray) -> pa.Array | None:
+    """Compact JSON arrays of ids as a list<string> array, split by Arrow: 2 ms per 1,024
+    answers of 100 ids, against 10 ms to decode them and convert Python lists. None when a text
+    is not plain: `[]` or `["a","b",...]` exactly, with no escape or space, so that every quote
+    but the outer two belongs to a `","` separator and the ids are what lies between them."""
+    empty = pc.equal(texts, "[]")
+    quotes_fit = pc.equal(
+        pc.count_substring(texts, '"'),
+        pc.add(pc.multiply(pc.count_substring(texts, '","'), 2), 2),
+    )
+    plain = pc.or_(
+        empty,
+        pc.and_(
+            pc.and_(pc.starts_with(texts, '["'), pc.ends_with(texts, '"]')),
+            pc.and_(pc.invert(pc.match_substring(texts, "\\")), quotes_fit),
+        ),
+    )
+    if not pc.all(plain).as_py():  # nulls (failed answers) are skipped
+        return None
+    ids = pc.split_pattern(pc.utf8_slice_codeunits(texts, 2, -2), '","')
+    return pc.if_else(empty, pa.scalar([], _IDS), ids)
 
 
 def _parts(directory: Path) -> list[tuple[int, Path]]:
@@ -166,6 +207,8 @@ class ProbeSetWriter:
     `run_info` (endpoint, model tag, k, scales, source...) is stored in every part; resuming a
     directory whose parts were written with different settings is refused, since mixing them
     would silently corrupt the training data. Use as a context manager so Ctrl-C flushes.
+    With `background`, parts are written by one thread, one at a time, in order; an error
+    writing one is raised by the next `flush`, `wait` or `close`.
     """
 
     def __init__(
@@ -173,6 +216,7 @@ class ProbeSetWriter:
         directory: str | Path,
         rows_per_part: int = 4096,
         run_info: Mapping[str, Any] | None = None,
+        background: bool = False,
     ) -> None:
         if rows_per_part < 1:
             raise ValueError("rows_per_part must be >= 1")
@@ -193,6 +237,8 @@ class ProbeSetWriter:
                     f"(this run: {self.run_info}); use a new directory"
                 )
         self._buffer: list[ProbeRow] = []
+        self._thread = ThreadPoolExecutor(1, "probeset-writer") if background else None
+        self._pending: Future[Path] | None = None
 
     def done_ids(self, include_failed: bool = True) -> set[int]:
         """Query ids already on disk, so a resumed run skips them.
@@ -200,13 +246,15 @@ class ProbeSetWriter:
         With `include_failed=False` only answered queries count, so failures are retried; a retry
         that succeeds is written later and wins when the set is read.
         """
+        self.wait()
         table = read_probe_set(self.directory, columns=["query_id", "status"])
         if not include_failed:
             table = table.filter(pc.equal(table.column("status"), ANSWERED))
         return set(table.column("query_id").to_pylist())
 
     def add(self, row: ProbeRow) -> None:
-        """Buffer a row; a full buffer is written as a part (blocking: milliseconds per part)."""
+        """Buffer a row; a full buffer is written as a part (tens of milliseconds, unless in
+        the background)."""
         self._buffer.append(row)
         if len(self._buffer) >= self.rows_per_part:
             self.flush()
@@ -216,23 +264,44 @@ class ProbeSetWriter:
             self.add(row)
 
     def flush(self) -> Path | None:
-        """Write buffered rows as the next part: temp file, fsync, rename, fsync the directory."""
+        """Write buffered rows as the next part; returns its path (in the background: once
+        `wait` returns). Waits first for the part still in flight, if any."""
         if not self._buffer:
             return None
-        table = _to_table(self._buffer, self.run_info)
         final = self.directory / f"part-{self._next_index:05d}.parquet"
-        temp = self.directory / f"{_TEMP_PREFIX}{self._next_index:05d}.parquet.tmp"
+        if self._thread is None:
+            self._write_part(self._buffer, final)
+        else:
+            self.wait()
+            self._pending = self._thread.submit(self._write_part, self._buffer, final)
+        self._buffer = []
+        self._next_index += 1
+        return final
+
+    def wait(self) -> None:
+        """Until the part written in the background, if any, is on disk; raises its error."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def _write_part(self, rows: list[ProbeRow], final: Path) -> Path:
+        """Temp file, fsync, rename, fsync the directory: whole parts or none after a kill."""
+        table = _to_table(rows, self.run_info)
+        temp = self.directory / f"{_TEMP_PREFIX}{final.name.removeprefix('part-')}.tmp"
         pq.write_table(table, temp)
         with temp.open("rb") as handle:
             os.fsync(handle.fileno())
         os.replace(temp, final)
         _fsync_directory(self.directory)
-        self._next_index += 1
-        self._buffer.clear()
         return final
 
     def close(self) -> None:
-        self.flush()
+        try:
+            self.flush()
+            self.wait()
+        finally:
+            if self._thread is not None:
+                self._thread.shutdown()
 
     def __enter__(self) -> ProbeSetWriter:
         return self

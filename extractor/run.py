@@ -401,6 +401,7 @@ async def extract(config: ExtractConfig, progress: bool = True) -> ExtractSummar
             config.out,
             rows_per_part=config.chunk_size,
             run_info=_run_info(config, client.model_tag),
+            background=True,
         )
         stack.callback(writer.close)
         bar = stack.enter_context(tqdm(desc="extract", unit="q", disable=not progress))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from extractor.ids import JsonIds, encode_ids
 from extractor.probeset import (
     LENGTH_LABELS,
     SCHEMA,
@@ -176,3 +178,63 @@ def test_sigkill_mid_write_leaves_only_whole_parts(tmp_path: Path) -> None:
     assert n > 0 and n % 2000 == 0
     assert table.column("query_id").to_pylist() == list(range(n))
     assert ProbeSetWriter(out).done_ids() == set(range(n))
+
+
+def test_background_writer_writes_the_same_parts(tmp_path: Path) -> None:
+    rows = [row(i, failed=i == 3) for i in range(7)]
+    with ProbeSetWriter(tmp_path / "sync", rows_per_part=3) as writer:
+        writer.add_many(rows)
+    background = ProbeSetWriter(tmp_path / "thread", rows_per_part=3, background=True)
+    background.add_many(rows)
+    assert background.done_ids() == set(range(6))  # waits for the part in flight
+    background.close()
+    assert part_names(tmp_path / "thread") == part_names(tmp_path / "sync")
+    assert read_probe_set(tmp_path / "thread").equals(read_probe_set(tmp_path / "sync"))
+
+
+def test_background_write_error_is_raised_not_lost(tmp_path: Path) -> None:
+    writer = ProbeSetWriter(tmp_path, rows_per_part=1, background=True)
+    writer.add(row(0))
+    writer.wait()
+    shutil.rmtree(tmp_path)  # the next part cannot be written
+    writer.add(row(1))
+    with pytest.raises(OSError):
+        writer.close()
+
+
+ODD_ANSWERS = [["1", "2"], [], None, [""], ["", "x", ""], ["é", "日本", "𝄞"], ["a,b", "[c]"], ["7"]]
+
+
+def test_cached_answers_are_written_as_their_ids(tmp_path: Path) -> None:
+    """Answers kept as the cache's JSON text (parsed in bulk) read back as the same ids."""
+    texts = [None if a is None else JsonIds(encode_ids(a)) for a in ODD_ANSWERS]
+    rows = [
+        ProbeRow(
+            i, ["h"], items, None if items is not None else "HTTP 503", [ViewAnswer(0.5, 1, v)]
+        )
+        for i, (items, v) in enumerate(zip(texts, reversed(texts), strict=True))
+    ]
+    with ProbeSetWriter(tmp_path) as writer:
+        writer.add_many(rows)
+    table = read_probe_set(tmp_path)
+    assert table.column("items").to_pylist() == ODD_ANSWERS
+    assert table.column("view_items").to_pylist() == [[v] for v in reversed(ODD_ANSWERS)]
+
+
+@pytest.mark.parametrize(
+    ("answers", "expected"),
+    [
+        ([JsonIds('["a", "b"]'), JsonIds('["x"]')], [["a", "b"], ["x"]]),  # spaces
+        ([JsonIds('["q\\"uote","\\\\"]'), None], [['q"uote', "\\"], None]),  # escapes
+        ([JsonIds('["x"]'), ["y"]], [["x"], ["y"]]),  # an answer paid in this run
+    ],
+)
+def test_answers_that_are_not_plain_json_are_decoded(
+    tmp_path: Path, answers: list, expected: list
+) -> None:
+    with ProbeSetWriter(tmp_path) as writer:
+        writer.add_many(
+            ProbeRow(i, ["h"], items, None if items is not None else "HTTP 503")
+            for i, items in enumerate(answers)
+        )
+    assert read_probe_set(tmp_path).column("items").to_pylist() == expected
