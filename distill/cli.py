@@ -12,13 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from distill.config import DistillConfig
-from distill.fidelity import EvaluateConfig, evaluate_student
-from distill.objectives import ObjectiveConfig
-from distill.reliability import ReliabilityConfig
-from distill.run import distill as run_distill
 from extractor.cli import KEY_VARIABLES, all_or_count, api_key_from
-from seqrec.models import ModelConfig
 
 
 def distill(
@@ -57,6 +51,12 @@ def distill(
 
     Options left out keep the defaults of `DistillConfig` and `ModelConfig`.
     """
+    from distill.config import DistillConfig
+    from distill.objectives import ObjectiveConfig
+    from distill.reliability import ReliabilityConfig
+    from distill.run import distill as run_distill
+    from seqrec.models import ModelConfig
+
     model = given(arch=arch, experts=experts, hidden=hidden, max_len=max_len)
     schedule = given(
         max_epochs=max_epochs,
@@ -113,6 +113,8 @@ def evaluate(
     ] = None,
 ) -> None:
     """Accuracy of teacher and student on the real test split, and their agreement, per group."""
+    from distill.fidelity import EvaluateConfig, evaluate_student
+
     config = EvaluateConfig(
         teacher=teacher,
         student=student,

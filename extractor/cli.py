@@ -17,7 +17,6 @@ import typer
 
 from extractor.config import SOURCES, ExtractConfig, parse_scales
 from extractor.errors import BlackBoxError
-from extractor.run import extract as run_extract
 
 KEY_VARIABLES = ("RECMIMIC_API_KEY", "RECMIMIC_TEACHER_API_KEY")
 
@@ -51,6 +50,8 @@ def extract(
     progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
 ) -> None:
     """Query the black box for a probe set, within the budget; resumes an interrupted run."""
+    from extractor.run import extract as run_extract
+
     config = ExtractConfig(
         teacher_url=teacher_url,
         api_key=api_key_from(api_key),

@@ -18,9 +18,6 @@ import typer
 
 from distill.cli import distill, evaluate
 from extractor.cli import extract
-from seqrec.models import ModelConfig
-from seqrec.train import TrainConfig
-from service.user_errors import USER_ERRORS
 from teacher_mock.cli import serve as teacher_serve
 
 app = typer.Typer(
@@ -45,12 +42,22 @@ def main() -> None:
     """Console entry point: turn expected failures into one line on stderr."""
     try:
         app()
-    except USER_ERRORS as exc:
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+
+
+def is_user_error(exc: Exception) -> bool:
+    """Whether `exc` describes the user's input (USER_ERRORS). The stages' error classes are
+    imported only here, after the fact, so that `--help` and option errors never load torch."""
+    from service.user_errors import USER_ERRORS
+
+    return isinstance(exc, USER_ERRORS)
 
 
 def overrides(cls: type, factory: Callable[..., Any] | None = None, **values: Any) -> Any:
@@ -124,7 +131,9 @@ def teacher_train(
 ) -> None:
     """Train a SASRec or BERT4Rec teacher with early stopping; evaluate on the test split."""
     from seqrec.data.loading import load_dataset
+    from seqrec.models import ModelConfig
     from seqrec.supervised import train_supervised
+    from seqrec.train import TrainConfig
 
     options = locals()
     model_config = overrides(ModelConfig, **options)

@@ -13,11 +13,6 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from seqrec.artifacts import ArtifactError, load_artifact
-from seqrec.serving.contract import describe_errors
-from teacher_mock.server import serve as serve_teacher
-from teacher_mock.settings import TeacherSettings
-
 
 def serve(
     model: Annotated[
@@ -48,6 +43,11 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
 ) -> None:
     """Serve a trained model as a black-box top-k recommendation API."""
+    from seqrec.artifacts import ArtifactError, load_artifact
+    from seqrec.serving.contract import describe_errors
+    from teacher_mock.server import serve as serve_teacher
+    from teacher_mock.settings import TeacherSettings
+
     given: dict[str, Any] = {
         "model_dir": model,
         "api_keys": api_key or None,

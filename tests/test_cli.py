@@ -122,3 +122,18 @@ def test_training_is_deterministic_for_a_seed(tmp_path: Path) -> None:
     assert first["training"]["history"] == again["training"]["history"]
     assert first["version"] == again["version"]
     assert first["training"]["history"] != other["training"]["history"]
+
+
+def test_help_and_option_errors_never_load_torch() -> None:
+    """Stages import their heavy modules when they run, so `--help` answers at once."""
+    probe = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from service.cli import app\n"
+        "for args in (['--help'], ['distill', '--help'], ['extract', '--budget', 'x']):\n"
+        "    CliRunner().invoke(app, args)\n"
+        "print(sorted(m for m in ('torch', 'pandas', 'matplotlib') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
