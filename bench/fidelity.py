@@ -13,6 +13,8 @@ report. Teacher and students are scored with full ranking on the leave-one-out t
 
 Writes JSON and Markdown (same stem) and prints the table and the target checks. Parts of one
 benchmark (say one regime per process, on the same teacher) are combined with `--merge`.
+Teacher, probe sets and finished students are kept in `--workdir` and reused, so a killed run
+started again only trains what is missing.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from spread import mean_std
 from distill.config import DistillConfig
 from distill.fidelity import EvaluateConfig, evaluate_student
 from distill.objectives import ObjectiveConfig
+from distill.run import SUMMARY_FILENAME as DISTILL_SUMMARY
 from distill.run import distill
 from extractor.config import ExtractConfig
 from extractor.run import SUMMARY_FILENAME, extract
@@ -91,6 +94,22 @@ def extract_once(url: str, out: Path, budget: int, regime: str, seed: int, quick
         )
         asyncio.run(extract(config, progress=False))
     return json.loads((out / SUMMARY_FILENAME).read_text())
+
+
+def student_once(config: DistillConfig, teacher: Path) -> tuple[dict, dict, bool]:
+    """Train and evaluate one student, or read back one that a previous (maybe killed) run of
+    the benchmark finished: (distill summary, report, reused)."""
+    summary_path = config.out / DISTILL_SUMMARY
+    report_dir = config.out / "report"
+    if summary_path.is_file() and (report_dir / "report.json").is_file():
+        summary = json.loads(summary_path.read_text())
+        return summary, json.loads((report_dir / "report.json").read_text()), True
+    summary = distill(config).to_dict()
+    evaluation = EvaluateConfig(
+        teacher=str(teacher), student=config.out, dataset=DATASET, out=report_dir
+    )
+    report, _ = evaluate_student(evaluation)
+    return summary, report, False
 
 
 def row(report: dict, who: str) -> dict[str, float]:
@@ -237,22 +256,14 @@ def main() -> None:
                         seed=seed,
                         progress=False,
                     )
-                    summary = distill(config)
-                    report, _ = evaluate_student(
-                        EvaluateConfig(
-                            teacher=str(teacher),
-                            student=config.out,
-                            dataset=DATASET,
-                            out=base / method / "report",
-                        )
-                    )
+                    summary, report, reused = student_once(config, teacher)
                     runs.append(
                         {
                             "regime": regime,
                             "seed": seed,
                             "method": method,
                             "paid": extraction["spent_total"],
-                            "distill": summary.to_dict(),
+                            "distill": summary,
                             "report": report,
                         }
                     )
@@ -261,7 +272,7 @@ def main() -> None:
                         f"NDCG@10 {report['student']['overall']['NDCG@10']:.4f} "
                         f"(teacher {report['teacher']['overall']['NDCG@10']:.4f}) "
                         f"Agr@10 {report['agreement']['overall']['agr10']:.3f} "
-                        f"[{summary.seconds:.0f}s]",
+                        f"[{summary['seconds']:.0f}s{', reused' if reused else ''}]",
                         flush=True,
                     )
 
