@@ -285,7 +285,7 @@ def _row(query_id: int, plan: ProbePlan, rows: list[int], outcomes: list[Outcome
             views.append(ViewAnswer(scale, len(plan.histories[index]), outcome.items))
     assert full is not None  # plan_probes requires scale 1
     error = None if full.ok else full.reason or "failed"
-    return ProbeRow(query_id, list(history), full.items, error, views)
+    return ProbeRow(query_id, history, full.items, error, views)
 
 
 def load_seeded(config: ExtractConfig) -> list[History]:
