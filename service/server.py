@@ -87,7 +87,8 @@ def freeze_startup_objects() -> None:
     as long as the process, and every full collection walked them all: under load (one API
     process, `bench/service.py`) a pass every 3 s or so, each 250-340 ms with the event loop
     stopped and nothing freed, which set the student routes' p99. What is garbage now is
-    collected first, so no garbage is frozen; later objects are collected as usual.
+    collected first, so no garbage is frozen; later objects are collected as usual. (The
+    teacher's processes do the same: `teacher_mock.server.freeze_startup_objects`.)
     """
     gc.collect()
     gc.freeze()
