@@ -15,9 +15,11 @@ One run, no teacher:
 (d) the same model ranks the same histories in this process with `seqrec.inference.top_k` in
     batches of 256 (servers stopped): histories/s, the ceiling the service is compared to.
 
-Target: p99 < 50 ms at 32 connections (judged on the last `--api-workers` value, 2 by default:
-what we recommend on 2 cores). The machine may be shared: the load average is recorded at the
-start and at the end of each measured run; compare runs only at similar load.
+Target: p99 < 50 ms at 32 connections, judged for each `--api-workers` value; the verdict that
+counts is the service's default (`ServiceSettings.api_workers`, 1 API process), which after
+`gc.freeze` had the lower p99 of the two on 2 cores in every paired run. The machine may be
+shared: the load average is recorded at the start and at the end of each measured run; compare
+runs only at similar load.
 
     python bench/service.py --json bench/results/service.json
 
@@ -266,9 +268,16 @@ def main() -> None:
         bare = in_process(artifact.model, dense, args.k, args.batch)
 
     config = artifact.info.model
-    judged = served[args.api_workers[-1]]
-    met = judged["p99_ms"] < TARGET_P99_MS and judged["status_errors"] == 0
-    ratio = judged["answered_per_s"] / bare["histories_per_s"]
+    verdicts = {
+        workers: run["p99_ms"] < TARGET_P99_MS and run["status_errors"] == 0
+        for workers, run in served.items()
+    }
+    from service.settings import ServiceSettings
+
+    default_workers = ServiceSettings.model_fields["api_workers"].default
+    met = verdicts.get(default_workers, False)
+    compared = served.get(default_workers, served[args.api_workers[-1]])
+    ratio = compared["answered_per_s"] / bare["histories_per_s"]
     print(
         f"ml-100k histories: {len(dense)}, length mean {lengths.mean():.1f}"
         f" (min {lengths.min()}, max {lengths.max()}), k={args.k};"
@@ -292,11 +301,12 @@ def main() -> None:
         f"reference, the teacher's micro-batched endpoint: {micro_batched['answered_per_s']:.0f}"
         f" req/s, p50 {micro_batched['p50_ms']:.1f} ms, p99 {micro_batched['p99_ms']:.1f} ms"
     )
-    verdict = "met" if met else "MISSED"
-    print(
-        f"p99 < {TARGET_P99_MS:.0f} ms at {args.connections} connections"
-        f" ({args.api_workers[-1]} API processes): {verdict}"
-    )
+    for workers, ok in verdicts.items():
+        default = " (the default)" if workers == default_workers else ""
+        print(
+            f"p99 < {TARGET_P99_MS:.0f} ms at {args.connections} connections,"
+            f" {workers} API processes{default}: {'met' if ok else 'MISSED'}"
+        )
 
     payload = {
         "dataset": data.card(),
@@ -316,7 +326,12 @@ def main() -> None:
         "teacher_micro_batched": micro_batched,
         "in_process": bare,
         "service_over_in_process": ratio,
-        "target": {"p99_ms_below": TARGET_P99_MS, "api_workers": args.api_workers[-1], "met": met},
+        "target": {
+            "p99_ms_below": TARGET_P99_MS,
+            "api_workers": default_workers,
+            "met": met,
+            "met_by_api_workers": verdicts,
+        },
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(payload, indent=2, default=str) + "\n")

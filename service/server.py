@@ -15,7 +15,6 @@ the parent.
 
 from __future__ import annotations
 
-import gc
 import threading
 
 import torch
@@ -23,6 +22,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from seqrec.serving.batcher import default_torch_threads
+from seqrec.serving.process import freeze_startup_objects
 from service.api.app import create_app
 from service.api.metrics import shared_between_processes
 from service.db.engine import make_engine, session_factory
@@ -78,17 +78,3 @@ def app_from_env() -> FastAPI:
     app = create_app(settings, JobStore(session_factory(make_engine(settings.database()))))
     freeze_startup_objects()
     return app
-
-
-def freeze_startup_objects() -> None:
-    """Keep what a serving process holds once started out of the garbage collector's full passes.
-
-    The imports (torch, FastAPI, SQLAlchemy) leave hundreds of thousands of objects that live
-    as long as the process, and every full collection walked them all: under load (one API
-    process, `bench/service.py`) a pass every 3 s or so, each 250-340 ms with the event loop
-    stopped and nothing freed, which set the student routes' p99. What is garbage now is
-    collected first, so no garbage is frozen; later objects are collected as usual. (The
-    teacher's processes do the same: `teacher_mock.server.freeze_startup_objects`.)
-    """
-    gc.collect()
-    gc.freeze()

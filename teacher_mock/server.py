@@ -8,7 +8,6 @@ exactly (benchmarks that read `/v1/usage` as a witness do).
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import socket
@@ -23,6 +22,7 @@ from fastapi import FastAPI
 
 from seqrec.artifacts import Artifact, load_artifact
 from seqrec.serving.batcher import default_torch_threads
+from seqrec.serving.process import freeze_startup_objects
 from teacher_mock.app import create_app
 from teacher_mock.settings import TeacherSettings, settings_env
 
@@ -74,19 +74,6 @@ def app_from_env() -> FastAPI:
     app = create_app(settings)
     freeze_startup_objects()
     return app
-
-
-def freeze_startup_objects() -> None:
-    """Keep what a teacher process holds once started out of the garbage collector's full passes.
-
-    Its imports (torch, FastAPI) leave hundreds of thousands of objects alive for good, and
-    every full collection walked them all: under wrk (one process, 32 connections) a pass every
-    1.5 s or so, about 150 ms each with the event loop stopped and nothing freed. Garbage is
-    collected first so none is frozen; later objects are collected as usual. (The service's API
-    processes do the same: `service.server.freeze_startup_objects`.)
-    """
-    gc.collect()
-    gc.freeze()
 
 
 @contextmanager

@@ -7,9 +7,9 @@ histories, one forward pass; a larger batch request takes several) and ranks it 
 thread; the event loop keeps accepting requests meanwhile, and those form the next batch, which
 starts as soon as this one ends. With `max_wait_s` = 0 (the service's students) no batch waits
 for company: an idle server answers a lone request at once, a busy one batches by itself
-because requests pile up while the forward pass runs. The teacher keeps its 2 ms
-`batch_wait_ms` for now: dropping it has not been tested against its billing tests. Single and
-batch requests take the same path, so they get the same answers.
+because requests pile up while the forward pass runs. The teacher does the same: its billing
+tests pass without a wait and wrk showed no loss of throughput (`batch_wait_ms` can still set
+one). Single and batch requests take the same path, so they get the same answers.
 """
 
 from __future__ import annotations
