@@ -235,7 +235,8 @@ class _Run:
                 claim.cancel()  # a no-op once answered; else the waiters share this failure
         for i, claim in claimed.items():
             outcomes[i] = await claim
-        self.counts.cached += len(claimed)
+        # Answered by the other chunk: free for this one. A claim that failed is no cache hit.
+        self.counts.cached += sum(outcomes[i].ok for i in claimed)
         return outcomes
 
     async def _look_up_or_pay(
