@@ -253,7 +253,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--prefixes", default="16", help="prefixes per user, or 'all'")
-    parser.add_argument("--single-concurrency", nargs="+", type=int, default=[16, 32, 64])
+    parser.add_argument("--single-concurrency", nargs="+", type=int, default=[32, 64, 128])
     parser.add_argument("--batch-concurrency", type=int, default=4)
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)

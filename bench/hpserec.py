@@ -28,6 +28,8 @@ from pathlib import Path
 
 from spread import mean_std
 
+from seqrec.models import ModelConfig
+
 METRICS = ("HR@10", "NDCG@10")
 GROUPS = ("overall", "head_items", "tail_items")
 MODELS = {"sasrec": 0, "hpserec": 4}  # name -> experts
@@ -40,7 +42,6 @@ def run_one(model: str, seed: int, args: argparse.Namespace, result_path: Path) 
     import torch
 
     from seqrec.data.loading import load_dataset
-    from seqrec.models import ModelConfig
     from seqrec.supervised import train_supervised
     from seqrec.train import TrainConfig
 
@@ -51,7 +52,7 @@ def run_one(model: str, seed: int, args: argparse.Namespace, result_path: Path) 
         train_config.max_epochs = QUICK_EPOCHS
     summary = train_supervised(
         data,
-        ModelConfig(arch="sasrec", experts=MODELS[model]),
+        ModelConfig(arch="sasrec", experts=MODELS[model], experts_gamma=args.experts_gamma),
         train_config,
         result_path.with_suffix(""),
     )
@@ -65,6 +66,12 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated, e.g. 0,1,2")
     parser.add_argument("--quick", action="store_true", help=f"cap at {QUICK_EPOCHS} epochs")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--experts-gamma",
+        type=float,
+        default=ModelConfig.experts_gamma,
+        help="weight of the partition's group-size penalty (HPSERec only)",
+    )
     parser.add_argument(
         "--one", nargs=3, metavar=("MODEL", "SEED", "RESULT"), help=argparse.SUPPRESS
     )
@@ -81,6 +88,7 @@ def main() -> None:
                 result = Path(scratch) / f"{model}-{seed}.json"
                 cmd = [sys.executable, __file__, "--json", str(args.json)]
                 cmd += ["--dataset", args.dataset, "--threads", str(args.threads)]
+                cmd += ["--experts-gamma", str(args.experts_gamma)]
                 cmd += ["--quick"] if args.quick else []
                 start = time.perf_counter()
                 subprocess.run([*cmd, "--one", model, str(seed), str(result)], check=True)
@@ -136,6 +144,7 @@ def main() -> None:
                 "seeds": seeds,
                 "quick": args.quick,
                 "threads": args.threads,
+                "experts_gamma": args.experts_gamma,
                 "machine": {
                     "cpus": platform.processor() or platform.machine(),
                     "python": platform.python_version(),

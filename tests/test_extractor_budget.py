@@ -229,3 +229,37 @@ def test_the_ledger_errs_on_the_safe_side_when_killed(
     after = Budget(10, ledger)
     assert (after.spent, after.answered) == (spent, answered)
     after.close()
+
+
+def test_a_reservation_never_waits_for_the_disk(tmp_path: Path) -> None:
+    """Granting is a write to the operating system, not a wait for an fsync in a thread: the
+    coroutine finishes without ever suspending, so it holds no connection slot while it waits."""
+    budget = Budget(5, tmp_path / "ledger.sqlite3")
+    for expected in (3, 2, 0):
+        reservation = budget.reserve(3)
+        with pytest.raises(StopIteration) as finished:
+            reservation.send(None)
+        assert finished.value.value == expected
+    budget.close()
+
+
+def test_the_log_is_fsynced_soon_after_a_reservation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Against a machine crash: the write-ahead log reaches the disk within the sync interval."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr("extractor.budget.os.fsync", recording_fsync)
+    ledger = tmp_path / "ledger.sqlite3"
+    budget = Budget(5, ledger, sync_interval_s=0.05)
+    asyncio.run(budget.reserve(1))
+    deadline = time.monotonic() + 5
+    while f"{ledger}-wal" not in synced and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert f"{ledger}-wal" in synced
+    budget.close()
