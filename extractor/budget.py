@@ -83,12 +83,12 @@ class Budget:
             f"{lost} charged without an answer, {self.remaining} left)"
         )
 
-    async def reserve(self, n: int) -> int:
+    def reserve(self, n: int) -> int:
         """Grant up to `n` units, in the ledger before returning; 0 once the budget is spent.
 
-        Check, increment and write happen with no await between them, so concurrent tasks on one
-        event loop can never be granted more than the limit together. A coroutine so that every
-        `BudgetHook` has the same shape, though this one never waits.
+        A plain call, never a wait: concurrent tasks on one event loop cannot interleave inside
+        it, so together they are never granted more than the limit, and a request holds no
+        connection slot while its reservation is written.
         """
         if n < 0:
             raise ValueError(f"cannot reserve {n} units")
@@ -101,7 +101,7 @@ class Budget:
             self._write()
         return granted
 
-    async def settle(self, reserved: int, answered: int, charged: int) -> None:
+    def settle(self, reserved: int, answered: int, charged: int) -> None:
         """Close a reservation: `answered` got answers, `charged` may have been paid.
 
         Requires `answered <= charged <= reserved`; the `reserved - charged` units the server

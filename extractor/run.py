@@ -56,16 +56,16 @@ class BudgetGate:
         self.budget = budget
 
     async def on_send(self, n_histories: int) -> bool:
-        granted = await self.budget.reserve(n_histories)
+        granted = self.budget.reserve(n_histories)
         if granted < n_histories:
             if granted:
-                await self.budget.settle(granted, 0, 0)
+                self.budget.settle(granted, 0, 0)
             return False
         return True
 
     async def on_result(self, n_histories: int, charged: bool | None, answered: int) -> None:
         paid = 0 if charged is False else n_histories  # unknown counts as paid
-        await self.budget.settle(n_histories, answered, paid)
+        self.budget.settle(n_histories, answered, paid)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ class FakeServer:
 
 async def client_task(budget: Budget, server: FakeServer, rng: random.Random) -> None:
     """Request until the budget is spent, with every outcome the policy must handle."""
-    while (reserved := await budget.reserve(1)) > 0:
+    while (reserved := budget.reserve(1)) > 0:
         for _attempt in range(3):  # a retry keeps its reservation
             assert server.charged < budget.limit  # a unit is held before anything is sent
             await asyncio.sleep(rng.random() / 1000)
@@ -40,7 +40,7 @@ async def client_task(budget: Budget, server: FakeServer, rng: random.Random) ->
             server.charged += 1
         server.answered += outcome == "answer"
         charged = int(MAY_BE_CHARGED[outcome])
-        await budget.settle(reserved, int(outcome == "answer"), charged)
+        budget.settle(reserved, int(outcome == "answer"), charged)
         assert server.charged <= budget.spent <= budget.limit
 
 
@@ -61,7 +61,7 @@ def test_concurrent_tasks_never_pass_the_limit(tmp_path: Path) -> None:
         assert budget.spent == budget.limit == server.charged
         assert budget.answered == server.answered
         assert budget.remaining == 0 and budget.exhausted
-        assert await budget.reserve(5) == 0
+        assert budget.reserve(5) == 0
         assert "spent 150 of 150" in budget.report()
         budget.close()
 
@@ -69,60 +69,49 @@ def test_concurrent_tasks_never_pass_the_limit(tmp_path: Path) -> None:
 
 
 def test_partial_grant_at_the_ceiling(tmp_path: Path) -> None:
-    async def body() -> None:
-        budget = Budget(10, tmp_path / "ledger.sqlite3")
-        assert await budget.reserve(0) == 0
-        assert await budget.reserve(8) == 8
-        assert await budget.reserve(8) == 2  # a batch gets what is left
-        await budget.settle(8, answered=0, charged=0)  # a 4xx refusal: all given back
-        assert budget.spent == 2 and budget.remaining == 8
-        with pytest.raises(ValueError):
-            await budget.reserve(-1)
-        budget.close()
-
-    asyncio.run(body())
+    budget = Budget(10, tmp_path / "ledger.sqlite3")
+    assert budget.reserve(0) == 0
+    assert budget.reserve(8) == 8
+    assert budget.reserve(8) == 2  # a batch gets what is left
+    budget.settle(8, answered=0, charged=0)  # a 4xx refusal: all given back
+    assert budget.spent == 2 and budget.remaining == 8
+    with pytest.raises(ValueError):
+        budget.reserve(-1)
+    budget.close()
 
 
 def test_settle_checks_its_arguments(tmp_path: Path) -> None:
-    async def body() -> None:
-        budget = Budget(10, tmp_path / "ledger.sqlite3")
-        await budget.reserve(3)
-        with pytest.raises(ValueError):
-            await budget.settle(3, answered=2, charged=1)
-        with pytest.raises(ValueError):
-            await budget.settle(4, answered=0, charged=0)  # more than is reserved
-        await budget.settle(3, answered=3, charged=3)
-        with pytest.raises(ValueError):
-            await budget.settle(3, answered=0, charged=0)  # settling twice would refund twice
-        assert budget.spent == 3
-        budget.close()
-
-    asyncio.run(body())
+    budget = Budget(10, tmp_path / "ledger.sqlite3")
+    budget.reserve(3)
+    with pytest.raises(ValueError):
+        budget.settle(3, answered=2, charged=1)
+    with pytest.raises(ValueError):
+        budget.settle(4, answered=0, charged=0)  # more than is reserved
+    budget.settle(3, answered=3, charged=3)
+    with pytest.raises(ValueError):
+        budget.settle(3, answered=0, charged=0)  # settling twice would refund twice
+    assert budget.spent == 3
+    budget.close()
 
 
 def test_restart_counts_unsettled_reservations_as_spent(tmp_path: Path) -> None:
     ledger = tmp_path / "ledger.sqlite3"
 
-    async def first_run() -> None:
-        budget = Budget(10, ledger)
-        await budget.reserve(4)
-        await budget.settle(4, answered=3, charged=4)
-        await budget.reserve(3)  # sent, then the process stops before the answers come back
-        budget.close()
+    budget = Budget(10, ledger)
+    budget.reserve(4)
+    budget.settle(4, answered=3, charged=4)
+    budget.reserve(3)  # sent, then the process stops before the answers come back
+    budget.close()
 
-    async def second_run() -> None:
-        budget = Budget(10, ledger)
-        assert (budget.spent, budget.answered, budget.remaining) == (7, 3, 3)
-        assert await budget.reserve(5) == 3
-        with pytest.raises(ValueError):
-            await budget.settle(6, answered=0, charged=0)  # the old run's units cannot be refunded
-        budget.close()
-        lowered = Budget(5, ledger)  # a smaller limit on restart: nothing left, never negative
-        assert lowered.remaining == 0 and await lowered.reserve(1) == 0
-        lowered.close()
-
-    asyncio.run(first_run())
-    asyncio.run(second_run())
+    budget = Budget(10, ledger)
+    assert (budget.spent, budget.answered, budget.remaining) == (7, 3, 3)
+    assert budget.reserve(5) == 3
+    with pytest.raises(ValueError):
+        budget.settle(6, answered=0, charged=0)  # the old run's units cannot be refunded
+    budget.close()
+    lowered = Budget(5, ledger)  # a smaller limit on restart: nothing left, never negative
+    assert lowered.remaining == 0 and lowered.reserve(1) == 0
+    lowered.close()
 
 
 def test_one_live_run_per_ledger(tmp_path: Path) -> None:
@@ -149,10 +138,10 @@ async def main(ledger, charges, limit):
     fd = os.open(charges, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
 
     async def worker():
-        while await budget.reserve(1):
+        while budget.reserve(1):
             os.write(fd, b"x")  # the server bills the request as it arrives
             await asyncio.sleep(0.002)
-            await budget.settle(1, 1, 1)
+            budget.settle(1, 1, 1)
 
     await asyncio.gather(*(worker() for _ in range(20)))
     budget.close()
@@ -195,10 +184,10 @@ from extractor.budget import Budget
 
 async def main(ledger, then):
     budget = Budget(10, ledger)
-    await budget.reserve(4)
-    await budget.settle(4, answered=1, charged=2)  # 2 units given back, in memory only
+    budget.reserve(4)
+    budget.settle(4, answered=1, charged=2)  # 2 units given back, in memory only
     if then == "reserve":
-        await budget.reserve(3)  # past what is on disk: written, with the settlement
+        budget.reserve(3)  # past what is on disk: written, with the settlement
     elif then == "close":
         budget.close()
         return
@@ -231,18 +220,6 @@ def test_the_ledger_errs_on_the_safe_side_when_killed(
     after.close()
 
 
-def test_a_reservation_never_waits_for_the_disk(tmp_path: Path) -> None:
-    """Granting is a write to the operating system, not a wait for an fsync in a thread: the
-    coroutine finishes without ever suspending, so it holds no connection slot while it waits."""
-    budget = Budget(5, tmp_path / "ledger.sqlite3")
-    for expected in (3, 2, 0):
-        reservation = budget.reserve(3)
-        with pytest.raises(StopIteration) as finished:
-            reservation.send(None)
-        assert finished.value.value == expected
-    budget.close()
-
-
 def test_the_log_is_fsynced_soon_after_a_reservation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -257,7 +234,7 @@ def test_the_log_is_fsynced_soon_after_a_reservation(
     monkeypatch.setattr("extractor.budget.os.fsync", recording_fsync)
     ledger = tmp_path / "ledger.sqlite3"
     budget = Budget(5, ledger, sync_interval_s=0.05)
-    asyncio.run(budget.reserve(1))
+    budget.reserve(1)
     deadline = time.monotonic() + 5
     while f"{ledger}-wal" not in synced and time.monotonic() < deadline:
         time.sleep(0.01)
