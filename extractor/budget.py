@@ -13,29 +13,53 @@ answers, so losing it to a kill errs on the safe side (units stay spent): it is 
 next write or by `close`. A reservation is written only when it goes past the spent count already
 in the ledger (units given back leave room that needs no write).
 
-Durability, and why a reservation does not wait for the disk. The ledger is a small SQLite file
-in WAL mode with `synchronous=NORMAL`: a commit is a `write` into the operating system's page
-cache (about 10 us, done inline on the event loop), which survives the death of the process
-(SIGKILL, a crash, Ctrl-C) because the kernel still holds it. Only a crash of the machine itself
-can lose it, so a background thread fsyncs the log at most `sync_interval_s` after each write,
-and `close` checkpoints it: after a power loss, at most that last interval's reservations can be
-forgotten. Every reservation used to wait for its own fsync through a worker thread; on 2 busy
-cores the thread wake-ups, not the fsync, held each request's connection slot for tens of
-milliseconds and kept the single-endpoint extractor at about 0.64 of the teacher's capacity.
+The ledger file is 80 bytes: a 16-byte header (magic and format version), then two 32-byte slots
+A and B, each (sequence number, spent, answered, CRC-32 of those three). Writes go to the slots
+alternately, each with the next sequence number; on open the valid slot with the highest sequence
+is the state. A write torn by a power loss can only damage the slot it was writing, whose CRC then
+fails, and the other slot still holds the previous state. A file whose slots are both invalid is
+refused; an empty (or all-zero) file is a new ledger.
 
-The ledger is held with an exclusive lock for the life of the `Budget`, so two live runs can
+Why `os.pwrite` and not SQLite. A write is one `pwrite` of 32 bytes into the operating system's
+page cache (about 1 us measured), inline on the event loop before the request goes out. The
+earlier SQLite ledger (WAL, `synchronous=NORMAL`) measured about 36 us per committed `UPDATE`
+under load on 2 cores during a real extraction, about 10% of the client's CPU per request.
+
+Durability. The page cache survives the death of the process (SIGKILL, a crash, Ctrl-C), so a
+reservation is durable against those when `reserve` returns. Only a crash of the machine itself
+can lose it, so a background thread fsyncs the file at most `sync_interval_s` after a write, and
+`close` writes the last settlements and fsyncs: after a power loss, at most that last interval's
+reservations can be forgotten. A new file is fsynced, with its directory, before first use.
+
+The ledger is held with an exclusive `flock` for the life of the `Budget`, so two live runs can
 never share, and overspend, one ledger; the operating system drops the lock when a process dies,
 so a restart is never blocked.
+
+Ledgers of earlier releases were SQLite files at the same path with the suffix `.sqlite3`
+(`budget.sqlite3` beside `budget.ledger`). When the record file is new and such a file exists,
+its (spent, answered) are imported once, so a run resumed across the upgrade cannot pay past
+its budget.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
+import struct
 import threading
+import zlib
 from pathlib import Path
 
 SYNC_INTERVAL_S = 0.2  # the longest a reservation stays exposed to a machine crash
+LEGACY_SUFFIX = ".sqlite3"  # the SQLite ledger of earlier releases, beside the record file
+
+_HEADER = struct.Struct("<8sI4x")  # magic, format version
+_MAGIC, _VERSION = b"RMBUDGET", 1
+_STATE = struct.Struct("<QQQ")  # sequence, spent, answered
+_SLOT = struct.Struct("<QQQI4x")  # the state and its CRC-32
+_SLOT_OFFSETS = (_HEADER.size, _HEADER.size + _SLOT.size)  # slot A, slot B
+_FILE_SIZE = _HEADER.size + 2 * _SLOT.size
 
 
 class BudgetError(RuntimeError):
@@ -43,7 +67,12 @@ class BudgetError(RuntimeError):
 
 
 class Budget:
-    """At most `limit` units are ever granted over all runs sharing `ledger_path`."""
+    """At most `limit` units are ever granted over all runs sharing `ledger_path`.
+
+    The SQLite ledger of earlier releases is found by deriving its path
+    (`ledger_path` with the suffix `.sqlite3`) rather than taking it as an argument: every
+    caller names only the ledger, so none can forget the old one and overspend after an upgrade.
+    """
 
     def __init__(
         self, limit: int, ledger_path: str | Path, sync_interval_s: float = SYNC_INTERVAL_S
@@ -52,10 +81,11 @@ class Budget:
             raise ValueError(f"budget limit must be >= 0, got {limit}")
         self.limit = limit
         self.ledger_path = Path(ledger_path)
-        self._db, (self._spent, self._answered) = _open_ledger(self.ledger_path)
+        self._fd, self._seq, self._spent, self._answered = _open_ledger(self.ledger_path)
         self._outstanding = 0  # granted and not yet settled by this process
         self._in_ledger = (self._spent, self._answered)  # spent is never below what was granted
-        self._syncer = _LogSyncer(Path(f"{self.ledger_path}-wal"), sync_interval_s)
+        self._syncer = _Syncer(self._fd, sync_interval_s)
+        self._closed = False
 
     @property
     def spent(self) -> int:
@@ -88,17 +118,18 @@ class Budget:
 
         A plain call, never a wait: concurrent tasks on one event loop cannot interleave inside
         it, so together they are never granted more than the limit, and a request holds no
-        connection slot while its reservation is written.
+        connection slot while its reservation is written. Raises `OSError`, granting nothing,
+        if the ledger cannot be written.
         """
         if n < 0:
             raise ValueError(f"cannot reserve {n} units")
         granted = min(n, self.remaining)
         if granted == 0:
             return 0
+        if self._spent + granted > self._in_ledger[0]:
+            self._write(self._spent + granted, self._answered)
         self._spent += granted
         self._outstanding += granted
-        if self._spent > self._in_ledger[0]:
-            self._write()
         return granted
 
     def settle(self, reserved: int, answered: int, charged: int) -> None:
@@ -116,29 +147,39 @@ class Budget:
         self._spent -= reserved - charged
         self._answered += answered
 
-    def _write(self) -> None:
-        state = (self._spent, self._answered)
-        self._db.execute("UPDATE ledger SET spent = ?, answered = ? WHERE id = 1", state)
-        self._in_ledger = state
+    def _write(self, spent: int, answered: int) -> None:
+        """Write the state into the slot not holding the current one, then wake the syncer."""
+        seq = self._seq + 1
+        _write_slot(self._fd, seq, spent, answered)
+        self._seq = seq
+        self._in_ledger = (spent, answered)
         self._syncer.wake()
 
     def close(self) -> None:
         """Write the last settlements, make the ledger durable and release its lock."""
-        if (self._spent, self._answered) != self._in_ledger:
-            self._write()
-        self._syncer.stop()
-        self._db.close()  # the last connection checkpoints the log, with an fsync
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if (self._spent, self._answered) != self._in_ledger:
+                self._write(self._spent, self._answered)
+        finally:
+            self._syncer.stop()
+            try:
+                os.fsync(self._fd)
+            finally:
+                os.close(self._fd)  # releases the lock
 
 
-class _LogSyncer:
-    """Fsyncs the ledger's write-ahead log from a thread, at most `interval_s` after a write.
+class _Syncer:
+    """Fsyncs the ledger from a thread, at most `interval_s` after a write.
 
-    It opens the log file itself: fsync flushes a file's data whichever descriptor asks, so the
-    event loop's connection is never shared with this thread.
+    A thread of its own so that no reservation waits for the disk; fsync and pwrite on one
+    descriptor from two threads are safe. `close` joins it before closing the descriptor.
     """
 
-    def __init__(self, log_path: Path, interval_s: float) -> None:
-        self._log_path = log_path
+    def __init__(self, fd: int, interval_s: float) -> None:
+        self._fd = fd
         self._interval_s = interval_s
         self._written = threading.Event()
         self._stopping = threading.Event()
@@ -146,7 +187,9 @@ class _LogSyncer:
         self._thread.start()
 
     def wake(self) -> None:
-        self._written.set()
+        # `set` takes a lock; when already set, the fsync to come follows this write anyway.
+        if not self._written.is_set():
+            self._written.set()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -154,48 +197,92 @@ class _LogSyncer:
         self._thread.join()
 
     def _run(self) -> None:
-        while True:
+        # Checked on every pass: a `stop` that lands between the timed wait and `clear` has its
+        # wake-up cleared, and a bare `while True` then waited forever (a hang seen at close).
+        while not self._stopping.is_set():
             self._written.wait()
             if self._stopping.wait(self._interval_s):
-                return  # `close` checkpoints the log itself
+                return  # `close` fsyncs the file itself
             self._written.clear()
-            self._fsync()
-
-    def _fsync(self) -> None:
-        try:
-            fd = os.open(self._log_path, os.O_RDONLY)
-        except FileNotFoundError:  # checkpointed and removed: nothing left to flush
-            return
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            os.fsync(self._fd)
 
 
-def _open_ledger(path: Path) -> tuple[sqlite3.Connection, tuple[int, int]]:
-    """Open (or create) the ledger, take its exclusive lock and read (spent, answered)."""
+def _write_slot(fd: int, seq: int, spent: int, answered: int) -> None:
+    state = _STATE.pack(seq, spent, answered)
+    record = _SLOT.pack(seq, spent, answered, zlib.crc32(state))
+    if os.pwrite(fd, record, _SLOT_OFFSETS[seq % 2]) != len(record):
+        raise OSError(f"short write to the budget ledger (descriptor {fd})")
+
+
+def _read_slot(data: bytes, offset: int) -> tuple[int, int, int] | None:
+    """(sequence, spent, answered) of the slot at `offset`, or None if it fails its CRC."""
+    seq, spent, answered, crc = _SLOT.unpack_from(data, offset)
+    if zlib.crc32(_STATE.pack(seq, spent, answered)) != crc:
+        return None
+    return seq, spent, answered
+
+
+def _open_ledger(path: Path) -> tuple[int, int, int, int]:
+    """Open (or create) the ledger, take its lock; (descriptor, sequence, spent, answered)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=0.25)
-    except (sqlite3.Error, OSError) as exc:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
         raise BudgetError(f"cannot open the budget ledger {path}: {exc}") from None
     try:
-        db.execute("PRAGMA locking_mode=EXCLUSIVE")
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        # `version` is no longer used; kept so ledgers of earlier releases and this one are alike.
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS ledger (id INTEGER PRIMARY KEY CHECK (id = 1),"
-            " spent INTEGER NOT NULL, answered INTEGER NOT NULL, version INTEGER NOT NULL)"
-        )
-        # A write takes the exclusive lock now, not at the first reservation.
-        db.execute("INSERT OR IGNORE INTO ledger VALUES (1, 0, 0, 0)")
-        row = db.execute("SELECT spent, answered FROM ledger WHERE id = 1").fetchone()
-    except sqlite3.DatabaseError as exc:
-        db.close()
-        if "locked" in str(exc):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
             raise BudgetError(
                 f"budget ledger {path} is in use by another running process"
             ) from None
-        raise BudgetError(f"cannot use the budget ledger {path}: {exc}") from None
-    return db, row
+        data = os.pread(fd, _FILE_SIZE + 1, 0)
+        # New, or all zeros: its creation was cut short by a power loss before its fsync.
+        if len(data) <= _FILE_SIZE and not data.strip(b"\0"):
+            return (fd, 1, *_create(fd, path))
+        return (fd, *_parse(data, path))
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _parse(data: bytes, path: Path) -> tuple[int, int, int]:
+    if len(data) != _FILE_SIZE or _HEADER.unpack_from(data) != (_MAGIC, _VERSION):
+        raise BudgetError(f"cannot use the budget ledger {path}: not a budget ledger file")
+    slots = [s for s in (_read_slot(data, offset) for offset in _SLOT_OFFSETS) if s is not None]
+    if not slots:
+        raise BudgetError(f"cannot use the budget ledger {path}: both records are corrupt")
+    return max(slots)
+
+
+def _create(fd: int, path: Path) -> tuple[int, int]:
+    """Write a new ledger, from the SQLite ledger of an earlier release if there is one."""
+    legacy = path.with_suffix(LEGACY_SUFFIX)
+    spent, answered = _read_legacy(legacy) if legacy != path and legacy.exists() else (0, 0)
+    os.ftruncate(fd, _FILE_SIZE)
+    os.pwrite(fd, _HEADER.pack(_MAGIC, _VERSION), 0)
+    _write_slot(fd, 1, spent, answered)
+    os.fsync(fd)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # the file's name, too, survives a power loss
+    finally:
+        os.close(dir_fd)
+    return spent, answered
+
+
+def _read_legacy(legacy: Path) -> tuple[int, int]:
+    """(spent, answered) of an SQLite ledger of an earlier release (its write-ahead log too)."""
+    try:
+        db = sqlite3.connect(f"{legacy.resolve().as_uri()}?mode=rw", uri=True, timeout=0)
+        try:
+            row = db.execute("SELECT spent, answered FROM ledger WHERE id = 1").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        if "locked" in str(exc):
+            raise BudgetError(f"budget ledger {legacy} is in use by an earlier release") from None
+        raise BudgetError(f"cannot use the earlier budget ledger {legacy}: {exc}") from None
+    if row is None:
+        raise BudgetError(f"cannot use the earlier budget ledger {legacy}: no ledger row")
+    return int(row[0]), int(row[1])

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import json
 import logging
 import random
 import time
@@ -43,8 +42,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+import orjson
+
 from extractor.errors import BlackBoxError
 from extractor.http import HTTPClient, Response, TransportError
+from extractor.ids import JsonIds
 from extractor.tasks import gather_or_cancel
 
 log = logging.getLogger("extractor.client")
@@ -93,6 +95,9 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.items is not None
+
+
+_UNASKED = Outcome(reason="not asked")  # a placeholder, replaced before it is returned
 
 
 class BudgetHook(Protocol):
@@ -188,7 +193,7 @@ class BlackBoxClient:
         size = self.config.batch_size
         chunks = [todo[start : start + size] for start in range(0, len(todo), size)]
         answered = await gather_or_cancel(
-            self._ask_chunk([[str(x) for x in histories[i]] for i in chunk], k) for chunk in chunks
+            self._ask_chunk([list(map(str, histories[i])) for i in chunk], k) for chunk in chunks
         )
         for chunk, results in zip(chunks, answered, strict=True):
             for i, outcome in zip(chunk, results, strict=True):
@@ -242,15 +247,30 @@ class BlackBoxClient:
                 return await self._request(chunk, k, batch=True)
         except _NoBatchRoute:
             pass
-        singles = await gather_or_cancel(self._request([h], k, batch=False) for h in chunk)
-        return [outcome for single in singles for outcome in single]
+        return await self._ask_singly(chunk, k)
+
+    async def _ask_singly(self, chunk: list[list[str]], k: int) -> list[Outcome]:
+        """One request per history, from at most `max_concurrency` workers that each take the
+        next history when their last one is done: a task per history (thousands per run, each
+        waiting for a connection slot) cost more client CPU than the requests themselves."""
+        outcomes: list[Outcome] = [_UNASKED] * len(chunk)
+        todo = iter(range(len(chunk)))
+
+        async def worker() -> None:
+            for i in todo:
+                outcomes[i] = (await self._request([chunk[i]], k, batch=False))[0]
+
+        await gather_or_cancel(
+            worker() for _ in range(min(self.config.max_concurrency, len(chunk)))
+        )
+        return outcomes
 
     async def _request(self, histories: list[list[str]], k: int, batch: bool) -> list[Outcome]:
         """Ask until answered or final; raises `_NoBatchRoute` when the batch route is missing."""
         n = len(histories)
         path = BATCH_PATH if batch else SINGLE_PATH
         payload = {"histories": histories, "k": k} if batch else {"history": histories[0], "k": k}
-        body = json.dumps(payload, separators=(",", ":")).encode()
+        body = orjson.dumps(payload)
         faults = limited = 0
         while True:
             reply = await self._attempt(
@@ -395,10 +415,10 @@ async def catalogue(client: BlackBoxClient) -> list[str] | None:
     return items
 
 
-def _parse_answers(response: Response, n: int, k: int, batch: bool) -> list[list[str]] | None:
+def _parse_answers(response: Response, n: int, k: int, batch: bool) -> list[JsonIds] | None:
     """The n item lists of a 200 body, or None when the body breaks the contract."""
     try:
-        payload = json.loads(response.content)
+        payload = orjson.loads(response.content)
     except ValueError:  # invalid JSON or bytes (a truncated body)
         return None
     results = payload.get("results") if batch and isinstance(payload, dict) else [payload]
@@ -410,13 +430,13 @@ def _parse_answers(response: Response, n: int, k: int, batch: bool) -> list[list
         answer = _as_ids(items) if isinstance(items, list) and len(items) <= k else None
         if answer is None or len(set(answer)) != len(answer):
             return None
-        answers.append(answer)
+        answers.append(JsonIds.of(answer))
     return answers
 
 
 def _json_body(response: Response) -> Any | None:
     try:
-        return json.loads(response.content)
+        return orjson.loads(response.content)
     except ValueError:
         return None
 

@@ -5,19 +5,23 @@ never looks at an id in between. Decoding 100 ids per answer into Python strings
 converting them to Arrow, took 0.26 s of a 15,088-query re-run; the probe-set writer instead
 splits the texts into an Arrow column with Arrow's own kernels (`extractor.probeset`).
 `JsonIds` carries the text to it and still behaves as the list of ids for anyone who reads it
-(data-free sources do).
+(data-free sources do). A paid answer gets the same treatment (`JsonIds.of`): encoding its ids
+once is cheaper than converting the Python list to Arrow (7 against 12 ms per 1,024 answers).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from typing import overload
+
+import orjson
 
 
 def encode_ids(ids: Sequence[str]) -> str:
     """The compact JSON array the caches store: `["1","2"]`, UTF-8, no spaces."""
-    return json.dumps(list(ids), separators=(",", ":"), ensure_ascii=False)
+    if isinstance(ids, JsonIds):
+        return ids.text
+    return orjson.dumps(list(ids)).decode()
 
 
 class JsonIds(Sequence[str]):
@@ -30,10 +34,18 @@ class JsonIds(Sequence[str]):
         self.text = text
         self._ids: list[str] | None = None
 
+    @classmethod
+    def of(cls, ids: list[str]) -> JsonIds:
+        """Ids just decoded from an answer, with their compact text (0.5 us for 100 ids) for
+        the cache and the probe set, which then need no conversion of their own."""
+        held = cls(orjson.dumps(ids).decode())
+        held._ids = ids
+        return held
+
     @property
     def ids(self) -> list[str]:
         if self._ids is None:
-            self._ids = json.loads(self.text)
+            self._ids = orjson.loads(self.text)
         return self._ids
 
     @overload

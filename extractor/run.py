@@ -40,7 +40,7 @@ from extractor.sources import Answer, AutoregressiveConfig, History, autoregress
 from extractor.tasks import gather_or_cancel
 from extractor.views import ProbePlan, plan_probes
 
-LEDGER_FILENAME = "budget.sqlite3"
+LEDGER_FILENAME = "budget.ledger"
 SUMMARY_FILENAME = "summary.json"
 CATALOGUE_FILENAME = "catalogue.json"  # the black box's item ids, for the student's catalogue
 FREQUENCY_BETA = 1.0  # the "frequency" source's preference for rarely chosen items
@@ -251,7 +251,7 @@ class _Run:
         size = self.client.config.batch_size
         pieces = [misses[start : start + size] for start in range(0, len(misses), size)]
         answered = await gather_or_cancel(
-            [self._pay([histories[i] for i in piece]) for piece in pieces]
+            [self._pay([histories[i] for i in piece], [keys[i] for i in piece]) for piece in pieces]
         )
         outcomes = [_CLAIMED] * len(histories)
         for i, items in zip(own, hits, strict=True):
@@ -262,19 +262,26 @@ class _Run:
                 outcomes[i] = outcome
         return outcomes
 
-    async def _pay(self, histories: list[History]) -> list[Outcome]:
-        """Ask the black box, then cache what it answered before anything else happens."""
+    async def _pay(self, histories: list[History], keys: list[str]) -> list[Outcome]:
+        """Ask the black box, then cache what it answered before anything else happens.
+
+        `keys` are the histories' cache keys under the run's model tag; an answer given under
+        another tag (the model changed mid-run) is stored under that tag's key.
+        """
         outcomes = await self.client.recommend_many(histories, self.config.k)
         self.counts.asked += len(histories)
-        by_tag: dict[str | None, list[int]] = {}  # one tag, unless the model changed mid-run
+        answered: dict[str, Sequence[str]] = {}
+        retagged: dict[str | None, list[int]] = {}
         for i, outcome in enumerate(outcomes):
-            if outcome.items is not None:
-                by_tag.setdefault(outcome.model_tag, []).append(i)
-        answered = {
-            key: outcomes[i].items
-            for tag, rows in by_tag.items()
-            for key, i in zip(self._keys([histories[i] for i in rows], tag), rows, strict=True)
-        }
+            if outcome.items is None:
+                continue
+            if outcome.model_tag == self.tag:
+                answered[keys[i]] = outcome.items
+            else:
+                retagged.setdefault(outcome.model_tag, []).append(i)
+        for tag, rows in retagged.items():
+            tagged = self._keys([histories[i] for i in rows], tag)
+            answered.update((key, outcomes[i].items) for key, i in zip(tagged, rows, strict=True))
         await self.cache.put_many(answered)
         return outcomes
 

@@ -62,9 +62,14 @@ def plan_probes(
         raise ValueError("a query is empty")
     lengths = view_lengths([len(query) for query in queries], scales)
     rows: dict[tuple[str, ...], int] = {}
+    histories: list[list[str]] = []
     index = np.empty(lengths.shape, dtype=np.int64)
     for q, query in enumerate(queries):
         full = tuple(query)
         for s, n in enumerate(lengths[q].tolist()):
-            index[q, s] = rows.setdefault(full[len(full) - n :], len(rows))
-    return ProbePlan(scales, [list(view) for view in rows], index)
+            view = full[len(full) - n :]
+            row = rows.setdefault(view, len(rows))
+            if row == len(histories):  # first seen; a full view that is a list is kept as is
+                histories.append(query if n == len(full) and type(query) is list else list(view))
+            index[q, s] = row
+    return ProbePlan(scales, histories, index)

@@ -6,6 +6,7 @@ import asyncio
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from extractor.budget import Budget, BudgetError
+from extractor.budget import _FILE_SIZE, _SLOT, _SLOT_OFFSETS, Budget, BudgetError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,7 +55,7 @@ MAY_BE_CHARGED = {  # as the client reports it: a timeout after sending may have
 
 def test_concurrent_tasks_never_pass_the_limit(tmp_path: Path) -> None:
     async def body() -> None:
-        budget = Budget(150, tmp_path / "ledger.sqlite3")
+        budget = Budget(150, tmp_path / "ledger.bin")
         server = FakeServer()
         rngs = [random.Random(seed) for seed in range(200)]
         await asyncio.gather(*(client_task(budget, server, rng) for rng in rngs))
@@ -69,7 +70,7 @@ def test_concurrent_tasks_never_pass_the_limit(tmp_path: Path) -> None:
 
 
 def test_partial_grant_at_the_ceiling(tmp_path: Path) -> None:
-    budget = Budget(10, tmp_path / "ledger.sqlite3")
+    budget = Budget(10, tmp_path / "ledger.bin")
     assert budget.reserve(0) == 0
     assert budget.reserve(8) == 8
     assert budget.reserve(8) == 2  # a batch gets what is left
@@ -81,7 +82,7 @@ def test_partial_grant_at_the_ceiling(tmp_path: Path) -> None:
 
 
 def test_settle_checks_its_arguments(tmp_path: Path) -> None:
-    budget = Budget(10, tmp_path / "ledger.sqlite3")
+    budget = Budget(10, tmp_path / "ledger.bin")
     budget.reserve(3)
     with pytest.raises(ValueError):
         budget.settle(3, answered=2, charged=1)
@@ -95,7 +96,7 @@ def test_settle_checks_its_arguments(tmp_path: Path) -> None:
 
 
 def test_restart_counts_unsettled_reservations_as_spent(tmp_path: Path) -> None:
-    ledger = tmp_path / "ledger.sqlite3"
+    ledger = tmp_path / "ledger.bin"
 
     budget = Budget(10, ledger)
     budget.reserve(4)
@@ -115,7 +116,7 @@ def test_restart_counts_unsettled_reservations_as_spent(tmp_path: Path) -> None:
 
 
 def test_one_live_run_per_ledger(tmp_path: Path) -> None:
-    ledger = tmp_path / "ledger.sqlite3"
+    ledger = tmp_path / "ledger.bin"
     budget = Budget(10, ledger)
     with pytest.raises(BudgetError, match="in use"):
         Budget(10, ledger)
@@ -156,7 +157,7 @@ def _size(path: Path) -> int:
 
 def test_sigkill_mid_run_never_passes_the_limit(tmp_path: Path) -> None:
     """Kill a paying process three times mid-run; restarts resume and the ceiling holds."""
-    limit, ledger, charges = 300, tmp_path / "ledger.sqlite3", tmp_path / "charges"
+    limit, ledger, charges = 300, tmp_path / "ledger.bin", tmp_path / "charges"
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -210,7 +211,7 @@ def test_the_ledger_errs_on_the_safe_side_when_killed(
 ) -> None:
     """A reservation is on disk before it is granted; a settlement reaches the disk later, so a
     kill can only leave more units spent than were used."""
-    ledger, script = tmp_path / "ledger.sqlite3", tmp_path / "child.py"
+    ledger, script = tmp_path / "ledger.bin", tmp_path / "child.py"
     script.write_text(SETTLE_THEN_DIE)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     command = [sys.executable, str(script), str(ledger), then]
@@ -220,10 +221,11 @@ def test_the_ledger_errs_on_the_safe_side_when_killed(
     after.close()
 
 
-def test_the_log_is_fsynced_soon_after_a_reservation(
+def test_the_ledger_is_fsynced_soon_after_a_reservation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Against a machine crash: the write-ahead log reaches the disk within the sync interval."""
+    """Against a machine crash: the ledger file reaches the disk within the sync interval, from
+    the background thread (never inline in `reserve`), and `close` fsyncs it too."""
     synced: list[str] = []
     real_fsync = os.fsync
 
@@ -232,11 +234,132 @@ def test_the_log_is_fsynced_soon_after_a_reservation(
         real_fsync(fd)
 
     monkeypatch.setattr("extractor.budget.os.fsync", recording_fsync)
-    ledger = tmp_path / "ledger.sqlite3"
-    budget = Budget(5, ledger, sync_interval_s=0.05)
+    ledger = tmp_path / "ledger.bin"
+    budget = Budget(5, ledger, sync_interval_s=0.5)
+    assert str(ledger) in synced  # a new ledger is durable before its first use
+    synced.clear()
+    started = time.monotonic()
     budget.reserve(1)
-    deadline = time.monotonic() + 5
-    while f"{ledger}-wal" not in synced and time.monotonic() < deadline:
+    assert synced == []  # the reservation did not wait for the disk
+    while str(ledger) not in synced and time.monotonic() < started + 5:
         time.sleep(0.01)
-    assert f"{ledger}-wal" in synced
+    assert str(ledger) in synced
+    assert time.monotonic() - started < 2.5
+    budget.settle(1, 1, 1)
+    synced.clear()
+    budget.close()
+    assert str(ledger) in synced
+
+
+def _slots(ledger: Path) -> dict[int, tuple[int, ...]]:
+    """The ledger's two slots by file offset: (sequence, spent, answered, crc)."""
+    data = ledger.read_bytes()
+    return {offset: _SLOT.unpack_from(data, offset) for offset in _SLOT_OFFSETS}
+
+
+def _damage(ledger: Path, offset: int) -> None:
+    """Overwrite a slot's spent and answered, as a write torn by a power loss might."""
+    data = bytearray(ledger.read_bytes())
+    data[offset + 8 : offset + 24] = b"\xff" * 16
+    ledger.write_bytes(data)
+
+
+def test_a_torn_newest_record_falls_back_to_the_older_one(tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger.bin"
+    budget = Budget(10, ledger)
+    budget.reserve(2)
+    budget.reserve(3)
+    budget.close()
+    slots = _slots(ledger)
+    assert sorted(spent for _seq, spent, _answered, _crc in slots.values()) == [2, 5]
+    newest = max(slots, key=lambda offset: slots[offset][0])
+    _damage(ledger, newest)
+
+    budget = Budget(10, ledger)
+    assert (budget.spent, budget.answered) == (2, 0)  # the older slot's state
+    assert budget.reserve(8) == 8  # written into the torn slot: the good one is kept
+    budget.close()
+    reopened = Budget(10, ledger)
+    assert reopened.spent == 10
+    reopened.close()
+
+    for offset in _SLOT_OFFSETS:
+        _damage(ledger, offset)
+    with pytest.raises(BudgetError, match="cannot use"):
+        Budget(10, ledger)
+
+
+def test_foreign_and_unfinished_files(tmp_path: Path) -> None:
+    """A file of the right size without the header is refused; an all-zero file (a creation cut
+    short by a power loss) is a new ledger."""
+    foreign = tmp_path / "foreign.bin"
+    foreign.write_bytes(b"x" * _FILE_SIZE)
+    with pytest.raises(BudgetError, match="cannot use"):
+        Budget(10, foreign)
+    unfinished = tmp_path / "unfinished.bin"
+    unfinished.write_bytes(bytes(_FILE_SIZE))
+    budget = Budget(10, unfinished)
+    assert budget.spent == 0 and budget.reserve(4) == 4
+    budget.close()
+    reopened = Budget(10, unfinished)
+    assert reopened.spent == 4
+    reopened.close()
+
+
+OLD_RELEASE = """
+import os, signal, sqlite3, sys
+
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("PRAGMA locking_mode=EXCLUSIVE")
+db.execute("PRAGMA journal_mode=WAL")
+db.execute("PRAGMA synchronous=NORMAL")
+db.execute(
+    "CREATE TABLE IF NOT EXISTS ledger (id INTEGER PRIMARY KEY CHECK (id = 1),"
+    " spent INTEGER NOT NULL, answered INTEGER NOT NULL, version INTEGER NOT NULL)"
+)
+db.execute("INSERT OR IGNORE INTO ledger VALUES (1, 0, 0, 0)")
+db.execute("UPDATE ledger SET spent = ?, answered = ? WHERE id = 1", (7, 3))
+if sys.argv[2] == "die":
+    os.kill(os.getpid(), signal.SIGKILL)  # the update is left in the write-ahead log
+db.close()
+"""
+
+
+@pytest.mark.parametrize("then", ["close", "die"])
+def test_an_earlier_sqlite_ledger_is_imported_once(tmp_path: Path, then: str) -> None:
+    """A run resumed across the upgrade keeps the old ledger's spent units."""
+    legacy, ledger, script = (
+        tmp_path / "budget.sqlite3",
+        tmp_path / "budget.ledger",
+        tmp_path / "old.py",
+    )
+    script.write_text(OLD_RELEASE)
+    subprocess.run([sys.executable, str(script), str(legacy), then], timeout=30)
+    assert then == "close" or Path(f"{legacy}-wal").exists()
+
+    budget = Budget(10, ledger)
+    assert (budget.spent, budget.answered, budget.remaining) == (7, 3, 3)
+    assert budget.reserve(5) == 3
+    budget.close()
+    with sqlite3.connect(legacy) as db:  # later changes to the old file are not read again
+        db.execute("UPDATE ledger SET spent = 0, answered = 0 WHERE id = 1")
+    db.close()
+    reopened = Budget(10, ledger)
+    assert (reopened.spent, reopened.answered) == (10, 3)
+    reopened.close()
+
+
+def test_an_earlier_ledger_in_use_is_not_imported(tmp_path: Path) -> None:
+    """A live run of an earlier release holds its SQLite ledger: refuse, import nothing."""
+    legacy, ledger = tmp_path / "budget.sqlite3", tmp_path / "budget.ledger"
+    old = sqlite3.connect(legacy, isolation_level=None)
+    old.execute("PRAGMA locking_mode=EXCLUSIVE")
+    old.execute("PRAGMA journal_mode=WAL")
+    old.execute("CREATE TABLE ledger (id INTEGER PRIMARY KEY, spent, answered, version)")
+    old.execute("INSERT INTO ledger VALUES (1, 4, 1, 0)")
+    with pytest.raises(BudgetError, match="in use"):
+        Budget(10, ledger)
+    old.close()
+    budget = Budget(10, ledger)
+    assert (budget.spent, budget.answered) == (4, 1)
     budget.close()
