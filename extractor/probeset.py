@@ -101,24 +101,75 @@ class ProbeRow:
         return ANSWERED if self.items is not None else FAILED
 
 
-def _to_table(rows: Sequence[ProbeRow], run_info: Mapping[str, Any] | None) -> pa.Table:
+def probe_table(
+    query_ids: Sequence[int],
+    histories: Sequence[Sequence[str]],
+    items: Sequence[Sequence[str] | None],
+    errors: Sequence[str | None],
+    view_scales: Sequence[float],
+    view_lengths: np.ndarray,
+    view_items: Sequence[Sequence[str] | None],
+) -> pa.Table:
+    """Probe rows as a table, column by column, for queries that all have the same views.
+
+    `view_lengths` is [queries, views] and `view_items` the views' answers query by query
+    (row-major), so no per-query object is built: an extraction run writes its chunks this way.
+    A query has either `items` or an error, never both; the caller guarantees it.
+    """
+    n, per_query = len(query_ids), len(view_scales)
+    offsets = np.arange(n + 1, dtype=np.int32) * per_query
+    return _assemble(
+        query_ids,
+        histories,
+        items,
+        errors,
+        offsets,
+        np.tile(np.asarray(view_scales, dtype=np.float64), n),
+        np.asarray(view_lengths, dtype=np.int32).reshape(-1),
+        view_items,
+    )
+
+
+def _to_table(rows: Sequence[ProbeRow]) -> pa.Table:
     views = [view for row in rows for view in row.views]
     view_offsets = np.zeros(len(rows) + 1, dtype=np.int32)
     np.cumsum([len(row.views) for row in rows], out=view_offsets[1:])
+    return _assemble(
+        [row.query_id for row in rows],
+        [row.history for row in rows],
+        [row.items for row in rows],
+        [row.error for row in rows],
+        view_offsets,
+        np.array([view.scale for view in views], dtype=np.float64),
+        np.array([view.length for view in views], dtype=np.int32),
+        [view.items for view in views],
+    )
+
+
+def _assemble(
+    query_ids: Sequence[int],
+    histories: Sequence[Sequence[str]],
+    items: Sequence[Sequence[str] | None],
+    errors: Sequence[str | None],
+    view_offsets: np.ndarray,
+    view_scales: np.ndarray,
+    view_lengths: np.ndarray,
+    view_items: Sequence[Sequence[str] | None],
+) -> pa.Table:
+    """The table of `SCHEMA` from its columns; views are flat, `view_offsets` group them."""
+    offsets = pa.array(view_offsets, pa.int32())
+    error_column = pa.array(errors, pa.string())
     columns = [
-        pa.array([row.query_id for row in rows], pa.int64()),
-        pa.array([row.history for row in rows], _IDS),
-        _ids_column([row.items for row in rows]),
-        pa.array([row.status for row in rows], pa.string()),
-        pa.array([row.error for row in rows], pa.string()),
-        pa.array([[view.scale for view in row.views] for row in rows], pa.list_(pa.float64())),
-        pa.array([[view.length for view in row.views] for row in rows], pa.list_(pa.int32())),
-        pa.ListArray.from_arrays(view_offsets, _ids_column([view.items for view in views])),
+        pa.array(query_ids, pa.int64()),
+        pa.array(histories, _IDS),
+        _ids_column(items),
+        pc.if_else(pc.is_null(error_column), ANSWERED, FAILED),
+        error_column,
+        pa.ListArray.from_arrays(offsets, pa.array(view_scales, pa.float64())),
+        pa.ListArray.from_arrays(offsets, pa.array(view_lengths, pa.int32())),
+        pa.ListArray.from_arrays(offsets, _ids_column(view_items)),
     ]
-    schema = SCHEMA
-    if run_info is not None:
-        schema = schema.with_metadata({RUN_INFO_KEY: json.dumps(dict(run_info), sort_keys=True)})
-    return pa.Table.from_arrays(columns, schema=schema)
+    return pa.Table.from_arrays(columns, schema=SCHEMA)
 
 
 def _ids_column(answers: Sequence[Sequence[str] | None]) -> pa.Array:
@@ -228,7 +279,9 @@ class ProbeSetWriter:
                     f"{self.directory} holds a probe set from other settings: {previous} "
                     f"(this run: {self.run_info}); use a new directory"
                 )
-        self._buffer: list[ProbeRow] = []
+        self._rows: list[ProbeRow] = []  # added one by one, not yet in `_tables`
+        self._tables: list[pa.Table] = []
+        self._buffered = 0  # rows in both
         self._thread = ThreadPoolExecutor(1, "probeset-writer") if background else None
         self._pending: Future[Path] | None = None
 
@@ -247,27 +300,48 @@ class ProbeSetWriter:
     def add(self, row: ProbeRow) -> None:
         """Buffer a row; a full buffer is written as a part (tens of milliseconds, unless in
         the background)."""
-        self._buffer.append(row)
-        if len(self._buffer) >= self.rows_per_part:
+        self._rows.append(row)
+        self._buffered += 1
+        if self._buffered >= self.rows_per_part:
             self.flush()
 
     def add_many(self, rows: Iterable[ProbeRow]) -> None:
         for row in rows:
             self.add(row)
 
+    def add_table(self, table: pa.Table) -> None:
+        """Buffer rows already in a table of `SCHEMA` (see `probe_table`), after those added
+        before it; a full buffer is written as a part."""
+        if table.num_rows == 0:
+            return
+        self._collect_rows()
+        self._tables.append(table)
+        self._buffered += table.num_rows
+        if self._buffered >= self.rows_per_part:
+            self.flush()
+
+    def _collect_rows(self) -> None:
+        if self._rows:
+            self._tables.append(_to_table(self._rows))
+            self._rows = []
+
     def flush(self) -> Path | None:
         """Write buffered rows as the next part; returns its path (in the background: once
         `wait` returns). Waits first for the part still in flight, if any."""
-        if not self._buffer:
+        self._collect_rows()
+        if not self._tables:
             return None
         final = self.directory / f"part-{self._next_index:05d}.parquet"
-        table = _to_table(self._buffer, self.run_info)  # holds the GIL: no gain in a thread
+        table = pa.concat_tables(self._tables)
+        if self.run_info is not None:
+            metadata = {RUN_INFO_KEY: json.dumps(self.run_info, sort_keys=True)}
+            table = table.replace_schema_metadata(metadata)
         if self._thread is None:
             self._write_part(table, final)
         else:
             self.wait()
             self._pending = self._thread.submit(self._write_part, table, final)
-        self._buffer = []
+        self._tables, self._buffered = [], 0
         self._next_index += 1
         return final
 

@@ -29,13 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from tqdm import tqdm
 
 from extractor.budget import Budget
 from extractor.cache import AnswerCache, cache_keys, open_cache
 from extractor.client import BUDGET_REFUSED, BlackBoxClient, ClientConfig, Outcome, catalogue
 from extractor.config import ExtractConfig
-from extractor.probeset import ProbeRow, ProbeSetWriter, ViewAnswer
+from extractor.probeset import ProbeSetWriter, probe_table
 from extractor.sources import Answer, AutoregressiveConfig, History, autoregressive, seeded_queries
 from extractor.tasks import gather_or_cancel
 from extractor.views import ProbePlan, plan_probes
@@ -196,21 +197,19 @@ class _Run:
             return answers
         plan = plan_probes([queries[i] for i in fresh], self.config.scales)
         results = await self._resolve(plan.histories)
-        written = 0
-        for i, rows in zip(fresh, plan.index.tolist(), strict=True):
-            outcomes = [results[row] for row in rows]
-            unasked = next((o.reason for o in outcomes if self._unasked(o)), None)
-            if unasked is not None:
-                self.stopped = self.stopped or unasked
-                self.counts.left += 1
-                continue
-            row = _row(ids[i], plan, rows, outcomes)
-            self.writer.add(row)
-            written += 1
-            self.counts.failed += row.items is None
-            answers[i] = row.items
-        self.counts.written += written
-        self._progress(written)
+        unasked = [row for row, outcome in enumerate(results) if self._unasked(outcome)]
+        complete = ~np.isin(plan.index, unasked).any(axis=1)
+        if unasked:  # those queries are left for a later run, not written as failed
+            self.stopped = self.stopped or results[unasked[0]].reason
+            self.counts.left += int((~complete).sum())
+        kept = np.flatnonzero(complete)
+        table, items = _chunk_table([ids[fresh[q]] for q in kept.tolist()], plan, kept, results)
+        self.writer.add_table(table)
+        for q, answer in zip(kept.tolist(), items, strict=True):
+            answers[fresh[q]] = answer
+        self.counts.written += len(kept)
+        self.counts.failed += items.count(None)
+        self._progress(len(kept))
         return answers
 
     async def _resolve(self, histories: list[History]) -> list[Outcome]:
@@ -318,20 +317,28 @@ class _Run:
         )
 
 
-def _row(query_id: int, plan: ProbePlan, rows: list[int], outcomes: list[Outcome]) -> ProbeRow:
-    """A query as a probe row, from its views' `rows` in `plan` (one per scale) and their
-    outcomes: the full view's answer and its truncated views."""
-    full: Outcome | None = None
-    history: History = []
-    views = []
-    for scale, index, outcome in zip(plan.scales, rows, outcomes, strict=True):
-        if scale == 1.0:
-            full, history = outcome, plan.histories[index]
-        else:
-            views.append(ViewAnswer(scale, len(plan.histories[index]), outcome.items))
-    assert full is not None  # plan_probes requires scale 1
-    error = None if full.ok else full.reason or "failed"
-    return ProbeRow(query_id, history, full.items, error, views)
+def _chunk_table(
+    query_ids: list[int], plan: ProbePlan, queries: np.ndarray, results: list[Outcome]
+) -> tuple[pa.Table, list[Answer]]:
+    """Probe rows of `queries` (positions in `plan`) from the outcomes of `plan.histories`,
+    and their full views' answers (None: failed)."""
+    full = plan.scales.index(1.0)
+    views = [s for s in range(len(plan.scales)) if s != full]
+    full_rows = plan.index[queries, full].tolist()
+    view_rows = plan.index[queries][:, views]
+    lengths = np.array([len(history) for history in plan.histories], dtype=np.int64)
+    outcomes = [results[row] for row in full_rows]
+    items = [outcome.items for outcome in outcomes]
+    table = probe_table(
+        query_ids,
+        [plan.histories[row] for row in full_rows],
+        items,
+        [None if outcome.ok else outcome.reason or "failed" for outcome in outcomes],
+        [plan.scales[s] for s in views],
+        lengths[view_rows],
+        [results[row].items for row in view_rows.reshape(-1).tolist()],
+    )
+    return table, items
 
 
 def load_seeded(config: ExtractConfig) -> list[History]:

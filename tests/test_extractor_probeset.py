@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -22,6 +23,7 @@ from extractor.probeset import (
     ProbeSetWriter,
     ViewAnswer,
     length_bucket,
+    probe_table,
     read_probe_set,
     summary,
 )
@@ -70,6 +72,39 @@ def test_round_trip_keeps_ids_nulls_and_views(tmp_path: Path) -> None:
     assert got[1]["view_items"] == [None]  # a failed view keeps its place
     assert (got[2]["status"], got[2]["items"], got[2]["error"]) == ("failed", None, "HTTP 503")
     assert got[3]["history"] == ["007"] and got[3]["view_scales"] == []
+
+
+def as_table(rows: list[ProbeRow]) -> pa.Table:
+    """`rows` (each with one half view) through the columnar builder the extractor uses."""
+    return probe_table(
+        [r.query_id for r in rows],
+        [r.history for r in rows],
+        [r.items for r in rows],
+        [r.error for r in rows],
+        [0.5],
+        np.array([[v.length for v in r.views] for r in rows]),
+        [v.items for r in rows for v in r.views],
+    )
+
+
+def test_tables_and_rows_write_the_same_probe_set(tmp_path: Path) -> None:
+    rows = [row(i) for i in range(7)]
+    with ProbeSetWriter(tmp_path / "rows", rows_per_part=3) as writer:
+        writer.add_many(rows)
+    with ProbeSetWriter(tmp_path / "tables", rows_per_part=3) as writer:
+        writer.add_table(as_table(rows[:2]))
+        writer.add(rows[2])  # rows and tables mix, in the order they were added
+        writer.add_table(as_table(rows[3:]))
+        writer.add_table(as_table([]))  # nothing to write: no empty part
+    assert part_names(tmp_path / "tables") == ["part-00000.parquet", "part-00001.parquet"]
+    assert read_probe_set(tmp_path / "tables").equals(read_probe_set(tmp_path / "rows"))
+
+
+def test_a_table_added_after_a_row_wins_as_the_later_write(tmp_path: Path) -> None:
+    with ProbeSetWriter(tmp_path) as writer:
+        writer.add(row(4, failed=True))
+        writer.add_table(as_table([row(4)]))
+    assert read_probe_set(tmp_path).column("status").to_pylist() == ["answered"]
 
 
 def test_resume_skips_what_is_on_disk(tmp_path: Path) -> None:
