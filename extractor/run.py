@@ -208,7 +208,7 @@ class _Run:
         for q, answer in zip(kept.tolist(), items, strict=True):
             answers[fresh[q]] = answer
         self.counts.written += len(kept)
-        self.counts.failed += items.count(None)
+        self.counts.failed += sum(answer is None for answer in items)  # no list __eq__
         self._progress(len(kept))
         return answers
 
