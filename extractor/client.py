@@ -38,6 +38,7 @@ import email.utils
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -150,6 +151,25 @@ class _NoResponse:
     why: Literal["stopped", "budget", "transport"]
 
 
+class _SingleCall:
+    """One `_ask_singly` call: its outcomes so far, and the future its caller awaits."""
+
+    __slots__ = ("outcomes", "left", "done")
+
+    def __init__(self, outcomes: list[Outcome], left: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.outcomes = outcomes
+        self.left = left
+        self.done: asyncio.Future[list[Outcome]] = loop.create_future()
+
+    def answer(self, i: int, outcome: Outcome) -> None:
+        if self.done.done():
+            return
+        self.outcomes[i] = outcome
+        self.left -= 1
+        if self.left == 0:
+            self.done.set_result(self.outcomes)
+
+
 class BlackBoxClient:
     """Pooled, bounded, retrying HTTP client of one black box; use as `async with`."""
 
@@ -163,6 +183,8 @@ class BlackBoxClient:
         self._slots = asyncio.Semaphore(config.max_concurrency)
         self._resume_at = 0.0  # loop time before which no request is sent (after a 429)
         self._random = random.Random(config.jitter_seed)
+        self._queue: deque[tuple[_SingleCall, int, list[str], int]] = deque()  # (call, i, h, k)
+        self._workers: set[asyncio.Task[None]] = set()
         self._http = HTTPClient(
             config.base_url,
             headers={"Authorization": f"Bearer {config.api_key}"},
@@ -177,6 +199,10 @@ class BlackBoxClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        workers = list(self._workers)
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
         await self._http.aclose()
 
     @property
@@ -190,7 +216,8 @@ class BlackBoxClient:
             raise ValueError(f"k must be at least 1, got {k}")
         outcomes: list[Outcome] = [Outcome(reason="empty history")] * len(histories)
         todo = [i for i, history in enumerate(histories) if len(history) > 0]
-        size = self.config.batch_size
+        # Batches of `batch_size`, or, once single requests are known to be needed, one queue.
+        size = self.config.batch_size if self._batch is not False else max(len(todo), 1)
         chunks = [todo[start : start + size] for start in range(0, len(todo), size)]
         answered = await gather_or_cancel(
             self._ask_chunk([list(map(str, histories[i])) for i in chunk], k) for chunk in chunks
@@ -250,20 +277,40 @@ class BlackBoxClient:
         return await self._ask_singly(chunk, k)
 
     async def _ask_singly(self, chunk: list[list[str]], k: int) -> list[Outcome]:
-        """One request per history, from at most `max_concurrency` workers that each take the
-        next history when their last one is done: a task per history (thousands per run, each
-        waiting for a connection slot) cost more client CPU than the requests themselves."""
-        outcomes: list[Outcome] = [_UNASKED] * len(chunk)
-        todo = iter(range(len(chunk)))
+        """One request per history, sent by the client's shared single-request workers.
 
-        async def worker() -> None:
-            for i in todo:
-                outcomes[i] = (await self._request([chunk[i]], k, batch=False))[0]
+        At most `max_concurrency` workers live, however many calls are waiting, and each takes
+        the next queued history as soon as its last one is answered: a task per history (or per
+        call and slot) cost more client CPU than the requests themselves. If this call is
+        cancelled, or one of its requests raises (a budget hook), its queued histories are
+        skipped; requests already in flight finish, and their outcomes are dropped.
+        """
+        if not chunk:
+            return []
+        call = _SingleCall([_UNASKED] * len(chunk), len(chunk), asyncio.get_running_loop())
+        self._queue.extend((call, i, history, k) for i, history in enumerate(chunk))
+        wanted = min(self.config.max_concurrency, len(self._queue))
+        for _ in range(wanted - len(self._workers)):
+            worker = asyncio.ensure_future(self._single_worker())
+            self._workers.add(worker)
+            worker.add_done_callback(self._workers.discard)
+        return await call.done
 
-        await gather_or_cancel(
-            worker() for _ in range(min(self.config.max_concurrency, len(chunk)))
-        )
-        return outcomes
+    async def _single_worker(self) -> None:
+        while self._queue:
+            call, i, history, k = self._queue.popleft()
+            if call.done.done():  # its caller was cancelled or has failed
+                continue
+            try:
+                outcome = (await self._request([history], k, batch=False))[0]
+            except Exception as exc:
+                if not call.done.done():
+                    call.done.set_exception(exc)
+                continue
+            except BaseException:  # this worker is cancelled (the client closes)
+                call.done.cancel()
+                raise
+            call.answer(i, outcome)
 
     async def _request(self, histories: list[list[str]], k: int, batch: bool) -> list[Outcome]:
         """Ask until answered or final; raises `_NoBatchRoute` when the batch route is missing."""

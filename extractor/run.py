@@ -120,7 +120,8 @@ class _Run:
         self.done = writer.done_ids()
         self.counts = _Counts()
         self.stopped: str | None = None
-        self._claims: dict[str, asyncio.Future[Outcome]] = {}  # cache key -> its outcome
+        # cache key -> the outcome another chunk awaits (None: claimed, nobody waits yet)
+        self._claims: dict[str, asyncio.Future[Outcome] | None] = {}
 
     async def seeded(self) -> None:
         """Every query known up front; the ones already on disk are skipped."""
@@ -219,19 +220,28 @@ class _Run:
         before looking it up, and the other awaits that claim's outcome instead of paying again.
         """
         keys = self._keys(histories, self.tag)
-        claimed = {i: self._claims[key] for i, key in enumerate(keys) if key in self._claims}
         loop = asyncio.get_running_loop()
-        mine = {keys[i]: loop.create_future() for i in range(len(keys)) if i not in claimed}
-        self._claims.update(mine)
+        claimed: dict[int, asyncio.Future[Outcome]] = {}
+        mine: list[int] = []
+        for i, key in enumerate(keys):
+            if key not in self._claims:
+                self._claims[key] = None  # a waiter's future is made only if one comes
+                mine.append(i)
+                continue
+            waiter = self._claims[key]
+            if waiter is None:
+                waiter = self._claims[key] = loop.create_future()
+            claimed[i] = waiter
+        outcomes: list[Outcome] | None = None
         try:
             outcomes = await self._look_up_or_pay(histories, keys, claimed.keys())
-            for i, key in enumerate(keys):
-                if key in mine:
-                    mine[key].set_result(outcomes[i])
         finally:
-            for key, claim in mine.items():
-                del self._claims[key]
-                claim.cancel()  # a no-op once answered; else the waiters share this failure
+            for i in mine:
+                waiter = self._claims.pop(keys[i])
+                if waiter is not None and outcomes is None:
+                    waiter.cancel()  # the waiters share this failure
+                elif waiter is not None:
+                    waiter.set_result(outcomes[i])
         for i, claim in claimed.items():
             outcomes[i] = await claim
         # Answered by the other chunk: free for this one. A claim that failed is no cache hit.

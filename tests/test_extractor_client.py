@@ -202,6 +202,56 @@ def test_single_requests_give_the_same_answers(
     assert {h.path for h in hits[before:]} == {"/v1/recommend"}
 
 
+def most_at_once(hits: list[Hit]) -> int:
+    """The most requests the server was handling at one moment."""
+    events = sorted([(h.arrived, 1) for h in hits] + [(h.answered, -1) for h in hits])
+    level = peak = 0
+    for _, step in events:
+        level += step
+        peak = max(peak, level)
+    return peak
+
+
+def test_concurrent_single_calls_share_the_connection_slots(
+    clean: tuple[str, list[Hit]], reference: Artifact
+) -> None:
+    """Five calls at once, one request per history: every answer is right, in its own call's
+    order, and no more than `max_concurrency` requests are ever in flight together."""
+    url, hits = clean
+    calls = [random_histories(12, seed=20 + c) for c in range(5)]
+
+    async def run() -> list[list[Outcome]]:
+        settings = ClientConfig(base_url=url, api_key=KEY, batch=False, max_concurrency=3)
+        async with BlackBoxClient(settings) as client:
+            return await asyncio.gather(*(client.recommend_many(h, K) for h in calls))
+
+    before = len(hits)
+    answered = asyncio.run(run())
+    for histories, outcomes in zip(calls, answered, strict=True):
+        assert [o.items for o in outcomes] == expected(reference, histories)
+    assert len(recommend_hits(hits[before:])) == 60
+    assert 1 < most_at_once(hits[before:]) <= 3
+
+
+def test_a_cancelled_single_call_sends_no_more_requests(clean: tuple[str, list[Hit]]) -> None:
+    url, hits = clean
+
+    async def run() -> None:
+        settings = ClientConfig(base_url=url, api_key=KEY, batch=False, max_concurrency=1)
+        async with BlackBoxClient(settings) as client:
+            call = asyncio.ensure_future(client.recommend_many(random_histories(50), K))
+            while len(hits) == before:  # until the first request has been answered
+                await asyncio.sleep(0.001)
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            await asyncio.sleep(0.2)  # time enough for several more requests, were any sent
+
+    before = len(hits)
+    asyncio.run(run())
+    assert 1 <= len(recommend_hits(hits[before:])) <= 2  # the first, and one in flight
+
+
 def test_without_a_batch_route_the_client_probes_once_then_asks_one_by_one(
     bare: tuple[str, list[Hit]], reference: Artifact
 ) -> None:
@@ -425,8 +475,9 @@ def test_catalogue_errors_are_raised_not_returned(clean: tuple[str, list[Hit]]) 
         asyncio.run(run())
 
 
+@pytest.mark.parametrize("batch", [None, False])
 def test_a_raising_budget_hook_cancels_the_call_and_propagates(
-    clean: tuple[str, list[Hit]],
+    clean: tuple[str, list[Hit]], batch: bool | None
 ) -> None:
     class Broken(Ledger):
         async def on_send(self, n_histories: int) -> bool:
@@ -436,7 +487,8 @@ def test_a_raising_budget_hook_cancels_the_call_and_propagates(
 
     ledger = Broken()
     with pytest.raises(RuntimeError, match="budget store unreachable"):
-        ask(clean[0], random_histories(40, seed=10), ledger, batch_size=4, max_concurrency=2)
+        histories = random_histories(40, seed=10)
+        ask(clean[0], histories, ledger, batch=batch, batch_size=4, max_concurrency=2)
     assert ledger.sends == 2 and ledger.in_flight == 0  # every allowed send was settled
 
 
