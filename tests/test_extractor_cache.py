@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import json
 import socket
+import sqlite3
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -275,3 +276,30 @@ def test_redact_url() -> None:
 def test_embedded_cache_on_a_directory_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(CacheError, match="cannot open"):
         EmbeddedCache(tmp_path)
+
+
+def test_embedded_cache_moves_answers_from_the_old_schema(tmp_path: Path) -> None:
+    """A file written before the rowid table (hex text keys, WITHOUT ROWID) keeps its answers,
+    now in the new table, and the old one is gone."""
+    path = tmp_path / "answers.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE answers (key TEXT PRIMARY KEY, items TEXT NOT NULL) WITHOUT ROWID")
+        db.execute("INSERT INTO answers VALUES (?, ?)", (key("1", "2"), '["3","4"]'))
+    db.close()
+
+    async def body() -> None:
+        cache = EmbeddedCache(path)
+        assert await cache.get_many([key("1", "2"), key("2")]) == [["3", "4"], None]
+        await cache.put_many({key("2"): ["5"]})
+        await cache.close()
+        reopened = EmbeddedCache(path)  # a second open migrates nothing more
+        assert await reopened.get_many([key("1", "2"), key("2")]) == [["3", "4"], ["5"]]
+        await reopened.close()
+
+    run(body())
+    with sqlite3.connect(path) as db:
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        schema = db.execute("SELECT sql FROM sqlite_master WHERE name = 'answers'").fetchone()[0]
+    db.close()
+    assert tables == ["answers"]
+    assert "WITHOUT ROWID" not in schema.upper()
