@@ -44,9 +44,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from extractor.arrow_build import STRING_LISTS as _IDS
+from extractor.arrow_build import numeric, string_lists, strings
+
 ANSWERED, FAILED = "answered", "failed"
 RUN_INFO_KEY = b"recmimic.run_info"
-_IDS = pa.list_(pa.string())
 SCHEMA = pa.schema(
     [
         pa.field("query_id", pa.int64(), nullable=False),
@@ -156,17 +158,17 @@ def _assemble(
     view_lengths: np.ndarray,
     view_items: Sequence[Sequence[str] | None],
 ) -> pa.Table:
-    """The table of `SCHEMA` from its columns; views are flat, `view_offsets` group them."""
-    offsets = pa.array(view_offsets, pa.int32())
-    error_column = pa.array(errors, pa.string())
+    """The table of `SCHEMA` from its columns; views are flat, `view_offsets` group them.
+    Built from buffers (`extractor.arrow_build`), so that writing a probe set imports no pandas."""
+    offsets = numeric(view_offsets, np.int32)
     columns = [
-        pa.array(query_ids, pa.int64()),
-        pa.array(histories, _IDS),
+        numeric(query_ids, np.int64),
+        string_lists(histories),
         _ids_column(items),
-        pc.if_else(pc.is_null(error_column), ANSWERED, FAILED),
-        error_column,
-        pa.ListArray.from_arrays(offsets, pa.array(view_scales, pa.float64())),
-        pa.ListArray.from_arrays(offsets, pa.array(view_lengths, pa.int32())),
+        strings([ANSWERED if error is None else FAILED for error in errors]),
+        strings(errors),
+        pa.ListArray.from_arrays(offsets, numeric(view_scales, np.float64)),
+        pa.ListArray.from_arrays(offsets, numeric(view_lengths, np.int32)),
         pa.ListArray.from_arrays(offsets, _ids_column(view_items)),
     ]
     return pa.Table.from_arrays(columns, schema=SCHEMA)
@@ -177,13 +179,15 @@ def _ids_column(answers: Sequence[Sequence[str] | None]) -> pa.Array:
     JSON text are parsed by Arrow (`_parse_plain`); anything else goes through Python."""
     texts = [getattr(items, "text", None) for items in answers]
     if all((text is None) == (items is None) for text, items in zip(texts, answers, strict=True)):
-        column = _parse_plain(pa.array(texts, pa.string()), any_empty="[]" in texts)
+        column = _parse_plain(strings(texts), any_empty="[]" in texts)
         if column is not None:
             return column
-    return pa.array([None if items is None else list(items) for items in answers], _IDS)
+    return string_lists(answers)
 
 
 _PLAIN_IDS = r'^\[("[^"\\]*"(,"[^"\\]*")*)?\]$'  # ["a","b"] or []: no quote or backslash in an id
+_EMPTY_TEXT = strings(["[]"])[0]  # scalars made from arrays: `pa.scalar` would import pandas
+_EMPTY_IDS = string_lists([[]])[0]
 
 
 def _parse_plain(texts: pa.StringArray, any_empty: bool) -> pa.Array | None:
@@ -197,7 +201,7 @@ def _parse_plain(texts: pa.StringArray, any_empty: bool) -> pa.Array | None:
     if not pc.all(pc.match_substring_regex(texts, _PLAIN_IDS)).as_py():
         return None  # nulls (failed answers) are skipped
     ids = pc.split_pattern(pc.utf8_slice_codeunits(texts, 2, -2), '","')
-    return pc.if_else(pc.equal(texts, "[]"), pa.scalar([], _IDS), ids) if any_empty else ids
+    return pc.if_else(pc.equal(texts, _EMPTY_TEXT), _EMPTY_IDS, ids) if any_empty else ids
 
 
 def _parts(directory: Path) -> list[tuple[int, Path]]:
@@ -226,7 +230,7 @@ def _keep_last(table: pa.Table) -> pa.Table:
     """One row per query id, the one written last, ordered by query id."""
     ids = table.column("query_id").to_numpy()
     _, first_from_end = np.unique(ids[::-1], return_index=True)
-    return table.take(pa.array(len(ids) - 1 - first_from_end))
+    return table.take(numeric(len(ids) - 1 - first_from_end, np.int64))
 
 
 def read_probe_set(directory: str | Path, columns: Sequence[str] | None = None) -> pa.Table:
@@ -237,7 +241,7 @@ def read_probe_set(directory: str | Path, columns: Sequence[str] | None = None) 
     """
     parts = [_read_part(path, columns) for _, path in _parts(Path(directory))]
     if not parts:
-        empty = SCHEMA.empty_table()
+        empty = pa.Table.from_batches([], schema=SCHEMA)  # empty_table() imports pandas
         return empty if columns is None else empty.select(list(columns))
     metadata = parts[-1].schema.metadata
     table = pa.concat_tables(

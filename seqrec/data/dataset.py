@@ -7,12 +7,14 @@ and `timestamp` (int64), in file order. Readers and the synthetic generator prod
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from seqrec.data.sequences import Sequences
+
+if TYPE_CHECKING:  # imported where a frame is built: loading a processed dataset needs no pandas
+    import pandas as pd
 
 INTERACTION_COLUMNS = ("user", "item", "timestamp")
 
@@ -72,6 +74,8 @@ def build_dataset(
     origin: str | None = None,
 ) -> SequenceDataset:
     """k-core filter, order each user's history by time (stable: ties keep file order), densify."""
+    import pandas as pd
+
     missing = set(INTERACTION_COLUMNS) - set(frame.columns)
     if missing:
         raise ValueError(f"interaction frame lacks columns {sorted(missing)}")

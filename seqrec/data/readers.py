@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-from pandas.api.types import is_numeric_dtype
+
+if TYPE_CHECKING:  # imported by the functions that parse: a cached dataset loads without it
+    import pandas as pd
 
 FORMATS = ("atomic", "ml-100k", "ml-1m", "amazon", "csv")
 
@@ -173,6 +175,8 @@ def _is_number(text: str) -> bool:
 
 def _read(path: Path, **options: object) -> pd.DataFrame:
     """pandas' C parser with empty fields as the only missing values, errors naming the file."""
+    import pandas as pd
+
     try:
         return pd.read_csv(
             path, engine="c", keep_default_na=False, na_values=[""], encoding="utf-8-sig", **options
@@ -188,6 +192,8 @@ def _finish(
     raw: pd.DataFrame, path: Path, user: object, item: object, time: object, header_lines: int
 ) -> pd.DataFrame:
     """Select and rename the three columns; reject empty files and missing ids."""
+    import pandas as pd
+
     if raw.empty:
         raise DataFormatError(f"{path}: no interactions")
     missing = raw[[user, item]].isna().any(axis=1).to_numpy()
@@ -205,6 +211,9 @@ def _finish(
 
 def _timestamps(column: pd.Series, path: Path, header_lines: int) -> np.ndarray:
     """int64 seconds; float text such as "874965758.0" is accepted and floored."""
+    import pandas as pd
+    from pandas.api.types import is_numeric_dtype
+
     values = column if is_numeric_dtype(column) else pd.to_numeric(column, errors="coerce")
     if values.dtype.kind in "iu":
         return values.to_numpy(np.int64)
