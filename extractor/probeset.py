@@ -24,7 +24,9 @@ or none. Rows still in the buffer at a kill are lost from the probe set but not 
 cache, which the client fills first: a resumed run rebuilds them from the cache without paying.
 A writer made with `background=True` writes each part in a thread while its caller goes on
 (the extraction run: a part took 30 to 50 ms with its two fsyncs, during which no request was
-sent or answered); a part still in flight at a kill is lost like the buffer.
+sent or answered), up to `PARTS_IN_FLIGHT` parts queued (waiting for each part before queueing
+the next held a fully cached re-run 0.1 s of its 1 s); parts still queued at a kill are lost
+like the buffer.
 One writer per directory (the run's budget ledger lock already guarantees one live run).
 """
 
@@ -33,6 +35,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -63,6 +66,7 @@ SCHEMA = pa.schema(
 )
 _PART = re.compile(r"^part-(\d+)\.parquet$")
 _TEMP_PREFIX = ".part-"
+PARTS_IN_FLIGHT = 3  # parts queued for the background writer before `flush` waits for one
 # Lower bounds of the history-length buckets used by the summary and by reliability fallbacks.
 LENGTH_EDGES = (1, 2, 4, 8, 16, 32, 64, 128)
 LENGTH_LABELS = tuple(
@@ -257,7 +261,7 @@ class ProbeSetWriter:
     directory whose parts were written with different settings is refused, since mixing them
     would silently corrupt the training data. Use as a context manager so Ctrl-C flushes.
     With `background`, parts are written by one thread, one at a time, in order; an error
-    writing one is raised by the next `flush`, `wait` or `close`.
+    writing one is raised by a later `flush`, `wait` or `close`.
     """
 
     def __init__(
@@ -289,7 +293,7 @@ class ProbeSetWriter:
         self._tables: list[pa.Table] = []
         self._buffered = 0  # rows in both
         self._thread = ThreadPoolExecutor(1, "probeset-writer") if background else None
-        self._pending: Future[Path] | None = None
+        self._pending: deque[Future[Path]] = deque()  # parts in the thread, oldest first
 
     def done_ids(self, include_failed: bool = True) -> set[int]:
         """Query ids already on disk, so a resumed run skips them.
@@ -333,7 +337,7 @@ class ProbeSetWriter:
 
     def flush(self) -> Path | None:
         """Write buffered rows as the next part; returns its path (in the background: once
-        `wait` returns). Waits first for the part still in flight, if any."""
+        `wait` returns). Waits first for the oldest part in flight if `PARTS_IN_FLIGHT` are."""
         self._collect_rows()
         if not self._tables:
             return None
@@ -345,17 +349,19 @@ class ProbeSetWriter:
         if self._thread is None:
             self._write_part(table, final)
         else:
-            self.wait()
-            self._pending = self._thread.submit(self._write_part, table, final)
+            while self._pending and (
+                self._pending[0].done() or len(self._pending) >= PARTS_IN_FLIGHT
+            ):
+                self._pending.popleft().result()  # raises a failed part's error
+            self._pending.append(self._thread.submit(self._write_part, table, final))
         self._tables, self._buffered = [], 0
         self._next_index += 1
         return final
 
     def wait(self) -> None:
-        """Until the part written in the background, if any, is on disk; raises its error."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
+        """Until the parts written in the background, if any, are on disk; raises an error."""
+        while self._pending:
+            self._pending.popleft().result()
 
     def _write_part(self, table: pa.Table, final: Path) -> Path:
         """Temp file, fsync, rename, fsync the directory: whole parts or none after a kill."""

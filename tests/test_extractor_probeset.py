@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 from extractor.ids import JsonIds, encode_ids
 from extractor.probeset import (
     LENGTH_LABELS,
+    PARTS_IN_FLIGHT,
     SCHEMA,
     ProbeRow,
     ProbeSetError,
@@ -225,6 +227,31 @@ def test_background_writer_writes_the_same_parts(tmp_path: Path) -> None:
     background.close()
     assert part_names(tmp_path / "thread") == part_names(tmp_path / "sync")
     assert read_probe_set(tmp_path / "thread").equals(read_probe_set(tmp_path / "sync"))
+
+
+def test_background_writer_queues_parts_before_it_waits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+    writer = ProbeSetWriter(tmp_path, rows_per_part=1, background=True)
+    write_part = writer._write_part
+
+    def held(table: pa.Table, final: Path) -> Path:
+        release.wait(10)
+        return write_part(table, final)
+
+    monkeypatch.setattr(writer, "_write_part", held)
+    for i in range(PARTS_IN_FLIGHT):
+        writer.add(row(i))  # queued: returns while no part is on disk
+    assert not list(tmp_path.glob("part-*"))
+    adding = threading.Thread(target=writer.add, args=(row(99),))
+    adding.start()
+    adding.join(0.3)
+    assert adding.is_alive()  # the queue is full: it waits for the oldest part
+    release.set()
+    adding.join(10)
+    writer.close()
+    assert writer.done_ids() == set(range(PARTS_IN_FLIGHT)) | {99}
 
 
 def test_background_write_error_is_raised_not_lost(tmp_path: Path) -> None:
