@@ -59,18 +59,26 @@ def cache_keys(
 ) -> list[str]:
     """`cache_key` of every history, the same hashes computed faster: the shared head of the
     JSON array is encoded and hashed once, and each history only extends a copy of that hash."""
+    return json_cache_keys(endpoint, k, [history_json(history) for history in histories], model_tag)
+
+
+def json_cache_keys(
+    endpoint: str, k: int, history_texts: Sequence[str], model_tag: str | None
+) -> list[str]:
+    """`cache_keys` of histories given as their `history_json`, for a caller that keeps the
+    text (the extraction run builds the probe set's history column from it)."""
     head = _CANONICAL.encode([KEY_VERSION, endpoint.rstrip("/"), model_tag, int(k), []])
     shared = hashlib.sha256(head[:-3].encode("utf-8"))  # all before the history: drop "[]]"
     keys = []
-    for history in histories:
+    for text in history_texts:
         digest = shared.copy()
-        digest.update(_history_json(history).encode("utf-8"))
+        digest.update(text.encode("utf-8"))
         digest.update(b"]")
         keys.append(digest.hexdigest())
     return keys
 
 
-def _history_json(history: Sequence[str]) -> str:
+def history_json(history: Sequence[str]) -> str:
     """The canonical JSON of a history, as `_CANONICAL` writes it.
 
     Ids that need no escaping (no quote, backslash or control character) are simply joined,

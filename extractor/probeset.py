@@ -167,7 +167,7 @@ def _assemble(
     offsets = numeric(view_offsets, np.int32)
     columns = [
         numeric(query_ids, np.int64),
-        string_lists(histories),
+        _ids_column(histories),
         _ids_column(items),
         strings([ANSWERED if error is None else FAILED for error in errors]),
         strings(errors),
@@ -179,8 +179,9 @@ def _assemble(
 
 
 def _ids_column(answers: Sequence[Sequence[str] | None]) -> pa.Array:
-    """A list<string> array of answers (None: null). Answers that all came from the cache as
-    JSON text are parsed by Arrow (`_parse_plain`); anything else goes through Python."""
+    """A list<string> array of id lists, answers or histories (None: null). Lists that all
+    carry their JSON text (`JsonIds`: cached and paid answers, the run's histories) are parsed
+    by Arrow (`_parse_plain`); anything else is converted from the Python strings."""
     texts = [getattr(items, "text", None) for items in answers]
     if all((text is None) == (items is None) for text, items in zip(texts, answers, strict=True)):
         column = _parse_plain(strings(texts), any_empty="[]" in texts)

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from extractor.cache import history_json
 from extractor.ids import JsonIds, encode_ids
 from extractor.probeset import (
     LENGTH_LABELS,
@@ -281,6 +282,24 @@ def test_cached_answers_are_written_as_their_ids(tmp_path: Path) -> None:
     table = read_probe_set(tmp_path)
     assert table.column("items").to_pylist() == ODD_ANSWERS
     assert table.column("view_items").to_pylist() == [[v] for v in reversed(ODD_ANSWERS)]
+
+
+def test_histories_given_as_their_canonical_json_are_written_as_their_ids(
+    tmp_path: Path,
+) -> None:
+    """The run hands histories over as the JSON its cache keys are made of (`history_json`):
+    plain ones are split by Arrow, ones with escapes decoded, both read back as given."""
+    histories = [a for a in ODD_ANSWERS if a] + [['q"uote', "back\\slash", "tab\t"]]
+    table = probe_table(
+        list(range(len(histories))),
+        [JsonIds(history_json(history)) for history in histories],
+        [["1"]] * len(histories),
+        [None] * len(histories),
+        [],
+        np.zeros((len(histories), 0), dtype=np.int32),
+        [],
+    )
+    assert table.column("history").to_pylist() == histories
 
 
 @pytest.mark.parametrize(
