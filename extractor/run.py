@@ -33,7 +33,7 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from extractor.budget import Budget
-from extractor.cache import AnswerCache, cache_keys, history_json, json_cache_keys, open_cache
+from extractor.cache import AnswerCache, cache_keys, json_cache_keys, open_cache
 from extractor.client import BUDGET_REFUSED, BlackBoxClient, ClientConfig, Outcome, catalogue
 from extractor.config import ExtractConfig
 from extractor.ids import JsonIds
@@ -198,8 +198,7 @@ class _Run:
         if not fresh:
             return answers
         plan = plan_probes([queries[i] for i in fresh], self.config.scales)
-        texts = [history_json(history) for history in plan.histories]  # keys and probe rows
-        results = await self._resolve(plan.histories, texts)
+        results = await self._resolve(plan.histories, plan.texts)
         unasked = [row for row, outcome in enumerate(results) if self._unasked(outcome)]
         complete = ~np.isin(plan.index, unasked).any(axis=1)
         if unasked:  # those queries are left for a later run, not written as failed
@@ -207,7 +206,7 @@ class _Run:
             self.counts.left += int((~complete).sum())
         kept = np.flatnonzero(complete)
         query_ids = [ids[fresh[q]] for q in kept.tolist()]
-        table, items = _chunk_table(query_ids, plan, texts, kept, results)
+        table, items = _chunk_table(query_ids, plan, kept, results)
         self.writer.add_table(table)
         for q, answer in zip(kept.tolist(), items, strict=True):
             answers[fresh[q]] = answer
@@ -334,13 +333,12 @@ class _Run:
 def _chunk_table(
     query_ids: list[int],
     plan: ProbePlan,
-    texts: list[str],
     queries: np.ndarray,
     results: list[Outcome],
 ) -> tuple[pa.Table, list[Answer]]:
     """Probe rows of `queries` (positions in `plan`) from the outcomes of `plan.histories`,
     and their full views' answers (None: failed). The histories go to the probe set as their
-    JSON `texts`, which Arrow splits (`probe_table`): half the time of converting the lists."""
+    JSON text, which Arrow splits (`probe_table`): half the time of converting the lists."""
     full = plan.scales.index(1.0)
     views = [s for s in range(len(plan.scales)) if s != full]
     full_rows = plan.index[queries, full].tolist()
@@ -350,7 +348,7 @@ def _chunk_table(
     items = [outcome.items for outcome in outcomes]
     table = probe_table(
         query_ids,
-        [JsonIds(texts[row]) for row in full_rows],
+        [JsonIds(plan.texts[row]) for row in full_rows],
         items,
         [None if outcome.ok else outcome.reason or "failed" for outcome in outcomes],
         [plan.scales[s] for s in views],

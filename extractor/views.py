@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from extractor.ids import history_json
+
 DEFAULT_SCALES: tuple[float, ...] = (1.0, 0.5, 0.25)
 
 
@@ -33,11 +35,14 @@ class ProbePlan:
 
     `histories` are in first-seen order, query by query, so a query's views are asked close
     together and an interrupted run has few half-probed queries. `index[q, s]` is the row of
-    `histories` that is query q's view at `scales[s]`; equal rows mean equal views.
+    `histories` that is query q's view at `scales[s]`; equal rows mean equal views. `texts`
+    are the histories' canonical JSON (`history_json`), what their cache keys hash and how the
+    probe set takes them in.
     """
 
     scales: tuple[float, ...]
     histories: list[list[str]]
+    texts: list[str]
     index: np.ndarray  # int64 [n_queries, n_scales]
 
     def views_of(self, query: int) -> dict[float, int]:
@@ -51,7 +56,8 @@ def plan_probes(
     """Every view of every query, each distinct history once.
 
     `scales` must include 1 (the full view, the training target) and lie in (0, 1]; queries
-    must be non-empty.
+    must be non-empty. Views are told apart by their canonical JSON, the text their cache keys
+    hash, so two views are one history exactly when they would share an answer.
     """
     scales = tuple(float(r) for r in scales)
     if 1.0 not in scales:
@@ -61,15 +67,19 @@ def plan_probes(
     if any(len(query) == 0 for query in queries):
         raise ValueError("a query is empty")
     lengths = view_lengths([len(query) for query in queries], scales)
-    rows: dict[tuple[str, ...], int] = {}
+    rows: dict[str, int] = {}
     histories: list[list[str]] = []
+    texts: list[str] = []
     index = np.empty(lengths.shape, dtype=np.int64)
     for q, query in enumerate(queries):
-        full = tuple(query)
         for s, n in enumerate(lengths[q].tolist()):
-            view = full[len(full) - n :]
-            row = rows.setdefault(view, len(rows))
-            if row == len(histories):  # first seen; a full view that is a list is kept as is
-                histories.append(query if n == len(full) and type(query) is list else list(view))
+            view = query if n == len(query) else query[len(query) - n :]
+            if type(view) is not list:
+                view = list(view)
+            text = history_json(view)
+            row = rows.setdefault(text, len(rows))
+            if row == len(histories):  # first seen
+                histories.append(view)
+                texts.append(text)
             index[q, s] = row
-    return ProbePlan(scales, histories, index)
+    return ProbePlan(scales, histories, texts, index)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from extractor.ids import history_json
 from extractor.views import DEFAULT_SCALES, plan_probes, view_lengths
 
 
@@ -41,6 +42,13 @@ def test_a_view_equal_to_the_full_history_is_asked_once() -> None:
     assert plan.views_of(1) == {1.0: 1, 0.5: 2, 0.25: 2}
 
 
+def test_views_are_told_apart_by_their_cache_text_whatever_the_sequence_type() -> None:
+    plan = plan_probes([("a", 'q"uote'), ["a", 'q"uote'], ["b", 'q"uote']], scales=(1.0, 0.5))
+    assert plan.histories == [["a", 'q"uote'], ['q"uote'], ["b", 'q"uote']]
+    assert plan.texts == [history_json(history) for history in plan.histories]
+    assert plan.index.tolist() == [[0, 1], [0, 1], [2, 1]]
+
+
 def test_views_shared_between_queries_are_asked_once() -> None:
     queries = [
         ["x", "y", "c", "d"],  # views: itself, [c, d], [d]
@@ -51,6 +59,7 @@ def test_views_shared_between_queries_are_asked_once() -> None:
     plan = plan_probes(queries)
     assert plan.histories == [["x", "y", "c", "d"], ["c", "d"], ["d"], ["z", "w", "c", "d"]]
     assert plan.index.tolist() == [[0, 1, 2], [1, 2, 2], [3, 1, 2], [0, 1, 2]]
+    assert plan.texts == ['["x","y","c","d"]', '["c","d"]', '["d"]', '["z","w","c","d"]']
     for q, query in enumerate(queries):  # every row still reads back as the right view
         for scale, row in plan.views_of(q).items():
             n = len(plan.histories[row])
