@@ -22,12 +22,12 @@ from extractor.cache import (
     AnswerCache,
     CacheError,
     EmbeddedCache,
-    RedisCache,
     cache_key,
     cache_keys,
     open_cache,
     redact_url,
 )
+from extractor.redis_cache import RedisCache
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 ENDPOINT = "http://teacher.test:8000"
