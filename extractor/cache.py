@@ -49,8 +49,7 @@ def cache_key(endpoint: str, k: int, history: Sequence[str], model_tag: str | No
 def cache_keys(
     endpoint: str, k: int, histories: Sequence[Sequence[str]], model_tag: str | None
 ) -> list[str]:
-    """`cache_key` of every history, the same hashes computed faster: the shared head of the
-    JSON array is encoded and hashed once, and each history only extends a copy of that hash."""
+    """`cache_key` of every history (see `json_cache_keys`)."""
     return json_cache_keys(endpoint, k, [history_json(history) for history in histories], model_tag)
 
 
@@ -58,7 +57,8 @@ def json_cache_keys(
     endpoint: str, k: int, history_texts: Sequence[str], model_tag: str | None
 ) -> list[str]:
     """`cache_keys` of histories given as their `history_json`, for a caller that keeps the
-    text (the extraction run builds the probe set's history column from it)."""
+    text (the extraction run builds the probe set's history column from it). The shared head
+    of the JSON array is encoded and hashed once; each history only extends a copy of that hash."""
     head = CANONICAL_JSON.encode([KEY_VERSION, endpoint.rstrip("/"), model_tag, int(k), []])
     shared = hashlib.sha256(head[:-3].encode("utf-8"))  # all before the history: drop "[]]"
     keys = []
@@ -208,7 +208,7 @@ async def open_cache(url_or_path: str | None, default_dir: Path) -> AnswerCache:
     if url_or_path is None:
         return EmbeddedCache(Path(default_dir) / EMBEDDED_FILENAME)
     if url_or_path.startswith(REDIS_SCHEMES):
-        from extractor.redis_cache import RedisCache  # redis-py takes 0.06 s or more to import
+        from extractor.redis_cache import RedisCache  # redis-py: about 0.1 s to import here
 
         cache = RedisCache(url_or_path)
         try:

@@ -15,8 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from extractor.cache import history_json
-from extractor.ids import JsonIds, encode_ids
+from extractor.ids import JsonIds, encode_ids, history_json
 from extractor.probeset import (
     LENGTH_LABELS,
     PARTS_IN_FLIGHT,

@@ -8,6 +8,7 @@ from seqrec.data.dataset import SequenceDataset, build_dataset
 from seqrec.data.fetch import fetch_ml100k
 from seqrec.data.processed import load_processed, processed_key, store_processed
 from seqrec.data.readers import detect_format, read_interactions
+from seqrec.data.synthetic import generate_synthetic
 from seqrec.hashing import file_sha256
 
 SYNTHETIC_USERS = 1000
@@ -31,8 +32,6 @@ def load_dataset(
             fetched.path, fetched.fmt, "ml-100k", min_user, min_item, fetched.sha256, fetched.origin
         )
     if name_or_path == "synthetic" or name_or_path.startswith("synthetic:"):
-        from seqrec.data.synthetic import generate_synthetic  # builds a pandas frame
-
         n_users, n_items = _synthetic_size(name_or_path)
         frame = generate_synthetic(n_users, n_items, seed=SYNTHETIC_SEED)
         origin = f"generate_synthetic({n_users}, {n_items}, seed={SYNTHETIC_SEED})"

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import importlib.util
 import io
 import json
 import logging
@@ -28,15 +27,16 @@ from pathlib import Path
 
 import numpy as np
 
+from seqrec.data import dataset as dataset_module
+from seqrec.data import readers as readers_module
+from seqrec.data import sequences as sequences_module
 from seqrec.data.dataset import SequenceDataset
 from seqrec.data.fetch import cache_dir, write_atomic
 from seqrec.data.sequences import Sequences
 
 log = logging.getLogger("seqrec.data.processed")
 _ARRAYS = ("items", "offsets", "item_ids", "user_ids")
-# Found by name, not imported: importing the readers imports pandas (0.12 s), which a load
-# from the cache never needs.
-_BUILDERS = ("seqrec.data.readers", "seqrec.data.dataset", "seqrec.data.sequences")
+_BUILDERS = (readers_module, dataset_module, sequences_module)
 
 
 def processed_dir() -> Path:
@@ -53,7 +53,7 @@ def processed_key(raw_sha256: str, fmt: str, min_user: int, min_item: int) -> st
             "min_user": min_user,
             "min_item": min_item,
             "code": _builder_code_sha256(),
-            "pandas": importlib.metadata.version("pandas"),
+            "pandas": importlib.metadata.version("pandas"),  # not imported for a cached load
             "numpy": np.__version__,
         },
         sort_keys=True,
@@ -64,8 +64,7 @@ def _builder_code_sha256() -> str:
     """sha256 of the source files that turn a raw file into a `SequenceDataset`."""
     digest = hashlib.sha256()
     for module in _BUILDERS:
-        spec = importlib.util.find_spec(module)
-        digest.update(Path(spec.origin if spec and spec.origin else "").read_bytes())
+        digest.update(Path(module.__file__ or "").read_bytes())
     return digest.hexdigest()
 
 

@@ -8,8 +8,12 @@ interaction. This is not real data and supports no quality claims.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # imported where the frame is built, as in `seqrec.data.readers`
+    import pandas as pd
 
 LENGTH_SHAPE = 3.0  # Lomax shape: a heavy tail whose variance is still finite
 OVERSAMPLE = 1.25  # draws per missing item in each round; repeats within a user are dropped
@@ -39,6 +43,8 @@ def generate_synthetic(
         raise ValueError(
             f"need 1 <= min_length ({min_length}) <= mean_length ({mean_length}) and n_items"
         )
+    import pandas as pd
+
     rng = np.random.default_rng(seed)
     lengths = history_lengths(rng, n_users, mean_length, min_length, n_items)
     users, items = _distinct_items(rng, lengths, n_items, zipf_exponent)
@@ -124,5 +130,7 @@ def _timestamps(rng: np.random.Generator, users: np.ndarray, n_users: int) -> np
 
 def _string_ids(dense: np.ndarray, n: int) -> pd.Series:
     """Raw ids "1".."n": convert the n distinct names once, then gather them."""
+    import pandas as pd
+
     names = pd.Series(np.arange(1, n + 1).astype(str), dtype=str)
     return names.take(dense).reset_index(drop=True)
