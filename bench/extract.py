@@ -24,7 +24,6 @@ SASRec the size of ML-100k unless `--model` names an artifact: serving cost is w
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -240,11 +239,12 @@ def child_main() -> None:
     """The child of `run_extract`: config JSON on stdin, one line of result JSON on stdout."""
     from extractor.config import ExtractConfig
     from extractor.run import extract
+    from extractor.tasks import run_event_loop
 
     settings = json.loads(sys.stdin.read())
     config = ExtractConfig(api_key=os.environ["RECMIMIC_API_KEY"], **settings)
     start, cpu = time.perf_counter(), time.process_time()
-    summary = asyncio.run(extract(config, progress=False))
+    summary = run_event_loop(extract(config, progress=False))
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     result = summary.to_dict()
     result.update(concurrency=config.concurrency, wall_s=wall, client_cpu_s=cpu)

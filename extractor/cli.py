@@ -8,7 +8,6 @@ never printed.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 from typing import Annotated, Literal
@@ -17,6 +16,7 @@ import typer
 
 from extractor.config import SOURCES, ExtractConfig, parse_scales
 from extractor.errors import BlackBoxError
+from extractor.tasks import run_event_loop
 
 KEY_VARIABLES = ("RECMIMIC_API_KEY", "RECMIMIC_TEACHER_API_KEY")
 
@@ -73,7 +73,7 @@ def extract(
         chunk_size=chunk_size,
     )
     try:
-        summary = asyncio.run(run_extract(config, progress=progress))
+        summary = run_event_loop(run_extract(config, progress=progress))
     except BlackBoxError as exc:
         raise ValueError(_black_box_message(teacher_url, exc)) from None
     for name, value in summary.to_dict().items():

@@ -1,12 +1,28 @@
-"""Concurrency helper shared by the client and the run."""
+"""Concurrency helpers shared by the client, the run and the processes that start runs."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterable
-from typing import TypeVar
+from collections.abc import Awaitable, Coroutine, Iterable
+from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+
+def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run(main)` on uvloop where it is installed (uvicorn[standard] brings it; not on
+    Windows), else on asyncio's own loop.
+
+    When the black box runs on the same machine, every microsecond of client CPU per request
+    is taken from the server: uvloop's transports and timers cut the single-endpoint client
+    from 0.133 to 0.126 ms of CPU per history (means of 5 alternating runs each, README,
+    "Extraction throughput").
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 async def gather_or_cancel(coroutines: Iterable[Awaitable[T]]) -> list[T]:

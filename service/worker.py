@@ -41,6 +41,7 @@ from distill.train import Cancelled
 from extractor.client import BUDGET_REFUSED
 from extractor.run import SUMMARY_FILENAME as EXTRACT_SUMMARY
 from extractor.run import extract
+from extractor.tasks import run_event_loop
 from service.db.engine import make_engine, migrate, session_factory
 from service.db.models import EVALUATING, PROBING, TRAINING, Job
 from service.logs import configure_logging
@@ -147,7 +148,7 @@ def run_until_stopped(work: Coroutine[Any, Any, T], should_stop: Callable[[], bo
                     raise Stopped("stopped during probing") from None
         return task.result()
 
-    return asyncio.run(supervise())
+    return run_event_loop(supervise())
 
 
 class JobRun:
