@@ -52,6 +52,7 @@ class DistillSummary:
     seconds: float
     version: str
     config: dict[str, Any]
+    numerics: dict[str, Any]  # torch build, device and threads: what bit-for-bit repeats need
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -126,6 +127,7 @@ def distill(
         seconds=time.monotonic() - started,
         version=version,
         config=config.to_dict(),
+        numerics=result.numerics,
     )
     (config.out / SUMMARY_FILENAME).write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
     remove_checkpoint(config.out)

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ from distill.examples import Examples, pick_views, suffixes
 from distill.student import Batch, student_loss
 from seqrec.metrics import agreement_at_k
 from seqrec.models import SequentialRecommender
-from seqrec.train import resolve_device
+from seqrec.train import numerics, resolve_device
 
 CHECKPOINT_DIR = "checkpoint"
 _NCE_OBJECTIVES = ("bahsd", "bahsd_noprobe", "bahsd_low_only")
@@ -53,6 +54,7 @@ class FitResult:
     seconds: float
     resumed_from_epoch: int
     history: list[dict[str, float]] = field(default_factory=list)
+    numerics: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -231,6 +233,7 @@ def fit(
         seconds=time.monotonic() - started,
         resumed_from_epoch=resumed_from,
         history=history,
+        numerics=numerics(device),
     )
 
 

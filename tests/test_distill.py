@@ -198,6 +198,25 @@ def test_an_interrupted_run_resumes_to_the_same_student(probe_dir: Path, tmp_pat
     assert all(torch.equal(a[name], b[name]) for name in a)
 
 
+def test_student_and_teacher_keep_the_numerics_a_bit_for_bit_repeat_needs(
+    probe_dir: Path, teacher_dir: Path, tmp_path: Path
+):
+    """Threads decide the order of float reductions: a run keeps the count it trained with."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        summary = distill(config_for(probe_dir, tmp_path / "one-thread", max_epochs=1))
+    finally:
+        torch.set_num_threads(threads)
+
+    expected = {"torch": torch.__version__, "device": "cpu", "threads": 1}
+    assert summary.numerics == expected
+    assert load_artifact(tmp_path / "one-thread").info.training["numerics"] == expected
+    teacher = load_artifact(teacher_dir).info.training["numerics"]
+    assert teacher["torch"] == torch.__version__ and teacher["device"] == "cpu"
+    assert isinstance(teacher["threads"], int) and teacher["threads"] >= 1
+
+
 def test_a_checkpoint_from_other_settings_is_not_resumed(probe_dir: Path, tmp_path: Path):
     config = config_for(probe_dir, tmp_path)
     with pytest.raises(Cancelled):
