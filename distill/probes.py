@@ -25,6 +25,8 @@ import pyarrow.compute as pc
 from extractor.probeset import ANSWERED, RUN_INFO_KEY, read_probe_set
 from extractor.run import CATALOGUE_FILENAME
 
+PAD_BLOCK_VALUES = 1 << 21  # ids mapped at a time: about 100 MB of temporaries
+
 
 class ProbeDataError(ValueError):
     """The directory holds no usable probe set."""
@@ -86,19 +88,36 @@ def _pad_lists(lists: pa.Array, catalogue: pa.Array, width: int, left: bool) -> 
     """A list<string> column as a [rows, width] dense matrix (left- or right-aligned, 0-padded).
 
     Left alignment keeps the most recent `width` items of a history; right alignment keeps the
-    first `width` of a ranking. Null lists become all-zero rows.
+    first `width` of a ranking. Null lists become all-zero rows. Rows are mapped in blocks of
+    about `PAD_BLOCK_VALUES` ids, so the temporaries stay bounded however long the histories
+    (every prefix of ML-100k is 9.7 million history ids).
     """
     lists = lists.combine_chunks() if isinstance(lists, pa.ChunkedArray) else lists
     lists = pc.fill_null(lists, pa.scalar([], lists.type))
     lengths = pc.list_value_length(lists).to_numpy().astype(np.int64)
-    values = _dense(pc.list_flatten(lists), catalogue)
-    rows = np.repeat(np.arange(len(lengths)), lengths)
-    position = np.arange(len(values)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    column = position + (width - lengths[rows]) if left else position
-    keep = (column >= 0) & (column < width)
     out = np.zeros((len(lengths), width), dtype=np.int64)
-    out[rows[keep], column[keep]] = values[keep]
+    for start, stop in _blocks(lengths, PAD_BLOCK_VALUES):
+        block = lengths[start:stop]
+        values = _dense(pc.list_flatten(lists.slice(start, stop - start)), catalogue)
+        rows = np.repeat(np.arange(len(block)), block)
+        position = np.arange(len(values)) - np.repeat(np.cumsum(block) - block, block)
+        column = position + (width - block[rows]) if left else position
+        keep = (column >= 0) & (column < width)
+        out[start + rows[keep], column[keep]] = values[keep]
     return out
+
+
+def _blocks(lengths: np.ndarray, values_per_block: int) -> list[tuple[int, int]]:
+    """Consecutive row ranges holding about `values_per_block` values each (at least one row)."""
+    ends = np.cumsum(lengths)
+    blocks, start = [], 0
+    while start < len(lengths):
+        before = ends[start - 1] if start else 0
+        stop = int(np.searchsorted(ends, before + values_per_block, side="right"))
+        stop = max(stop, start + 1)
+        blocks.append((start, stop))
+        start = stop
+    return blocks
 
 
 def load_probes(directory: str | Path, max_history: int = 200) -> ProbeData:

@@ -231,11 +231,13 @@ def _run_info(schema: pa.Schema) -> dict[str, Any] | None:
     return None if raw is None else json.loads(raw)
 
 
-def _keep_last(table: pa.Table) -> pa.Table:
-    """One row per query id, the one written last, ordered by query id."""
-    ids = table.column("query_id").to_numpy()
+def _last_written_order(ids: np.ndarray) -> np.ndarray | None:
+    """Rows that keep each query id's last-written row, by query id; None when the rows
+    already are (parts are written in query order, so that is the usual case)."""
+    if len(ids) < 2 or bool((ids[1:] > ids[:-1]).all()):
+        return None
     _, first_from_end = np.unique(ids[::-1], return_index=True)
-    return table.take(numeric(len(ids) - 1 - first_from_end, np.int64))
+    return numeric(len(ids) - 1 - first_from_end, np.int64)
 
 
 def read_probe_set(directory: str | Path, columns: Sequence[str] | None = None) -> pa.Table:
@@ -252,7 +254,15 @@ def read_probe_set(directory: str | Path, columns: Sequence[str] | None = None) 
     table = pa.concat_tables(
         [part.replace_schema_metadata(None) for part in parts], promote_options="default"
     )
-    return _keep_last(table).replace_schema_metadata(metadata)
+    del parts  # the table holds the buffers now: each column below is freed once reordered
+    order = _last_written_order(table.column("query_id").to_numpy())
+    if order is not None:  # e.g. a run resumed after a budget stop wrote skipped queries last
+        schema, columns = table.schema, table.columns
+        del table
+        for i, column in enumerate(columns):  # one at a time: the whole table at once doubled
+            columns[i] = column.take(order)  # the memory of reading a large probe set
+        table = pa.Table.from_arrays(columns, schema=schema)
+    return table.replace_schema_metadata(metadata)
 
 
 class ProbeSetWriter:

@@ -20,7 +20,7 @@ from distill.config import DistillConfig
 from distill.examples import answered_view_examples, heldout_split, query_examples, suffixes
 from distill.fidelity import EvaluateConfig, evaluate_student, rank_with_black_box, rank_with_model
 from distill.objectives import ObjectiveConfig
-from distill.probes import ProbeDataError, load_probes
+from distill.probes import PAD_BLOCK_VALUES, ProbeDataError, load_probes
 from distill.run import build_student, distill, item_popularity
 from distill.student import restrict_answers
 from distill.train import CHECKPOINT_DIR, Cancelled, heldout_agreement
@@ -95,7 +95,12 @@ def config_for(probe_dir: Path, out: Path, **changes) -> DistillConfig:
 # --- reading a probe set -------------------------------------------------------------------
 
 
-def test_probes_are_mapped_to_dense_ids_with_the_black_boxs_catalogue_first(tmp_path: Path):
+@pytest.mark.parametrize("block_values", [PAD_BLOCK_VALUES, 1, 3])
+def test_probes_are_mapped_to_dense_ids_with_the_black_boxs_catalogue_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block_values: int
+):
+    """Whatever the block size ids are mapped in, the arrays are the same."""
+    monkeypatch.setattr("distill.probes.PAD_BLOCK_VALUES", block_values)
     (tmp_path / CATALOGUE_FILENAME).write_text(json.dumps(["c", "a", "b", "d"]))
     with ProbeSetWriter(tmp_path) as writer:
         writer.add(
