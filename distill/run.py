@@ -20,6 +20,7 @@ import torch
 
 from distill.config import DistillConfig
 from distill.examples import (
+    Examples,
     answered_view_examples,
     concat,
     heldout_split,
@@ -81,6 +82,16 @@ def build_student(model_config: ModelConfig, popularity: np.ndarray) -> Sequenti
     return model
 
 
+def training_examples(
+    probes: ProbeData, c: np.ndarray, queries: np.ndarray, view_examples: bool
+) -> Examples:
+    """The training queries' examples, plus their answered views when `view_examples`."""
+    parts = [query_examples(probes, c, queries)]
+    if view_examples:
+        parts.append(answered_view_examples(probes, c, queries))
+    return concat(parts)
+
+
 def distill(
     config: DistillConfig,
     should_stop: Callable[[], bool] | None = None,
@@ -93,33 +104,34 @@ def distill(
         probes.topk, probes.view_topk, probes.view_usable, probes.lengths, config.reliability
     )
     train_q, heldout_q = heldout_split(probes.n_queries, config.heldout, config.seed)
-    parts = [query_examples(probes, c, train_q)]
-    if config.view_examples:
-        parts.append(answered_view_examples(probes, c, train_q))
-    train = concat(parts)
+    train = training_examples(probes, c, train_q, config.view_examples)
     heldout = query_examples(probes, c, heldout_q)
-
     model_config = ModelConfig(**{**asdict(config.model), "n_items": probes.n_items})
+    popularity = item_popularity(probes, train_q)
+    item_ids, run_info, n_queries = probes.item_ids, probes.run_info, probes.n_queries
+    by_length = reliability_by_bucket(c, probes.lengths)
+    del probes, c  # training needs only the examples: on every ML-100k prefix this frees 0.4 GB
+
     torch.manual_seed(config.seed)  # initial weights are part of the seeded run
-    model = build_student(model_config, item_popularity(probes, train_q))
-    negative_pool = np.arange(1, probes.n_items + 1)
+    model = build_student(model_config, popularity)
+    negative_pool = np.arange(1, model_config.n_items + 1)
     result = fit(model, train, heldout, negative_pool, config, should_stop, on_epoch)
 
     info = ArtifactInfo(
         model=model_config,
-        item_ids=probes.item_ids,
-        dataset={"probe_set": str(config.probes), "run_info": probes.run_info},
+        item_ids=item_ids,
+        dataset={"probe_set": str(config.probes), "run_info": run_info},
         metrics={"heldout": result.best_agreement},
         training={**config.to_dict(), **result.to_dict()},
     )
     version = save_artifact(config.out, model.cpu(), info)
     summary = DistillSummary(
         probe_set=str(config.probes),
-        queries=probes.n_queries,
+        queries=n_queries,
         heldout_queries=len(heldout_q),
         examples=len(train),
-        n_items=probes.n_items,
-        reliability_by_length=reliability_by_bucket(c, probes.lengths),
+        n_items=model_config.n_items,
+        reliability_by_length=by_length,
         heldout=result.best_agreement,
         best_epoch=result.best_epoch,
         epochs_run=result.epochs_run,
