@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from extractor.probeset import ANSWERED, RUN_INFO_KEY, read_probe_set
 from extractor.run import CATALOGUE_FILENAME
 
-PAD_BLOCK_VALUES = 1 << 21  # ids mapped at a time: about 100 MB of temporaries
+PAD_BLOCK_VALUES = 1 << 21  # ids mapped at a time: each int64 temporary is 16 MB
 
 
 class ProbeDataError(ValueError):

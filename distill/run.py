@@ -82,7 +82,7 @@ def build_student(model_config: ModelConfig, popularity: np.ndarray) -> Sequenti
     return model
 
 
-def training_examples(
+def _training_examples(
     probes: ProbeData, c: np.ndarray, queries: np.ndarray, view_examples: bool
 ) -> Examples:
     """The training queries' examples, plus their answered views when `view_examples`."""
@@ -104,7 +104,7 @@ def distill(
         probes.topk, probes.view_topk, probes.view_usable, probes.lengths, config.reliability
     )
     train_q, heldout_q = heldout_split(probes.n_queries, config.heldout, config.seed)
-    train = training_examples(probes, c, train_q, config.view_examples)
+    train = _training_examples(probes, c, train_q, config.view_examples)
     heldout = query_examples(probes, c, heldout_q)
     model_config = ModelConfig(**{**asdict(config.model), "n_items": probes.n_items})
     popularity = item_popularity(probes, train_q)
