@@ -61,15 +61,15 @@ class ProbeData:
 
 
 def _catalogue(directory: Path, table: pa.Table) -> list[str]:
-    seen = pc.unique(
-        pa.chunked_array(
-            [
-                pc.list_flatten(table.column("history")),
-                pc.list_flatten(table.column("items")),
-                pc.list_flatten(pc.list_flatten(table.column("view_items"))),
-            ]
-        )
-    )
+    # Each column's distinct ids first, then theirs: a chunked array built from the columns
+    # themselves (`pa.chunked_array` of ChunkedArrays) took 27 s on 38.9 million ids, through
+    # a slow conversion; 0.6 s this way.
+    columns = [
+        pc.list_flatten(table.column("history")),
+        pc.list_flatten(table.column("items")),
+        pc.list_flatten(pc.list_flatten(table.column("view_items"))),
+    ]
+    seen = pc.unique(pa.concat_arrays([pc.unique(column) for column in columns]))
     listed_path = directory / CATALOGUE_FILENAME
     if listed_path.is_file():
         listed = [str(item) for item in json.loads(listed_path.read_text())]

@@ -127,6 +127,19 @@ def test_probes_are_mapped_to_dense_ids_with_the_black_boxs_catalogue_first(
     assert probes.view_usable.tolist() == [[True, False], [False, False]]
 
 
+def test_without_a_listed_catalogue_every_id_seen_anywhere_is_one_item(tmp_path: Path):
+    """Ids seen only in a history, only in an answer or only in a view each become an item,
+    once, in sorted order, whichever part (Arrow chunk) they were written in."""
+    with ProbeSetWriter(tmp_path, rows_per_part=1) as writer:
+        writer.add(ProbeRow(0, ["h", "b"], ["b", "i"], views=[ViewAnswer(0.5, 1, ["v", "b"])]))
+        writer.add(ProbeRow(1, ["b"], ["i", "h"], views=[ViewAnswer(0.5, 1, ["w"])]))
+    probes = load_probes(tmp_path)
+    assert probes.item_ids == ["b", "h", "i", "v", "w"]
+    assert probes.histories.tolist() == [[2, 1], [0, 1]]
+    assert probes.topk.tolist() == [[1, 3], [3, 2]]
+    assert probes.view_topk[:, 0].tolist() == [[4, 1], [5, 0]]
+
+
 def test_a_directory_without_answers_is_refused(tmp_path: Path):
     with pytest.raises(ProbeDataError, match="no answered queries"):
         load_probes(tmp_path)
