@@ -377,7 +377,9 @@ class ProbeSetWriter:
     def _write_part(self, table: pa.Table, final: Path) -> Path:
         """Temp file, fsync, rename, fsync the directory: whole parts or none after a kill."""
         temp = self.directory / f"{_TEMP_PREFIX}{final.name.removeprefix('part-')}.tmp"
-        pq.write_table(table, temp)
+        # No column statistics: nothing reads a probe set by min/max, and for the id lists
+        # they were a quarter of the write's CPU (a cached re-run: 0.90 -> 0.82 s of CPU).
+        pq.write_table(table, temp, write_statistics=False)
         with temp.open("rb") as handle:
             os.fsync(handle.fileno())
         os.replace(temp, final)
