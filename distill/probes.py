@@ -26,6 +26,9 @@ from extractor.probeset import ANSWERED, RUN_INFO_KEY, read_probe_set
 from extractor.run import CATALOGUE_FILENAME
 
 PAD_BLOCK_VALUES = 1 << 21  # ids mapped at a time: each int64 temporary is 16 MB
+# Dense ids are held as int32 (catalogues are far below 2**31 items): the id matrices are most
+# of a large run's memory. Tensors that index with them are made int64 batch by batch.
+ID_DTYPE = np.int32
 
 
 class ProbeDataError(ValueError):
@@ -38,7 +41,7 @@ class ProbeData:
 
     item_ids: list[str]
     query_ids: np.ndarray  # [Q]
-    histories: np.ndarray  # [Q, max_history] left-padded dense ids, most recent last
+    histories: np.ndarray  # [Q, max_history] left-padded dense ids (ID_DTYPE), most recent last
     lengths: np.ndarray  # [Q] full history length (may exceed the padded width)
     topk: np.ndarray  # [Q, k] the full view's answer, best first, 0-padded
     view_lengths: np.ndarray  # [Q, V] length of each truncated view, 0 where none
@@ -81,7 +84,7 @@ def _catalogue(directory: Path, table: pa.Table) -> list[str]:
 def _dense(values: pa.Array, catalogue: pa.Array) -> np.ndarray:
     """Dense ids (1-based) of raw ids; null entries become 0."""
     index = pc.index_in(values, value_set=catalogue)
-    return pc.fill_null(pc.add(index, 1), 0).to_numpy().astype(np.int64)
+    return pc.fill_null(pc.add(index, 1), 0).to_numpy().astype(ID_DTYPE)
 
 
 def _pad_lists(lists: pa.Array, catalogue: pa.Array, width: int, left: bool) -> np.ndarray:
@@ -95,7 +98,7 @@ def _pad_lists(lists: pa.Array, catalogue: pa.Array, width: int, left: bool) -> 
     lists = lists.combine_chunks() if isinstance(lists, pa.ChunkedArray) else lists
     lists = pc.fill_null(lists, pa.scalar([], lists.type))
     lengths = pc.list_value_length(lists).to_numpy().astype(np.int64)
-    out = np.zeros((len(lengths), width), dtype=np.int64)
+    out = np.zeros((len(lengths), width), dtype=ID_DTYPE)
     for start, stop in _blocks(lengths, PAD_BLOCK_VALUES):
         block = lengths[start:stop]
         values = _dense(pc.list_flatten(lists.slice(start, stop - start)), catalogue)
@@ -150,7 +153,7 @@ def load_probes(directory: str | Path, max_history: int = 200) -> ProbeData:
     slot = np.arange(len(rows)) - np.repeat(np.cumsum(view_counts) - view_counts, view_counts)
     views = np.zeros((table.num_rows, n_views), dtype=np.int64)
     views[rows, slot] = flat_lengths
-    answers = np.zeros((table.num_rows, n_views, k), dtype=np.int64)
+    answers = np.zeros((table.num_rows, n_views, k), dtype=ID_DTYPE)
     answers[rows, slot] = view_topk
     return ProbeData(
         item_ids=item_ids,

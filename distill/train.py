@@ -73,7 +73,7 @@ def answer_top(
     out = np.zeros((len(histories), k), dtype=np.int64)
     max_len = model.config.max_len
     for start in range(0, len(histories), batch_size):
-        rows = torch.as_tensor(histories[start : start + batch_size], device=device)
+        rows = torch.as_tensor(histories[start : start + batch_size], device=device).long()
         scores = model.logits(rows[:, -max_len:]).scatter(1, rows, float("-inf"))
         best = scores.topk(width, dim=1)
         picked = best.indices.masked_fill(torch.isinf(best.values), 0)
@@ -114,12 +114,15 @@ def _batch(
     def tensor(array: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(array, device=device)
 
+    def ids(array: np.ndarray) -> torch.Tensor:
+        return tensor(array).long()  # held as int32 (`distill.probes.ID_DTYPE`), indexed as int64
+
     return Batch(
-        seqs=tensor(seqs),
-        history=tensor(history),
-        topk=tensor(examples.topk[rows]),
+        seqs=ids(seqs),
+        history=ids(history),
+        topk=ids(examples.topk[rows]),
         reliability=tensor(examples.reliability[rows]).float(),
-        views=tensor(views),
+        views=ids(views),
         view_valid=tensor(view_lengths[rows] > 0),
     )
 

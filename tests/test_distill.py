@@ -120,6 +120,9 @@ def test_probes_are_mapped_to_dense_ids_with_the_black_boxs_catalogue_first(
     assert probes.histories.tolist() == [[3, 1, 4], [0, 0, 4]]  # newest 3 kept, left-padded
     assert probes.lengths.tolist() == [4, 1]
     assert probes.topk.tolist() == [[5, 4, 0], [1, 2, 3]]
+    # int32 ids: half the memory of a large probe set's matrices
+    id_arrays = (probes.histories, probes.topk, probes.view_topk)
+    assert {array.dtype for array in id_arrays} == {np.dtype("int32")}
     assert probes.view_lengths.tolist() == [[2, 1], [1, 0]]
     assert probes.view_topk[0, 0].tolist() == [4, 2, 0]
     assert probes.view_topk[0, 1].tolist() == [0, 0, 0]  # failed view
