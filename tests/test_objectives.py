@@ -9,6 +9,7 @@ import torch
 
 from distill.objectives import (
     ObjectiveConfig,
+    _negative_validity,
     confidence_weight,
     distillation_loss,
     dynamic_kl,
@@ -125,6 +126,33 @@ def test_sample_negatives_from_pool_and_reproducible() -> None:
     assert first.shape == (4, 50)
     assert set(first.unique().tolist()) <= {3, 7, 11}
     torch.testing.assert_close(first, again)
+
+
+@pytest.mark.parametrize("sampled", [True, False])
+@pytest.mark.parametrize("with_exclude", [True, False])
+def test_a_negative_is_valid_when_real_allowed_and_first_of_its_id(
+    sampled: bool, with_exclude: bool
+) -> None:
+    """Against a per-row reference, on ids drawn from a small catalogue so that collisions with
+    the top-k, the excluded history, padding and earlier negatives all happen."""
+    generator = torch.Generator().manual_seed(3)
+    rows, items = 16, 12
+    topk = torch.randint(0, items + 1, (rows, 5), generator=generator)
+    exclude = torch.randint(0, items + 1, (rows, 7), generator=generator) if with_exclude else None
+    if sampled:
+        negatives = torch.randint(0, items + 1, (rows, 9), generator=generator)
+    else:
+        negatives = torch.arange(1, items + 1).unsqueeze(0).expand(rows, -1)
+    got = _negative_validity(negatives, topk, exclude, sampled)
+    for r in range(rows):
+        forbidden = {0, *topk[r].tolist(), *([] if exclude is None else exclude[r].tolist())}
+        seen: set[int] = set()
+        expected = []
+        for item in negatives[r].tolist():
+            expected.append(item not in forbidden and not (sampled and item in seen))
+            seen.add(item)
+        assert got[r].tolist() == expected
+    assert got.any() and not got.all()  # the draw has both kinds
 
 
 N_ITEMS, B, K, D = 30, 4, 5, 8
