@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_stage(args: list[str], env: dict[str, str]) -> dict[str, Any]:
-    """One `recmimic` command in a child process: its wall time, exit status and peak RSS."""
+    """One `recmimic` command in a child process: its wall time and its own peak RSS (exits
+    with the child's error output if it fails)."""
     started = time.perf_counter()
     child = subprocess.Popen(
         [sys.executable, "-m", "service.cli", *args],
@@ -77,7 +78,7 @@ def main() -> None:
     results: dict[str, Any] = {
         "dataset": data.card(),
         "seed": args.seed,
-        "settings": {name: str(value) for name, value in vars(args).items() if name != "json"},
+        "settings": {name: value for name, value in vars(args).items() if name != "json"},
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
@@ -115,7 +116,7 @@ def main() -> None:
         print(f"distill: {distilled}", flush=True)
     results.update(extract=extracted, distill=distilled, load_average_at_end=os.getloadavg())
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")  # --model: a Path
     print(f"wrote {args.json}")
 
 

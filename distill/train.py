@@ -73,7 +73,7 @@ def answer_top(
     out = np.zeros((len(histories), k), dtype=np.int64)
     max_len = model.config.max_len
     for start in range(0, len(histories), batch_size):
-        rows = torch.as_tensor(histories[start : start + batch_size], device=device).long()
+        rows = _id_tensor(histories[start : start + batch_size], device)
         scores = model.logits(rows[:, -max_len:]).scatter(1, rows, float("-inf"))
         best = scores.topk(width, dim=1)
         picked = best.indices.masked_fill(torch.isinf(best.values), 0)
@@ -111,20 +111,19 @@ def _batch(
     seqs = history[:, -max_len:]
     views = suffixes(seqs, view_lengths[rows])
 
-    def tensor(array: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(array, device=device)
-
-    def ids(array: np.ndarray) -> torch.Tensor:
-        return tensor(array).long()  # held as int32 (`distill.probes.ID_DTYPE`), indexed as int64
-
     return Batch(
-        seqs=ids(seqs),
-        history=ids(history),
-        topk=ids(examples.topk[rows]),
-        reliability=tensor(examples.reliability[rows]).float(),
-        views=ids(views),
-        view_valid=tensor(view_lengths[rows] > 0),
+        seqs=_id_tensor(seqs, device),
+        history=_id_tensor(history, device),
+        topk=_id_tensor(examples.topk[rows], device),
+        reliability=torch.as_tensor(examples.reliability[rows], device=device).float(),
+        views=_id_tensor(views, device),
+        view_valid=torch.as_tensor(view_lengths[rows] > 0, device=device),
     )
+
+
+def _id_tensor(ids: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Dense ids, held as int32 (`distill.probes.ID_DTYPE`), as the int64 torch indexes with."""
+    return torch.as_tensor(ids, device=device).long()
 
 
 def fit(
