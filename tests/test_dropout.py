@@ -27,6 +27,22 @@ def test_same_seed_same_mask_and_gradients_follow_the_mask() -> None:
     assert torch.equal(x.grad == 0, first == 0)
 
 
+def test_mask_is_the_random_bytes_against_the_threshold_in_the_input_dtype() -> None:
+    """The drawn words decide the mask byte by byte, so seeded training stays reproducible
+    across releases: an element is kept exactly when its byte is at least round(p * 256)."""
+    for dtype in (torch.float32, torch.float64, torch.bfloat16):
+        x = torch.ones(40, 10, 10, dtype=dtype)  # bytes equal to the threshold occur
+        torch.manual_seed(11)
+        out = dropout(x, 0.3, training=True)
+        torch.manual_seed(11)
+        words = torch.randint(-(2**63), 2**63 - 1, ((x.numel() + 7) // 8,), dtype=torch.int64)
+        kept = words.view(torch.uint8)[: x.numel()].view(x.shape) >= round(0.3 * 256)
+        assert out.dtype == dtype
+        assert torch.equal(out != 0, kept)
+        expected = torch.tensor(256 / (256 - 77), dtype=dtype)
+        assert torch.equal(out[kept], expected.expand(int(kept.sum())))
+
+
 def test_identity_when_not_training_or_p_is_zero() -> None:
     x = torch.randn(3, 7)
     assert dropout(x, 0.5, training=False) is x

@@ -19,11 +19,20 @@ from torch import nn
 _LEVELS = 256  # one random byte per element
 
 
-def _cpu_keep_mask(shape: torch.Size, threshold: int) -> torch.Tensor:
-    """bool mask of `shape`, each element False with probability threshold / 256."""
-    n = shape.numel()
+def _cpu_keep_scale(like: torch.Tensor, threshold: int) -> torch.Tensor:
+    """Multiplier for `like`: 0 where an element is dropped (its byte is below `threshold`),
+    else 256 / (256 - threshold), in `like`'s dtype.
+
+    Made by converting the bytes to floats and comparing in place: a comparison that returns
+    a bool tensor, and bool times float, were the slow part of the earlier mask on the CPU
+    (a [128, 50, 64] mask 2.9 to 3.1 ms, now 0.8 ms; 2 threads, in one run). The bytes are
+    integers below 256, exact in every float type, so the mask is the same as before.
+    """
+    n = like.numel()
     words = torch.randint(-(2**63), 2**63 - 1, ((n + 7) // 8,), dtype=torch.int64)
-    return words.view(torch.uint8)[:n].view(shape) >= threshold
+    random_bytes = words.view(torch.uint8)[:n].view(like.shape)
+    scale = _LEVELS / (_LEVELS - threshold)
+    return random_bytes.to(like.dtype).ge_(threshold).mul_(scale)
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -33,8 +42,7 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     threshold = round(p * _LEVELS)
     if x.device.type != "cpu" or threshold in (0, _LEVELS):
         return F.dropout(x, p, training=True)
-    scale = _LEVELS / (_LEVELS - threshold)
-    return x * (_cpu_keep_mask(x.shape, threshold) * scale)
+    return x * _cpu_keep_scale(x, threshold)
 
 
 class Dropout(nn.Module):
