@@ -62,3 +62,18 @@ def test_attention_without_dropout_matches_the_fused_kernel() -> None:
     # With dropout on the CPU the weights are explicit: the mean over many draws stays unbiased.
     draws = torch.stack([attention(q, k, v, allowed, 0.25) for _ in range(400)]).mean(0)
     torch.testing.assert_close(draws, fused, atol=0.15, rtol=0.0)
+
+
+def test_attention_dropout_path_equals_masking_the_scores() -> None:
+    """The CPU path adds 0 / -inf to the scores instead of `masked_fill`: the same weights,
+    so the same output for the same dropout draws, with padded keys never attended."""
+    torch.manual_seed(1)
+    q, k, v = (torch.randn(3, 2, 6, 4) for _ in range(3))
+    allowed = torch.rand(3, 1, 6, 6) > 0.4
+    allowed |= torch.eye(6, dtype=torch.bool)  # every query keeps a key, as the models ensure
+    torch.manual_seed(7)
+    out = attention(q, k, v, allowed, 0.25)
+    torch.manual_seed(7)
+    scores = (q @ k.transpose(-2, -1)) * 4**-0.5
+    weights = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
+    assert torch.equal(out, dropout(weights, 0.25, training=True) @ v)
