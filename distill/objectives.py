@@ -171,10 +171,16 @@ def ranking_hinge(
         pair_valid = pair_valid.clone()
         pair_valid[:, config.top_pairs :] = False
     adjacent = F.relu(config.margin - (topk_scores[:, :-1] - topk_scores[:, 1:]))
+    # The [B, k, n] part is masked by multiplying with 0/1 floats and its pairs counted per row
+    # as (valid top-k) x (valid negatives): a broadcast bool mask and `where` over it, slow on
+    # the CPU, took 7.1 ms forward and backward of a default batch against 3.3 (same values).
     versus = topk_scores.unsqueeze(2) - negative_scores.unsqueeze(1)  # [B, k, n]
-    versus_valid = topk_valid.unsqueeze(2) & negative_valid.unsqueeze(1)
-    against = F.relu(config.negative_margin - versus)
-    return _masked_mean(adjacent, pair_valid) + _masked_mean(against, versus_valid)
+    topk_on, negative_on = topk_valid.to(versus.dtype), negative_valid.to(versus.dtype)
+    against = F.relu(config.negative_margin - versus) * (
+        topk_on.unsqueeze(2) * negative_on.unsqueeze(1)
+    )
+    pairs = (topk_on.sum(dim=1) * negative_on.sum(dim=1)).clamp_min(1)
+    return _masked_mean(adjacent, pair_valid) + against.sum(dim=(1, 2)) / pairs
 
 
 def info_nce(
