@@ -31,9 +31,8 @@ from typing import Any
 import torch
 from spread import mean_std
 
-from distill.config import DistillConfig
+from distill.config import DistillConfig, ObjectiveConfig
 from distill.fidelity import EvaluateConfig, evaluate_student
-from distill.objectives import ObjectiveConfig
 from distill.run import SUMMARY_FILENAME as DISTILL_SUMMARY
 from distill.run import distill
 from extractor.config import ExtractConfig

@@ -51,11 +51,9 @@ def distill(
 
     Options left out keep the defaults of `DistillConfig` and `ModelConfig`.
     """
-    from distill.config import DistillConfig
-    from distill.objectives import ObjectiveConfig
+    from distill.config import DistillConfig, ObjectiveConfig
     from distill.reliability import ReliabilityConfig
-    from distill.run import distill as run_distill
-    from seqrec.models import ModelConfig
+    from seqrec.models.config import ModelConfig
 
     model = given(arch=arch, experts=experts, hidden=hidden, max_len=max_len)
     schedule = given(
@@ -81,6 +79,8 @@ def distill(
         progress=progress,
         **schedule,
     )
+    from distill.run import distill as run_distill  # torch: only once the options are good
+
     summary = run_distill(config)
     typer.echo(
         f"student -> {out}: held-out Agr@10 {summary.heldout['agr10']:.3f}"

@@ -1,14 +1,48 @@
-"""What one distillation run is told: the probe set, the student, the objective, the schedule."""
+"""What one distillation run is told: the probe set, the student, the objective, the schedule.
+
+No torch here: the command line builds and checks these before it imports torch.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from distill.objectives import ObjectiveConfig
 from distill.reliability import ReliabilityConfig
-from seqrec.models import ModelConfig
+from seqrec.models.config import ModelConfig
+
+Objective = Literal["bahsd", "dfme", "kl", "bahsd_noprobe", "bahsd_kl_only", "bahsd_low_only"]
+# Which terms each objective computes (`distill.objectives`, module docstring).
+KL_TERM = {"bahsd", "kl", "bahsd_noprobe", "bahsd_kl_only"}
+LOW_TERMS = {"bahsd", "dfme", "bahsd_noprobe", "bahsd_low_only"}
+NCE_TERM = {"bahsd", "bahsd_noprobe", "bahsd_low_only"}
+
+
+@dataclass
+class ObjectiveConfig:
+    """Which objective to train with and its hyper-parameters (defaults of DESIGN section 6;
+    the formulas are in `distill.objectives`)."""
+
+    name: Objective = "bahsd"
+    tau_min: float = 1.0  # dynamic temperature range
+    tau_max: float = 4.0
+    kl_tau: float = 2.0  # fixed temperature of the "kl" baseline
+    kappa: float = 0.1  # confidence weight slope
+    delta: float | None = None  # confidence threshold; None = batch median of c
+    hard_split: bool = False
+    alpha: float = 0.1  # InfoNCE weight in the low-confidence branch
+    margin: float = 0.5  # adjacent top-k pairs
+    negative_margin: float = 0.5  # top-k item over a sampled negative
+    top_pairs: int | None = None  # adjacent top-k pairs used by the hinge; None = all
+    n_negatives: int | None = 100  # None: every item of the pool is a negative (no sampling)
+    nce_temperature: float = 0.2
+    kl_weight: float = 0.1  # lambda_KL: L_KL against the low branch (module docstring)
+
+    def __post_init__(self) -> None:
+        known = KL_TERM | LOW_TERMS
+        if self.name not in known:
+            raise ValueError(f"unknown objective {self.name!r}; expected one of {sorted(known)}")
 
 
 @dataclass

@@ -35,41 +35,10 @@ from the candidate set rather than making the loss infinite.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 
-Objective = Literal["bahsd", "dfme", "kl", "bahsd_noprobe", "bahsd_kl_only", "bahsd_low_only"]
-_KL_TERM = {"bahsd", "kl", "bahsd_noprobe", "bahsd_kl_only"}
-_LOW_TERMS = {"bahsd", "dfme", "bahsd_noprobe", "bahsd_low_only"}
-_NCE_TERM = {"bahsd", "bahsd_noprobe", "bahsd_low_only"}
-
-
-@dataclass
-class ObjectiveConfig:
-    """Which objective to train with and its hyper-parameters (defaults of DESIGN section 6)."""
-
-    name: Objective = "bahsd"
-    tau_min: float = 1.0  # dynamic temperature range
-    tau_max: float = 4.0
-    kl_tau: float = 2.0  # fixed temperature of the "kl" baseline
-    kappa: float = 0.1  # confidence weight slope
-    delta: float | None = None  # confidence threshold; None = batch median of c
-    hard_split: bool = False
-    alpha: float = 0.1  # InfoNCE weight in the low-confidence branch
-    margin: float = 0.5  # adjacent top-k pairs
-    negative_margin: float = 0.5  # top-k item over a sampled negative
-    top_pairs: int | None = None  # adjacent top-k pairs used by the hinge; None = all
-    n_negatives: int | None = 100  # None: every item of the pool is a negative (no sampling)
-    nce_temperature: float = 0.2
-    kl_weight: float = 0.1  # lambda_KL: L_KL against the low branch (module docstring)
-
-    def __post_init__(self) -> None:
-        known = _KL_TERM | _LOW_TERMS
-        if self.name not in known:
-            raise ValueError(f"unknown objective {self.name!r}; expected one of {sorted(known)}")
+from distill.config import KL_TERM, LOW_TERMS, NCE_TERM, ObjectiveConfig
 
 
 def _lowest(tensor: torch.Tensor) -> float:
@@ -287,18 +256,18 @@ def distillation_loss(
         weight = torch.zeros_like(c)
     zeros = torch.zeros_like(c)
     kl = rank = nce = zeros
-    if name in _KL_TERM:
+    if name in KL_TERM:
         tau = (
             config.kl_tau * ones
             if name == "kl"
             else config.tau_min + (config.tau_max - config.tau_min) * c
         )
         kl = dynamic_kl(topk_scores, topk_valid, negative_scores, negative_valid, tau)
-    if name in _LOW_TERMS:
+    if name in LOW_TERMS:
         rank = ranking_hinge(topk_scores, topk_valid, negative_scores, negative_valid, config)
-    if name in _NCE_TERM and config.alpha != 0:
+    if name in NCE_TERM and config.alpha != 0:
         nce = info_nce(full_repr, view_repr, view_valid, config.nce_temperature)
-    kl_weight = config.kl_weight if name in _LOW_TERMS else 1.0  # a KL alone is not rescaled
+    kl_weight = config.kl_weight if name in LOW_TERMS else 1.0  # a KL alone is not rescaled
     per_row = weight * kl_weight * kl + (1 - weight) * (rank + config.alpha * nce)
 
     row_weight = topk_valid.any(dim=1).float()

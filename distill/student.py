@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from distill.objectives import ObjectiveConfig, distillation_loss
+from distill.config import ObjectiveConfig
+from distill.objectives import distillation_loss
 from seqrec.models import SequentialRecommender
 from seqrec.models.hpserec import HPSERec
 

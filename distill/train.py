@@ -31,7 +31,7 @@ from distill.checkpoint import (
     restore_optimizer,
     save_checkpoint,
 )
-from distill.config import DistillConfig
+from distill.config import NCE_TERM, DistillConfig
 from distill.examples import Examples, pick_views, suffixes
 from distill.student import Batch, student_loss
 from seqrec.metrics import agreement_at_k
@@ -39,7 +39,6 @@ from seqrec.models import SequentialRecommender
 from seqrec.train import numerics, resolve_device
 
 CHECKPOINT_DIR = "checkpoint"
-_NCE_OBJECTIVES = ("bahsd", "bahsd_noprobe", "bahsd_low_only")
 
 
 class Cancelled(RuntimeError):
@@ -145,7 +144,7 @@ def fit(
     generator = torch.Generator(device=device).manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     pool = torch.as_tensor(negative_pool, device=device)
-    needs_views = config.objective.name in _NCE_OBJECTIVES and config.objective.alpha != 0
+    needs_views = config.objective.name in NCE_TERM and config.objective.alpha != 0
     checkpoint = config.out / CHECKPOINT_DIR
     fingerprint = _fingerprint(config, len(train))
 

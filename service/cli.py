@@ -55,6 +55,8 @@ def main() -> None:
 def is_user_error(exc: Exception) -> bool:
     """Whether `exc` describes the user's input (USER_ERRORS). The stages' error classes are
     imported only here, after the fact, so that `--help` and option errors never load torch."""
+    if isinstance(exc, (ValueError, OSError)):  # most of them, and no import to tell
+        return True
     from service.user_errors import USER_ERRORS
 
     return isinstance(exc, USER_ERRORS)
@@ -131,14 +133,15 @@ def teacher_train(
 ) -> None:
     """Train a SASRec or BERT4Rec teacher with early stopping; evaluate on the test split."""
     from seqrec.data.loading import load_dataset
-    from seqrec.models import ModelConfig
+    from seqrec.models.config import ModelConfig
+
+    options = locals()
+    model_config = overrides(ModelConfig, **options)  # checked before torch is imported
+    data = load_dataset(dataset, min_user=min_user, min_item=min_item)
     from seqrec.supervised import train_supervised
     from seqrec.train import TrainConfig
 
-    options = locals()
-    model_config = overrides(ModelConfig, **options)
     train_config = overrides(TrainConfig, partial(TrainConfig.for_arch, arch), **options)
-    data = load_dataset(dataset, min_user=min_user, min_item=min_item)
     summary = train_supervised(data, model_config, train_config, out)
     overall = summary.test["overall"]
     typer.echo(

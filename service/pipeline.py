@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distill.config import DistillConfig
+from distill.config import DistillConfig, ObjectiveConfig
 from distill.fidelity import EvaluateConfig
-from distill.objectives import ObjectiveConfig
 from extractor.config import ExtractConfig
 from seqrec.models import ModelConfig
 from service.settings import ServiceSettings

@@ -65,6 +65,40 @@ def test_bad_input_is_one_line_error(args: list[str], fragment: str) -> None:
     assert_one_line_error(recmimic(*args), fragment)
 
 
+CHECK_WITHOUT_TORCH = """
+import sys
+from service.cli import main
+sys.argv = ["recmimic", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as exit:
+    print(exit.code, "torch" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["distill", "--probes", "x", "--out", "y", "--objective", "magic"],
+        ["distill", "--probes", "x", "--out", "y", "--negatives", "some"],
+        ["distill", "--probes", "x", "--out", "y", "--experts", "1"],
+        ["distill", "--probes", "x", "--out", "y", "--arch", "bert4rec", "--experts", "2"],
+        ["teacher", "train", "--dataset", "synthetic:50:40", "--arch", "gpt"],
+        ["teacher", "train", "--dataset", "synthetic:50:40", "--hidden", "10", "--n-heads", "3"],
+        ["teacher", "train", "--dataset", "no-such-file.csv"],
+        ["data", "stats", "synthetic:0:5"],
+    ],
+)
+def test_bad_options_are_refused_before_torch_loads(args: list[str]) -> None:
+    """Options are checked first, so a typo is answered in well under a second, not after
+    the 2 s or more that importing torch takes."""
+    done = subprocess.run(
+        [sys.executable, "-c", CHECK_WITHOUT_TORCH, *args], capture_output=True, text=True
+    )
+    assert done.stdout.split() == ["2", "False"], done.stdout + done.stderr
+    assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+
+
 def test_bad_file_is_one_line_error(tmp_path: Path) -> None:
     bad = tmp_path / "broken.csv"
     bad.write_text("user,item,timestamp\nu1,i1,notatime\n")

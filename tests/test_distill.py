@@ -16,10 +16,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from distill.config import DistillConfig
+from distill.config import DistillConfig, ObjectiveConfig
 from distill.examples import answered_view_examples, heldout_split, query_examples, suffixes
 from distill.fidelity import EvaluateConfig, evaluate_student, rank_with_black_box, rank_with_model
-from distill.objectives import ObjectiveConfig
 from distill.probes import PAD_BLOCK_VALUES, ProbeDataError, load_probes
 from distill.run import build_student, distill, item_popularity
 from distill.student import restrict_answers

@@ -1,4 +1,4 @@
-"""What every backbone shares: configuration, the transformer encoder, and the common interface.
+"""What every backbone shares: the transformer encoder and the common interface.
 
 Input sequences are LEFT-padded LongTensors [B, L] (0 = padding, most recent item last), so the
 prediction for "what comes next" is always read at the last position. Positions are counted from
@@ -8,40 +8,13 @@ the end of the sequence, which makes a padded batch give exactly the logits of t
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seqrec.models.config import ModelConfig
 from seqrec.models.dropout import Dropout, attention
-
-Arch = Literal["sasrec", "bert4rec"]
-
-
-@dataclass
-class ModelConfig:
-    arch: Arch = "sasrec"
-    n_items: int = 0
-    hidden: int = 64
-    n_blocks: int = 2
-    n_heads: int = 2
-    max_len: int = 50
-    dropout: float = 0.2
-    mask_ratio: float = 0.2  # BERT4Rec cloze: share of positions masked in training
-    # HPSERec long-tail experts (0 = plain backbone; L >= 2 = L experts on cumulative groups)
-    experts: int = 0
-    experts_bins: int = 30  # equal-count popularity bins the partition DP cuts
-    experts_alpha: float = 2.0  # Renyi order of the partition's homogeneity term
-    experts_gamma: float = 1.0  # weight of the partition's group-size penalty
-    # Feed-forward KL weight (expert k -> k+1). 1 -> 0.1 on ML-100k, seed 0, chosen without the
-    # test split: as a BAHSD student (quick seeded probes) held-out Agr@10 0.527 -> 0.732; as a
-    # supervised recommender validation HR@10 0.2089 -> 0.2397 (0.2280 at 0; SASRec 0.2333).
-    experts_beta: float = 0.1
-    experts_tau: float = 2.0  # feed-forward softmax temperature
-    experts_lambda: float = 0.1  # Sinkhorn feedback weight (expert k+1 -> k)
-    experts_epsilon: float = 0.1  # Sinkhorn entropic regularisation
 
 
 class TransformerBlock(nn.Module):

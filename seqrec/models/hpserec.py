@@ -51,8 +51,6 @@ class HPSERec(SequentialRecommender):
     causal = True
 
     def __init__(self, config: ModelConfig) -> None:
-        if config.arch != "sasrec":
-            raise ValueError(f"HPSERec experts support arch 'sasrec' only, not {config.arch!r}")
         if config.experts < 2:
             raise ValueError(f"HPSERec needs at least 2 experts, got {config.experts}")
         super().__init__(config, n_embeddings=config.n_items + 1)

@@ -12,9 +12,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from distill.config import Objective
 from extractor.views import DEFAULT_SCALES
 
-Objective = Literal["bahsd", "dfme", "kl", "bahsd_noprobe", "bahsd_kl_only", "bahsd_low_only"]
 Status = Literal["queued", "probing", "training", "evaluating", "done", "failed", "cancelled"]
 DATASET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 MAX_KEY_LENGTH = 4096
