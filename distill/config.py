@@ -37,7 +37,7 @@ class ObjectiveConfig:
     top_pairs: int | None = None  # adjacent top-k pairs used by the hinge; None = all
     n_negatives: int | None = 100  # None: every item of the pool is a negative (no sampling)
     nce_temperature: float = 0.2
-    kl_weight: float = 0.1  # lambda_KL: L_KL against the low branch (module docstring)
+    kl_weight: float = 0.1  # lambda_KL, L_KL against the low branch (`distill.objectives`)
 
     def __post_init__(self) -> None:
         known = KL_TERM | LOW_TERMS

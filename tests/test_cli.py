@@ -71,8 +71,8 @@ from service.cli import main
 sys.argv = ["recmimic", *sys.argv[1:]]
 try:
     main()
-except SystemExit as exit:
-    print(exit.code, "torch" in sys.modules)
+except SystemExit as stop:
+    print(stop.code, "torch" in sys.modules)
 """
 
 
