@@ -52,6 +52,7 @@ def distill(
     Options left out keep the defaults of `DistillConfig` and `ModelConfig`.
     """
     from distill.config import DistillConfig, ObjectiveConfig
+    from distill.probes import probe_directory
     from distill.reliability import ReliabilityConfig
     from seqrec.models.config import ModelConfig
 
@@ -79,6 +80,7 @@ def distill(
         progress=progress,
         **schedule,
     )
+    probe_directory(config.probes)
     from distill.run import distill as run_distill  # torch: only once the options are good
 
     summary = run_distill(config)

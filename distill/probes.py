@@ -123,11 +123,18 @@ def _blocks(lengths: np.ndarray, values_per_block: int) -> list[tuple[int, int]]
     return blocks
 
 
-def load_probes(directory: str | Path, max_history: int = 200) -> ProbeData:
-    """Read an extraction directory's answered queries; `max_history` bounds the padded width."""
+def probe_directory(directory: str | Path) -> Path:
+    """`directory` as a Path, or `ProbeDataError` when it is not a directory (checked by the
+    command line before it loads torch, and by `load_probes`)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise ProbeDataError(f"{directory} is not a directory")
+    return directory
+
+
+def load_probes(directory: str | Path, max_history: int = 200) -> ProbeData:
+    """Read an extraction directory's answered queries; `max_history` bounds the padded width."""
+    directory = probe_directory(directory)
     table = read_probe_set(directory)
     table = table.filter(pc.equal(table.column("status"), ANSWERED))
     if table.num_rows == 0:

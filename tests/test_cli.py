@@ -82,6 +82,7 @@ except SystemExit as stop:
         ["distill", "--probes", "x", "--out", "y", "--objective", "magic"],
         ["distill", "--probes", "x", "--out", "y", "--negatives", "some"],
         ["distill", "--probes", "x", "--out", "y", "--experts", "1"],
+        ["distill", "--probes", "no-such-dir", "--out", "y"],
         ["distill", "--probes", "x", "--out", "y", "--arch", "bert4rec", "--experts", "2"],
         ["teacher", "train", "--dataset", "synthetic:50:40", "--arch", "gpt"],
         ["teacher", "train", "--dataset", "synthetic:50:40", "--hidden", "10", "--n-heads", "3"],
