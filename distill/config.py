@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from distill.reliability import ReliabilityConfig
 from seqrec.models.config import ModelConfig
@@ -40,9 +40,9 @@ class ObjectiveConfig:
     kl_weight: float = 0.1  # lambda_KL, L_KL against the low branch (`distill.objectives`)
 
     def __post_init__(self) -> None:
-        known = KL_TERM | LOW_TERMS
-        if self.name not in known:
-            raise ValueError(f"unknown objective {self.name!r}; expected one of {sorted(known)}")
+        if self.name not in get_args(Objective):
+            known = sorted(get_args(Objective))
+            raise ValueError(f"unknown objective {self.name!r}; expected one of {known}")
 
 
 @dataclass

@@ -31,7 +31,8 @@ from distill.reliability import reliability, reliability_by_bucket
 from distill.train import fit, remove_checkpoint
 from seqrec.artifacts import ArtifactInfo, save_artifact
 from seqrec.longtail.partition import partition_items
-from seqrec.models import ModelConfig, SequentialRecommender, build_model
+from seqrec.models import ModelConfig, build_model
+from seqrec.models.base import SequentialRecommender
 
 SUMMARY_FILENAME = "distill.json"
 

@@ -14,7 +14,7 @@ import torch
 
 from distill.config import ObjectiveConfig
 from distill.objectives import distillation_loss
-from seqrec.models import SequentialRecommender
+from seqrec.models.base import SequentialRecommender
 from seqrec.models.hpserec import HPSERec
 
 

@@ -35,7 +35,7 @@ from distill.config import NCE_TERM, DistillConfig
 from distill.examples import Examples, pick_views, suffixes
 from distill.student import Batch, student_loss
 from seqrec.metrics import agreement_at_k
-from seqrec.models import SequentialRecommender
+from seqrec.models.base import SequentialRecommender
 from seqrec.train import numerics, resolve_device
 
 CHECKPOINT_DIR = "checkpoint"

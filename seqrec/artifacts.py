@@ -17,7 +17,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from seqrec.hashing import file_sha256
-from seqrec.models import ModelConfig, SequentialRecommender, build_model
+from seqrec.models import ModelConfig, build_model
+from seqrec.models.base import SequentialRecommender
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"

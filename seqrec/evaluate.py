@@ -8,7 +8,7 @@ import torch
 from seqrec.data.dataset import LeaveOneOutSplit
 from seqrec.inference import batches, model_device, scores_and_history
 from seqrec.metrics import DEFAULT_KS, ranking_metrics, sampled_ranks, target_ranks
-from seqrec.models import SequentialRecommender
+from seqrec.models.base import SequentialRecommender
 
 GROUPS = ("overall", "head_users", "tail_users", "head_items", "tail_items")
 

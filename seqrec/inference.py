@@ -13,7 +13,7 @@ import torch
 
 from seqrec.data.sequences import Sequences
 from seqrec.metrics import history_mask
-from seqrec.models import SequentialRecommender
+from seqrec.models.base import SequentialRecommender
 
 
 def model_device(model: torch.nn.Module) -> torch.device:

@@ -14,7 +14,8 @@ from seqrec.artifacts import ArtifactInfo, save_artifact
 from seqrec.data.dataset import LeaveOneOutSplit, SequenceDataset, leave_one_out
 from seqrec.evaluate import evaluate
 from seqrec.longtail import partition_items
-from seqrec.models import HPSERec, ModelConfig, build_model
+from seqrec.models import ModelConfig, build_model
+from seqrec.models.hpserec import HPSERec
 from seqrec.train import TrainConfig, train_model
 
 

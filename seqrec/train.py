@@ -23,7 +23,7 @@ from tqdm import tqdm
 from seqrec.data.dataset import LeaveOneOutSplit
 from seqrec.data.sequences import Sequences, padded_windows
 from seqrec.evaluate import evaluate
-from seqrec.models import SequentialRecommender
+from seqrec.models.base import SequentialRecommender
 
 
 @dataclass

@@ -54,9 +54,8 @@ def main() -> None:
 
 def is_user_error(exc: Exception) -> bool:
     """Whether `exc` describes the user's input (USER_ERRORS). The stages' error classes are
-    imported only here, after the fact, so that `--help` and option errors never load torch."""
-    if isinstance(exc, (ValueError, OSError)):  # most of them, and no import to tell
-        return True
+    imported only here, after the fact, so that `--help` and option errors never load torch
+    (`service.user_errors` imports none that does)."""
     from service.user_errors import USER_ERRORS
 
     return isinstance(exc, USER_ERRORS)

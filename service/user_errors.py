@@ -11,13 +11,13 @@ from extractor.budget import BudgetError
 from extractor.cache import CacheError
 from extractor.errors import BlackBoxError
 from extractor.probeset import ProbeSetError
-from seqrec.artifacts import ArtifactError
 from seqrec.data.fetch import FetchError
 
 USER_ERRORS: tuple[type[Exception], ...] = (
-    ValueError,  # bad options and data, including distill's ProbeDataError
+    # Bad options and data, including distill's ProbeDataError and seqrec's ArtifactError (not
+    # imported here: seqrec.artifacts loads torch, and the CLI asks before any stage ran).
+    ValueError,
     OSError,
-    ArtifactError,
     FetchError,
     BlackBoxError,
     BudgetError,

@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from seqrec.artifacts import ArtifactInfo, load_artifact, save_artifact
-from seqrec.models import HPSERec, ModelConfig, SASRec, build_model
+from seqrec.models import ModelConfig, build_model
+from seqrec.models.hpserec import HPSERec
+from seqrec.models.sasrec import SASRec
 
 N_ITEMS = 30
 

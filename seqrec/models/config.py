@@ -7,10 +7,10 @@ option is reported at once; `seqrec.models` builds the model from it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 Arch = Literal["sasrec", "bert4rec"]
-ARCHS: tuple[str, ...] = ("sasrec", "bert4rec")
+ARCHS: tuple[str, ...] = get_args(Arch)
 
 
 @dataclass

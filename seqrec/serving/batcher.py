@@ -24,7 +24,7 @@ import torch
 
 from seqrec.data.sequences import Sequences
 from seqrec.inference import scores_and_history
-from seqrec.models import SequentialRecommender
+from seqrec.models.base import SequentialRecommender
 
 
 @dataclass(frozen=True)
