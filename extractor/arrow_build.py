@@ -37,7 +37,7 @@ def strings(texts: Sequence[str | None]) -> pa.StringArray:
     if len(data) != sizes.sum():  # not all ASCII: byte lengths differ from character counts
         sizes = np.fromiter((len(text.encode()) for text in present), np.int64, len(present))
     return pa.Array.from_buffers(
-        pa.string(), len(texts), [_bitmap(valid), _offsets(sizes), pa.py_buffer(data)]
+        pa.string(), len(texts), [_bitmap(valid), offsets_buffer(sizes), pa.py_buffer(data)]
     )
 
 
@@ -48,7 +48,7 @@ def string_lists(lists: Sequence[Sequence[str] | None]) -> pa.ListArray:
     sizes = np.fromiter(map(len, present), np.int64, len(present))
     values = strings(list(chain.from_iterable(present)))
     return pa.Array.from_buffers(
-        STRING_LISTS, len(lists), [_bitmap(valid), _offsets(sizes)], children=[values]
+        STRING_LISTS, len(lists), [_bitmap(valid), offsets_buffer(sizes)], children=[values]
     )
 
 
@@ -59,7 +59,8 @@ def _valid(values: Sequence[object]) -> np.ndarray | None:
     return np.fromiter((value is not None for value in values), bool, len(values))
 
 
-def _offsets(sizes: np.ndarray) -> pa.Buffer:
+def offsets_buffer(sizes: np.ndarray) -> pa.Buffer:
+    """The int32 offsets of strings or lists of these sizes; refused past int32."""
     offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
     np.cumsum(sizes, out=offsets[1:])
     if offsets[-1] > _MAX_OFFSET:

@@ -109,7 +109,7 @@ class ProbeRow:
 
 def probe_table(
     query_ids: Sequence[int],
-    histories: Sequence[Sequence[str]],
+    histories: Sequence[Sequence[str]] | pa.Array,
     items: Sequence[Sequence[str] | None],
     errors: Sequence[str | None],
     view_scales: Sequence[float],
@@ -120,7 +120,8 @@ def probe_table(
 
     `view_lengths` is [queries, views] and `view_items` the views' answers query by query
     (row-major), so no per-query object is built: an extraction run writes its chunks this way.
-    A query has either `items` or an error, never both; the caller guarantees it.
+    `histories` may be that column already (`Prefixes.column`). A query has either `items` or
+    an error, never both; the caller guarantees it.
     """
     n, per_query = len(query_ids), len(view_scales)
     offsets = np.arange(n + 1, dtype=np.int32) * per_query
@@ -178,10 +179,13 @@ def _assemble(
     return pa.Table.from_arrays(columns, schema=SCHEMA)
 
 
-def _ids_column(answers: Sequence[Sequence[str] | None]) -> pa.Array:
-    """A list<string> array of id lists, answers or histories (None: null). Lists that all
-    carry their JSON text (`JsonIds`: cached and paid answers, the run's histories) are parsed
-    by Arrow (`_parse_plain`); anything else is converted from the Python strings."""
+def _ids_column(answers: Sequence[Sequence[str] | None] | pa.Array) -> pa.Array:
+    """A list<string> array of id lists, answers or histories (None: null), or that array
+    itself when given one (the run's histories, `Prefixes.column`). Lists that all carry their
+    JSON text (`JsonIds`: cached and paid answers) are parsed by Arrow (`_parse_plain`);
+    anything else is converted from the Python strings."""
+    if isinstance(answers, pa.Array):
+        return answers
     texts = [getattr(items, "text", None) for items in answers]
     if all((text is None) == (items is None) for text, items in zip(texts, answers, strict=True)):
         column = _parse_plain(strings(texts), any_empty="[]" in texts)

@@ -33,12 +33,12 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from extractor.budget import Budget
-from extractor.cache import AnswerCache, cache_keys, json_cache_keys, open_cache
+from extractor.cache import AnswerCache, json_cache_keys, open_cache
 from extractor.client import BUDGET_REFUSED, BlackBoxClient, ClientConfig, Outcome, catalogue
 from extractor.config import ExtractConfig
-from extractor.ids import JsonIds
+from extractor.prefixes import History, Prefixes
 from extractor.probeset import ProbeSetWriter, probe_table
-from extractor.sources import Answer, AutoregressiveConfig, History, autoregressive, seeded_queries
+from extractor.sources import Answer, AutoregressiveConfig, autoregressive, seeded_queries
 from extractor.tasks import gather_or_cancel
 from extractor.views import ProbePlan, plan_probes
 
@@ -127,9 +127,10 @@ class _Run:
     async def seeded(self) -> None:
         """Every query known up front; the ones already on disk are skipped."""
         queries = load_seeded(self.config)
-        fresh = [i for i in range(len(queries)) if i not in self.done]
+        done = np.fromiter(self.done, np.int64, len(self.done))
+        fresh = np.flatnonzero(~np.isin(np.arange(len(queries)), done))
         self.bar.reset(total=len(fresh))
-        await self.queries(fresh, [queries[i] for i in fresh], keep_answers=False)
+        await self.queries(fresh.tolist(), queries.subset(fresh), keep_answers=False)
 
     async def data_free(self, items: Sequence[str]) -> None:
         """Grow sequences step by step; each step's prefixes are the next query ids."""
@@ -147,7 +148,7 @@ class _Run:
             nonlocal next_id
             ids = list(range(next_id, next_id + len(histories)))
             next_id += len(histories)
-            return await self.queries(ids, histories)
+            return await self.queries(ids, Prefixes.of(histories))
 
         steps = autoregressive(source, items, ask)
         try:
@@ -158,7 +159,7 @@ class _Run:
             await steps.aclose()
 
     async def queries(
-        self, ids: list[int], queries: list[History], keep_answers: bool = True
+        self, ids: list[int], queries: Prefixes, keep_answers: bool = True
     ) -> list[Answer]:
         """Full-view answers of `queries`, chunk by chunk; None where failed or not asked.
 
@@ -183,12 +184,12 @@ class _Run:
         chunks = await gather_or_cancel(chunk(start) for start in range(0, len(queries), size))
         return [answer for answers in chunks for answer in answers] if keep_answers else []
 
-    async def _chunk(self, ids: list[int], queries: list[History]) -> list[Answer]:
+    async def _chunk(self, ids: list[int], queries: Prefixes) -> list[Answer]:
         fresh = [i for i, query_id in enumerate(ids) if query_id not in self.done]
         replay = [i for i, query_id in enumerate(ids) if query_id in self.done]
         answers: list[Answer] = [None] * len(queries)
         # A query already on disk only feeds a data-free source its answer: from the cache.
-        known = await self.cache.get_many(self._keys([queries[i] for i in replay], self.tag))
+        known = await self.cache.get_many(self._keys(queries.subset(replay), self.tag))
         for i, items in zip(replay, known, strict=True):
             answers[i] = items
         if None in known:  # failed queries, or a cache that lost entries (evicted, moved)
@@ -197,7 +198,7 @@ class _Run:
             )
         if not fresh:
             return answers
-        plan = plan_probes([queries[i] for i in fresh], self.config.scales)
+        plan = plan_probes(queries.subset(fresh), self.config.scales)
         results = await self._resolve(plan.histories, plan.texts)
         unasked = [row for row, outcome in enumerate(results) if self._unasked(outcome)]
         complete = ~np.isin(plan.index, unasked).any(axis=1)
@@ -214,7 +215,7 @@ class _Run:
         self._progress(len(kept))
         return answers
 
-    async def _resolve(self, histories: list[History], texts: list[str]) -> list[Outcome]:
+    async def _resolve(self, histories: Prefixes, texts: list[str]) -> list[Outcome]:
         """One outcome per history (`texts`: their `history_json`): from the cache, else paid
         for in batch-sized pieces.
 
@@ -251,7 +252,7 @@ class _Run:
         return outcomes
 
     async def _look_up_or_pay(
-        self, histories: list[History], keys: list[str], skip: Collection[int]
+        self, histories: Prefixes, keys: list[str], skip: Collection[int]
     ) -> list[Outcome]:
         """Outcomes of the histories not in `skip` (claimed elsewhere; theirs are placeholders
         here): cached answers free, the misses paid for in batch-sized pieces."""
@@ -291,13 +292,13 @@ class _Run:
             else:
                 retagged.setdefault(outcome.model_tag, []).append(i)
         for tag, rows in retagged.items():
-            tagged = self._keys([histories[i] for i in rows], tag)
+            tagged = self._keys(Prefixes.of([histories[i] for i in rows]), tag)
             answered.update((key, outcomes[i].items) for key, i in zip(tagged, rows, strict=True))
         await self.cache.put_many(answered)
         return outcomes
 
-    def _keys(self, histories: list[History], tag: str | None) -> list[str]:
-        return cache_keys(self.config.teacher_url, self.config.k, histories, tag)
+    def _keys(self, histories: Prefixes, tag: str | None) -> list[str]:
+        return json_cache_keys(self.config.teacher_url, self.config.k, histories.texts(), tag)
 
     def _unasked(self, outcome: Outcome) -> bool:
         """Refused before reaching the black box for good: the budget, or a 401/403 stop."""
@@ -333,18 +334,18 @@ def _chunk_table(
     query_ids: list[int], plan: ProbePlan, queries: np.ndarray, results: list[Outcome]
 ) -> tuple[pa.Table, list[Answer]]:
     """Probe rows of `queries` (positions in `plan`) from the outcomes of `plan.histories`,
-    and their full views' answers (None: failed). The histories go to the probe set as their
-    JSON text, which Arrow splits (`probe_table`): 4 against 8 ms per 1,024 histories."""
+    and their full views' answers (None: failed). The histories go to the probe set as one
+    Arrow column taken from the queries' ids (`Prefixes.column`)."""
     full = plan.scales.index(1.0)
     views = [s for s in range(len(plan.scales)) if s != full]
-    full_rows = plan.index[queries, full].tolist()
+    full_rows = plan.index[queries, full]
     view_rows = plan.index[queries][:, views]
-    lengths = np.array([len(history) for history in plan.histories], dtype=np.int64)
-    outcomes = [results[row] for row in full_rows]
+    lengths = plan.histories.length
+    outcomes = [results[row] for row in full_rows.tolist()]
     items = [outcome.items for outcome in outcomes]
     table = probe_table(
         query_ids,
-        [JsonIds(plan.texts[row]) for row in full_rows],
+        plan.histories.subset(full_rows).column(),
         items,
         [None if outcome.ok else outcome.reason or "failed" for outcome in outcomes],
         [plan.scales[s] for s in views],
@@ -354,7 +355,7 @@ def _chunk_table(
     return table, items
 
 
-def load_seeded(config: ExtractConfig) -> list[History]:
+def load_seeded(config: ExtractConfig) -> Prefixes:
     """Prefix queries from the dataset's TRAINING split, in the black box's raw ids."""
     from seqrec.data.dataset import leave_one_out
     from seqrec.data.loading import load_dataset
@@ -362,8 +363,9 @@ def load_seeded(config: ExtractConfig) -> list[History]:
     assert config.dataset is not None
     data = load_dataset(config.dataset)
     train = leave_one_out(data).train
-    raw = [data.item_ids[np.asarray(seq) - 1].tolist() for seq in train.to_lists()]
-    return seeded_queries(raw, config.prefixes, seed=config.seed)
+    catalogue = data.item_ids.astype(object)  # one str per item, shared by every query
+    users = Prefixes(catalogue[train.items - 1], train.offsets[:-1], train.lengths)
+    return seeded_queries(users, config.prefixes, seed=config.seed)
 
 
 @contextmanager

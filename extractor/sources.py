@@ -21,28 +21,30 @@ from typing import Literal
 
 import numpy as np
 
-History = list[str]
+from extractor.prefixes import History, Prefixes
+
 Answer = Sequence[str] | None  # the black box's top-k, best first; None when it failed
 Ask = Callable[[list[History]], Awaitable[Sequence[Answer]]]
 LengthDistribution = Literal["uniform", "log-uniform"]
 
 
 def seeded_queries(
-    histories: Sequence[Sequence[str]],
+    histories: Sequence[Sequence[str]] | Prefixes,
     prefixes: Literal["all"] | int = "all",
     min_length: int = 1,
     seed: int = 0,
-) -> list[History]:
+) -> Prefixes:
     """Prefixes of real histories as queries, in a seeded random order.
 
     The order is shuffled so that a budget smaller than the whole set spreads over every user
     instead of exhausting itself on the first users' prefixes.
 
     Pass the TRAINING split only (for leave-one-out data: each history without its validation
-    and test items). Every query is a prefix of a given history, so a held-out item reaches the
-    black box only if the caller passed it in. `prefixes="all"` takes every prefix of at least
-    `min_length` items (the whole history included); an int takes that many of them per user,
-    sampled without replacement (all of them when a user has fewer).
+    and test items), as lists of id strings or as `Prefixes` of whole histories. Every query is
+    a prefix of a given history, so a held-out item reaches the black box only if the caller
+    passed it in. `prefixes="all"` takes every prefix of at least `min_length` items (the whole
+    history included); an int takes that many of them per user, sampled without replacement
+    (all of them when a user has fewer).
     """
     if prefixes != "all" and (isinstance(prefixes, bool) or not isinstance(prefixes, int)):
         raise ValueError(f"prefixes must be 'all' or a positive int, got {prefixes!r}")
@@ -50,15 +52,23 @@ def seeded_queries(
         raise ValueError(f"prefixes must be at least 1, got {prefixes}")
     if min_length < 1:
         raise ValueError(f"min_length must be at least 1, got {min_length}")
+    whole = histories if isinstance(histories, Prefixes) else Prefixes.of(histories)
     rng = np.random.default_rng(seed)
-    queries: list[History] = []
-    for history in histories:
-        items = [str(item) for item in history]
-        lengths = np.arange(min_length, len(items) + 1)
-        if prefixes != "all" and len(lengths) > prefixes:
-            lengths = np.sort(rng.choice(lengths, size=prefixes, replace=False))
-        queries.extend(items[:n] for n in lengths.tolist())
-    return [queries[i] for i in rng.permutation(len(queries))]
+    counts = np.maximum(whole.length - min_length + 1, 0)
+    if prefixes == "all":
+        firsts = np.cumsum(counts) - counts  # each user's first query
+        lengths = np.arange(counts.sum()) - np.repeat(firsts, counts) + min_length
+    else:
+        per_user = []
+        for n in whole.length.tolist():  # one draw per user with more prefixes than asked
+            candidates = np.arange(min_length, n + 1)
+            if len(candidates) > prefixes:
+                candidates = np.sort(rng.choice(candidates, size=prefixes, replace=False))
+            per_user.append(candidates)
+        counts = np.fromiter(map(len, per_user), np.int64, len(per_user))
+        lengths = np.concatenate([np.zeros(0, np.int64), *per_user])
+    order = rng.permutation(len(lengths))
+    return whole.heads(np.repeat(np.arange(len(whole)), counts)[order], lengths[order])
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from extractor.ids import history_json
+from extractor.prefixes import Prefixes
 
 DEFAULT_SCALES: tuple[float, ...] = (1.0, 0.5, 0.25)
 
@@ -37,11 +37,12 @@ class ProbePlan:
     together and an interrupted run has few half-probed queries. `index[q, s]` is the row of
     `histories` that is query q's view at `scales[s]`; equal rows mean equal views. `texts`
     are the histories' canonical JSON (`history_json`), what their cache keys hash and how the
-    probe set takes them in.
+    probe set takes them in. The histories are ranges of the queries' ids (`Prefixes`): a list
+    is made only for a history that is sent.
     """
 
     scales: tuple[float, ...]
-    histories: list[list[str]]
+    histories: Prefixes
     texts: list[str]
     index: np.ndarray  # int64 [n_queries, n_scales]
 
@@ -51,7 +52,7 @@ class ProbePlan:
 
 
 def plan_probes(
-    queries: Sequence[Sequence[str]], scales: Sequence[float] = DEFAULT_SCALES
+    queries: Sequence[Sequence[str]] | Prefixes, scales: Sequence[float] = DEFAULT_SCALES
 ) -> ProbePlan:
     """Every view of every query, each distinct history once.
 
@@ -64,22 +65,16 @@ def plan_probes(
         raise ValueError(f"scales must include 1 (the full view), got {scales}")
     if len(set(scales)) != len(scales) or not all(0 < r <= 1 for r in scales):
         raise ValueError(f"scales must be distinct and in (0, 1], got {scales}")
-    if any(len(query) == 0 for query in queries):
+    if not isinstance(queries, Prefixes):
+        queries = Prefixes.of(queries)
+    if (queries.length == 0).any():
         raise ValueError("a query is empty")
-    lengths = view_lengths([len(query) for query in queries], scales)
+    lengths = view_lengths(queries.length, scales)
+    views = queries.tails(np.arange(len(queries)).repeat(len(scales)), lengths.reshape(-1))
+    texts = views.texts()
     rows: dict[str, int] = {}
-    histories: list[list[str]] = []
-    texts: list[str] = []
-    index = np.empty(lengths.shape, dtype=np.int64)
-    for q, query in enumerate(queries):
-        for s, n in enumerate(lengths[q].tolist()):
-            view = query if n == len(query) else query[len(query) - n :]
-            if type(view) is not list:
-                view = list(view)
-            text = history_json(view)
-            row = rows.setdefault(text, len(rows))
-            if row == len(histories):  # first seen
-                histories.append(view)
-                texts.append(text)
-            index[q, s] = row
-    return ProbePlan(scales, histories, texts, index)
+    index = np.fromiter((rows.setdefault(text, len(rows)) for text in texts), np.int64, len(texts))
+    _, first_seen = np.unique(index, return_index=True)  # by row, so in first-seen order
+    return ProbePlan(
+        scales, views.subset(first_seen), list(rows), index.reshape(len(queries), len(scales))
+    )

@@ -72,6 +72,30 @@ def test_seeded_queries_spread_a_partial_budget_over_every_user() -> None:
     assert queries == seeded_queries(histories, "all", seed=0)  # resumable: same order
 
 
+def listed_prefixes(
+    histories: list[list[str]], prefixes: str | int, min_length: int, seed: int
+) -> list[list[str]]:
+    """The order of the first version, which built a list per query: query ids on disk name
+    these queries, so a resumed run must see the same ones in the same order."""
+    rng = np.random.default_rng(seed)
+    queries = []
+    for history in histories:
+        lengths = np.arange(min_length, len(history) + 1)
+        if prefixes != "all" and len(lengths) > prefixes:
+            lengths = np.sort(rng.choice(lengths, size=prefixes, replace=False))
+        queries.extend(history[:n] for n in lengths.tolist())
+    return [queries[i] for i in rng.permutation(len(queries))]
+
+
+@pytest.mark.parametrize("prefixes, min_length, seed", [("all", 1, 0), ("all", 3, 4), (2, 1, 9)])
+def test_seeded_queries_keep_the_order_of_the_first_version(
+    prefixes: str | int, min_length: int, seed: int
+) -> None:
+    histories = [[f"u{u}-{t}" for t in range(n)] for u, n in enumerate([4, 1, 7, 2, 12, 3])]
+    got = seeded_queries(histories, prefixes, min_length, seed)  # type: ignore[arg-type]
+    assert got == listed_prefixes(histories, prefixes, min_length, seed)
+
+
 def test_seeded_sampled_prefixes_are_seeded_and_bounded() -> None:
     first = seeded_queries(TRAINING, prefixes=3, min_length=1, seed=5)
     assert first == seeded_queries(TRAINING, prefixes=3, min_length=1, seed=5)
