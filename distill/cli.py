@@ -115,6 +115,11 @@ def evaluate(
     ] = None,
 ) -> None:
     """Accuracy of teacher and student on the real test split, and their agreement, per group."""
+    from seqrec.artifact_files import artifact_directory
+
+    if not teacher.startswith(("http://", "https://")):  # a mistyped path fails before torch
+        artifact_directory(teacher)
+    artifact_directory(student)
     from distill.fidelity import EvaluateConfig, evaluate_student
 
     config = EvaluateConfig(

@@ -16,13 +16,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from seqrec.artifact_files import CONFIG, WEIGHTS, ArtifactError, artifact_directory
 from seqrec.hashing import file_sha256
 from seqrec.models import ModelConfig, build_model
 from seqrec.models.base import SequentialRecommender
 
 FORMAT_VERSION = 1
-WEIGHTS = "model.safetensors"
-CONFIG = "config.json"
 
 
 @dataclass
@@ -43,10 +42,6 @@ class Artifact:
     version: str  # sha256 of the weights file: changes whenever the model does
 
 
-class ArtifactError(ValueError):
-    """The directory is not a readable recmimic artifact."""
-
-
 def save_artifact(directory: str | Path, model: SequentialRecommender, info: ArtifactInfo) -> str:
     """Write weights and config; returns the model version (sha256 of the weights file)."""
     if len(info.item_ids) != model.n_items:
@@ -61,10 +56,8 @@ def save_artifact(directory: str | Path, model: SequentialRecommender, info: Art
 
 
 def load_artifact(directory: str | Path, device: str | torch.device = "cpu") -> Artifact:
-    directory = Path(directory)
+    directory = artifact_directory(directory)
     weights, config = directory / WEIGHTS, directory / CONFIG
-    if not weights.is_file() or not config.is_file():
-        raise ArtifactError(f"{directory} is not a model artifact (needs {WEIGHTS} and {CONFIG})")
     try:
         payload = json.loads(config.read_text())
         version = payload.pop("format_version")

@@ -43,9 +43,8 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
 ) -> None:
     """Serve a trained model as a black-box top-k recommendation API."""
-    from seqrec.artifacts import ArtifactError, load_artifact
+    from seqrec.artifact_files import ArtifactError, artifact_directory
     from seqrec.serving.contract import describe_errors
-    from teacher_mock.server import serve as serve_teacher
     from teacher_mock.settings import TeacherSettings
 
     given: dict[str, Any] = {
@@ -66,8 +65,12 @@ def serve(
     except ValidationError as exc:
         raise typer.BadParameter(describe_errors(exc.errors())) from None
     try:
+        artifact_directory(settings.model_dir)  # before torch loads: a bad path fails at once
+        from seqrec.artifacts import load_artifact
+        from teacher_mock.server import serve as serve_teacher
+
         artifact = load_artifact(settings.model_dir, settings.device)
     except ArtifactError as exc:
-        typer.echo(f"Error: {exc}", err=True)
+        typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
     serve_teacher(settings, host, port, workers, artifact=artifact)

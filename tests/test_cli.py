@@ -88,6 +88,10 @@ except SystemExit as stop:
         ["teacher", "train", "--dataset", "synthetic:50:40", "--hidden", "10", "--n-heads", "3"],
         ["teacher", "train", "--dataset", "no-such-file.csv"],
         ["data", "stats", "synthetic:0:5"],
+        ["evaluate", "--teacher", "http://127.0.0.1:9", "--student", "no-such-dir"]
+        + ["--dataset", "synthetic", "--api-key", "k"],
+        ["evaluate", "--teacher", "no-such-dir", "--student", "y", "--dataset", "synthetic"],
+        ["teacher", "serve", "--model", "no-such-dir", "--api-key", "k"],
     ],
 )
 def test_bad_options_are_refused_before_torch_loads(args: list[str]) -> None:
