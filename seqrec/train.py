@@ -77,9 +77,14 @@ def numerics(device: torch.device) -> dict[str, Any]:
 
     The order of float reductions follows torch's build, the device and the intra-op thread
     count of the training thread, so a seeded run repeats bit for bit only when these match
-    (on ML-100k, 1 thread and 2 threads gave students with different weights).
+    (on ML-100k, 1 thread and 2 threads gave students with different weights). On the CPU the
+    vector instructions torch's kernels use count too: the demo's 40-epoch student came out
+    different with `ATEN_CPU_CAPABILITY=avx2` than with the machine's AVX512.
     """
-    return {"torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads()}
+    kept = {"torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads()}
+    if device.type == "cpu":
+        kept["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    return kept
 
 
 def _windows_per_user(lengths: np.ndarray, width: int) -> np.ndarray:

@@ -221,7 +221,8 @@ def test_an_interrupted_run_resumes_to_the_same_student(probe_dir: Path, tmp_pat
 def test_student_and_teacher_keep_the_numerics_a_bit_for_bit_repeat_needs(
     probe_dir: Path, teacher_dir: Path, tmp_path: Path
 ):
-    """Threads decide the order of float reductions: a run keeps the count it trained with."""
+    """Threads and vector instructions decide the order of float reductions: a run keeps the
+    thread count and the CPU capability it trained with."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -230,11 +231,13 @@ def test_student_and_teacher_keep_the_numerics_a_bit_for_bit_repeat_needs(
         torch.set_num_threads(threads)
 
     expected = {"torch": torch.__version__, "device": "cpu", "threads": 1}
+    expected["cpu_capability"] = torch.backends.cpu.get_cpu_capability()  # AVX2, AVX512...
     assert summary.numerics == expected
     assert load_artifact(tmp_path / "one-thread").info.training["numerics"] == expected
     teacher = load_artifact(teacher_dir).info.training["numerics"]
     assert teacher["torch"] == torch.__version__ and teacher["device"] == "cpu"
     assert isinstance(teacher["threads"], int) and teacher["threads"] >= 1
+    assert teacher["cpu_capability"] == expected["cpu_capability"]
 
 
 def test_a_checkpoint_from_other_settings_is_not_resumed(probe_dir: Path, tmp_path: Path):
