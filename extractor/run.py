@@ -124,9 +124,8 @@ class _Run:
         # cache key -> the outcome another chunk awaits (None: claimed, nobody waits yet)
         self._claims: dict[str, asyncio.Future[Outcome] | None] = {}
 
-    async def seeded(self) -> None:
+    async def seeded(self, queries: Prefixes) -> None:
         """Every query known up front; the ones already on disk are skipped."""
-        queries = load_seeded(self.config)
         done = np.fromiter(self.done, np.int64, len(self.done))
         fresh = np.flatnonzero(~np.isin(np.arange(len(queries)), done))
         self.bar.reset(total=len(fresh))
@@ -444,7 +443,12 @@ async def extract(config: ExtractConfig, progress: bool = True) -> ExtractSummar
     cannot be used, and `ValueError` for a source that cannot start (no catalogue, bad data).
     """
     started = time.monotonic()
-    config.out.mkdir(parents=True, exist_ok=True)
+    # A dataset that cannot be read fails here, before the out directory or the black box.
+    seeded = load_seeded(config) if config.source == "seeded" else None
+    try:
+        config.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(f"cannot create the out directory {config.out}: {exc.strerror}") from None
     async with AsyncExitStack() as stack:
         budget = Budget(config.budget, config.out / LEDGER_FILENAME)
         stack.callback(budget.close)
@@ -474,7 +478,7 @@ async def extract(config: ExtractConfig, progress: bool = True) -> ExtractSummar
         stack.callback(writer.close)
         bar = stack.enter_context(tqdm(desc="extract", unit="q", disable=not progress))
         run = _Run(config, client, cache, budget, writer, bar)
-        work = run.seeded() if config.source == "seeded" else run.data_free(items or [])
+        work = run.seeded(seeded) if seeded is not None else run.data_free(items or [])
         with _older_objects_frozen():
             interrupted = await _until_signal(work)
         summary = run.summary(spent_before, time.monotonic() - started, interrupted)

@@ -492,6 +492,21 @@ def test_the_command_refuses_bad_input_with_one_line(
     assert "\n" not in str(caught.value) and "nope" not in str(caught.value)
 
 
+def test_an_unusable_dataset_or_out_directory_fails_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    """The dataset is read first: no teacher is asked (none listens at the URL) and the out
+    directory is not made; an out path under a file is one line, not an errno tuple."""
+    out = tmp_path / "run"
+    unreachable = "http://127.0.0.1:9"
+    with pytest.raises(ValueError, match="unknown dataset"):
+        extract_command_function(**options(unreachable, out, dataset="no-such-file.csv"))
+    assert not out.exists()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OSError, match="^cannot create the out directory .*file/run"):
+        extract_command_function(**options(unreachable, tmp_path / "file" / "run"))
+
+
 def test_a_refused_key_exits_2_with_one_line_on_stderr(
     clean: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
