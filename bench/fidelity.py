@@ -22,13 +22,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import platform
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
+from host import host
 from spread import mean_std
 
 from distill.config import DistillConfig, ObjectiveConfig
@@ -282,7 +282,7 @@ def main() -> None:
         "quick": args.quick,
         "runs": runs,
         "wall_s": time.monotonic() - started,
-        "machine": {"platform": platform.platform(), "threads": torch.get_num_threads()},
+        "machine": host(),
     }
     write(results, args.json)
 

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from host import host
 from spread import mean_std
 
 from seqrec.models import ModelConfig
@@ -145,10 +145,7 @@ def main() -> None:
                 "quick": args.quick,
                 "threads": args.threads,
                 "experts_gamma": args.experts_gamma,
-                "machine": {
-                    "cpus": platform.processor() or platform.machine(),
-                    "python": platform.python_version(),
-                },
+                "machine": host(),
                 "summary": summary,
                 "target": target,
                 "runs": runs,

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import secrets
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from extract import build_teacher, teacher
+from host import host
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,8 +68,6 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    import torch
-
     from seqrec.data.loading import load_dataset
 
     data = load_dataset(args.dataset)
@@ -79,13 +77,7 @@ def main() -> None:
         "dataset": data.card(),
         "seed": args.seed,
         "settings": {name: value for name, value in vars(args).items() if name != "json"},
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "load_average_at_start": os.getloadavg(),
-        },
+        "machine": host(),
     }
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as scratch_name:
         scratch = Path(scratch_name)

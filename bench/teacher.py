@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from host import host
 from spread import mean_std
 
 METRICS = ("NDCG@10", "HR@10", "NDCG@20", "HR@20")
@@ -136,10 +136,7 @@ def main() -> None:
             {
                 "dataset": first["dataset"],
                 "seeds": args.seeds,
-                "machine": {
-                    "cpus": platform.processor() or platform.machine(),
-                    "python": platform.python_version(),
-                },
+                "machine": host(),
                 "summary": summary,
                 "runs": runs,
             },
