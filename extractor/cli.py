@@ -37,6 +37,10 @@ def extract(
     min_length: Annotated[int, typer.Option(help="Data-free: shortest sequence")] = 1,
     max_length: Annotated[int, typer.Option(help="Data-free: longest sequence")] = 50,
     prefixes: Annotated[str, typer.Option(help="Seeded: 'all' or prefixes per user")] = "all",
+    max_history: Annotated[
+        int | None,
+        typer.Option(help="Seeded: ask at most a query's most recent N items (default: all)"),
+    ] = None,
     scales: Annotated[str, typer.Option(help="View scales, must include 1")] = "1,0.5,0.25",
     k: Annotated[int, typer.Option(help="Items per answer")] = 100,
     cache: Annotated[
@@ -63,6 +67,7 @@ def extract(
         min_length=min_length,
         max_length=max_length,
         prefixes=all_or_count(prefixes, "--prefixes"),
+        max_history=max_history,
         scales=parse_scales(scales),
         k=k,
         cache=cache,

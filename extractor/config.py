@@ -23,7 +23,8 @@ class ExtractConfig:
 
     Data-free sources ("autoregressive", "frequency") use `n_sequences`, `min_length` and
     `max_length`; "seeded" uses `dataset` (a name or file for `load_dataset`, training split
-    only) and `prefixes` ("all" or that many prefixes per user).
+    only), `prefixes` ("all" or that many prefixes per user) and `max_history` (ask at most a
+    query's most recent N items; None: all of them).
     """
 
     teacher_url: str
@@ -36,6 +37,7 @@ class ExtractConfig:
     min_length: int = 1
     max_length: int = 50
     prefixes: Literal["all"] | int = "all"
+    max_history: int | None = None
     scales: tuple[float, ...] = DEFAULT_SCALES
     k: int = 100
     cache: str | None = None
@@ -76,6 +78,10 @@ class ExtractConfig:
             return f"prefixes must be 'all' or a positive int, got {self.prefixes!r}"
         if self.prefixes != "all" and self.prefixes < 1:
             return f"prefixes must be at least 1, got {self.prefixes}"
+        if self.max_history is not None and self.max_history < 1:
+            return f"max_history must be at least 1, got {self.max_history}"
+        if self.max_history is not None and self.source != "seeded":
+            return "max_history applies to the seeded source (data-free ones use max_length)"
         if not 1 <= self.min_length <= self.max_length:
             return f"need 1 <= min_length <= max_length, got {self.min_length}, {self.max_length}"
         for name in ("k", "concurrency", "n_sequences", "chunk_size", "batch_size"):
@@ -88,12 +94,15 @@ class ExtractConfig:
     def query_source(self) -> dict[str, Any]:
         """What fixes the queries and their ids; a resumed run must match it exactly."""
         if self.source == "seeded":
-            return {
+            fixed = {
                 "source": self.source,
                 "dataset": self.dataset,
                 "prefixes": self.prefixes,
                 "seed": self.seed,
             }
+            if self.max_history is not None:  # absent when unset: older probe sets still resume
+                fixed["max_history"] = self.max_history
+            return fixed
         return {
             "source": self.source,
             "n_sequences": self.n_sequences,

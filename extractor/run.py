@@ -355,7 +355,9 @@ def _chunk_table(
 
 
 def load_seeded(config: ExtractConfig) -> Prefixes:
-    """Prefix queries from the dataset's TRAINING split, in the black box's raw ids."""
+    """Prefix queries from the dataset's TRAINING split, in the black box's raw ids; with
+    `max_history`, each cut to its most recent items, as a black box that caps histories
+    needs (the mock teacher refuses more than 1,000 with a 422)."""
     from seqrec.data.dataset import leave_one_out
     from seqrec.data.loading import load_dataset
 
@@ -364,7 +366,10 @@ def load_seeded(config: ExtractConfig) -> Prefixes:
     train = leave_one_out(data).train
     catalogue = data.item_ids.astype(object)  # one str per item, shared by every query
     users = Prefixes(catalogue[train.items - 1], train.offsets[:-1], train.lengths)
-    return seeded_queries(users, config.prefixes, seed=config.seed)
+    queries = seeded_queries(users, config.prefixes, seed=config.seed)
+    if config.max_history is None:
+        return queries
+    return queries.tails(np.arange(len(queries)), np.minimum(queries.length, config.max_history))
 
 
 @contextmanager

@@ -210,6 +210,30 @@ def test_the_budget_is_a_hard_limit_and_a_resume_pays_nothing_twice(
     assert usage(clean, key) == len(distinct_views(table)) == first.paid + more.paid
 
 
+def test_max_history_asks_a_capped_black_box_the_most_recent_items(
+    start_teacher: StartTeacher, reference: Artifact, tmp_path: Path
+) -> None:
+    """A black box that refuses long histories (a 4xx, free) fails those queries; with
+    `max_history` each query is cut to its most recent items and every one is answered."""
+    capped = start_teacher(max_history=4)
+    whole = config(capped, KEYS[8], tmp_path / "whole", budget=1000, scales=(1.0,))
+    summary = run(whole)
+    queries = load_seeded(whole)
+    long = [query for query in queries if len(query) > 4]
+    assert long and summary.failed == len(long) and summary.queries_written == len(queries)
+    short = {tuple(query) for query in queries if len(query) <= 4}
+    assert usage(capped, KEYS[8]) == summary.paid == len(short)  # the refusals cost nothing
+
+    cut = replace(whole, out=tmp_path / "cut", max_history=4)
+    assert run(cut).failed == 0
+    table = read_probe_set(cut.out)
+    histories = table.column("history").to_pylist()
+    assert histories == [query[-4:] for query in load_seeded(whole)]
+    assert_answers_are_the_teachers(table, reference)
+    run_info = json.loads(table.schema.metadata[b"recmimic.run_info"])
+    assert run_info["max_history"] == 4 and "max_history" not in whole.query_source()
+
+
 def test_a_redis_cache_serves_a_second_run(clean: str, tmp_path: Path) -> None:
     """Keys hold the teacher's URL (a fresh port), so nothing from another run is reused."""
     cache = "redis://127.0.0.1:6379/0"
@@ -480,6 +504,8 @@ def test_the_command_prints_a_summary_without_the_key(clean: str, tmp_path: Path
         ({"scales": "1,half"}, "bad scales"),
         ({"scales": "0.5"}, "must include 1"),
         ({"prefixes": "0"}, "bad --prefixes"),
+        ({"max_history": 0}, "max_history must be at least 1"),
+        ({"source": "autoregressive", "max_history": 5}, "applies to the seeded source"),
         ({"api_key": "nope"}, "refused the API key"),
         ({"teacher_url": "http://127.0.0.1:9"}, "cannot reach the teacher"),
     ],
