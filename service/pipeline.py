@@ -77,6 +77,7 @@ def extract_config(
         dataset=resolve_dataset(dataset, settings) if dataset else None,
         n_sequences=request["n_sequences"],
         prefixes=request.get("prefixes") or "all",
+        max_history=request.get("max_history"),  # absent from jobs made before the field
         scales=tuple(request["scales"]),
         k=request["k"],
         cache=settings.redis_url,  # None: embedded under the probe folder

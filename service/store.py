@@ -335,8 +335,15 @@ def _terminal(status: str, now: datetime) -> dict[str, Any]:
 
 
 def _replay(existing: Job, request: dict[str, Any], idempotency_key: str) -> Job:
-    if existing.request != request:
+    """The job this key made, when the request is the same one. A field absent from the stored
+    request and a field set to None are the same request: optional fields added to the API
+    later (None by default) must not turn the replay of an older job's key into a conflict."""
+    if _set_fields(existing.request) != _set_fields(request):
         raise Conflict(
             f"Idempotency-Key {idempotency_key!r} was already used with a different request"
         )
     return existing
+
+
+def _set_fields(request: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in request.items() if value is not None}

@@ -260,6 +260,8 @@ def test_cancel_a_queued_job(alice: httpx.Client) -> None:
         ({"budget": 1001}, "body.budget: at most 1000, got 1001"),
         ({"k": 101}, "body.k: at most 100, got 101"),
         ({"source": "seeded"}, "the seeded source needs a dataset"),
+        ({"max_history": 50}, "max_history applies to the seeded source"),
+        ({"source": "seeded", "dataset": "ml-100k", "max_history": 0}, "body.max_history"),
         ({"scales": [0.5]}, "body.scales: must include 1"),
         ({"dataset": "../etc/passwd"}, "body.dataset: String should match pattern"),
         ({"backbone": "gru"}, "body.backbone: Input should be 'sasrec' or 'bert4rec'"),

@@ -129,6 +129,12 @@ def test_idempotency_key_replays_the_same_job(store: JobStore) -> None:
     other, created_other = store.create_job("bob", REQUEST, "secret", "retry-1")
     assert created_other and other.id != first.id  # keys are per tenant
     assert len(store.list_jobs("alice", 10)) == 1
+    # A field added to the API later reads None in a new request and is absent from the old
+    # row: the same request. Set to a value, it is a different one.
+    later, _ = store.create_job("alice", {**REQUEST, "max_history": None}, "secret", "retry-1")
+    assert later.id == first.id
+    with pytest.raises(Conflict, match="different request"):
+        store.create_job("alice", {**REQUEST, "max_history": 50}, "secret", "retry-1")
 
 
 def test_idempotency_key_under_concurrent_creates(store: JobStore) -> None:

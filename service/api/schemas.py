@@ -45,6 +45,12 @@ class JobRequest(BaseModel):
     prefixes: int | None = Field(
         default=None, ge=1, le=10_000, description="seeded: prefixes per user; null = all"
     )
+    max_history: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="seeded: ask at most a query's most recent N items; null = all of them",
+    )
     epochs: int | None = Field(default=None, ge=1, le=1000, description="cap on training epochs")
 
     @field_validator("teacher_url")
@@ -79,9 +85,11 @@ class JobRequest(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _seeded_needs_data(self) -> JobRequest:
+    def _seeded_settings(self) -> JobRequest:
         if self.source == "seeded" and not self.dataset:
             raise ValueError("the seeded source needs a dataset")
+        if self.source != "seeded" and self.max_history is not None:
+            raise ValueError("max_history applies to the seeded source")
         return self
 
     def stored(self) -> dict[str, Any]:
