@@ -303,3 +303,24 @@ def test_embedded_cache_moves_answers_from_the_old_schema(tmp_path: Path) -> Non
     db.close()
     assert tables == ["answers"]
     assert "WITHOUT ROWID" not in schema.upper()
+
+
+def test_a_rebuilt_embedded_cache_gives_the_old_tables_space_back(tmp_path: Path) -> None:
+    """The rebuild copies every answer, so without a VACUUM the file kept both tables."""
+    path = tmp_path / "answers.sqlite3"
+    answer = json.dumps([str(i) for i in range(100)], separators=(",", ":"))
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE answers (key TEXT PRIMARY KEY, items TEXT NOT NULL) WITHOUT ROWID")
+        db.executemany(
+            "INSERT INTO answers VALUES (?, ?)", [(key(str(i)), answer) for i in range(2000)]
+        )
+    db.close()
+    old_size = path.stat().st_size
+
+    async def body() -> None:
+        cache = EmbeddedCache(path)
+        assert await cache.get_many([key("7")]) == [json.loads(answer)]
+        await cache.close()
+
+    run(body())
+    assert path.stat().st_size <= old_size  # holding both tables, it was about twice as large
