@@ -96,5 +96,12 @@ def history_json(history: Sequence[str]) -> str:
         raise TypeError("history ids must be strings (the catalogue's raw ids)") from None
     if not history:
         return "[]"
-    plain = body.count('"') == 2 * (len(history) - 1) and "\\" not in body
-    return f'["{body}"]' if plain and body.isprintable() else CANONICAL_JSON.encode(list(history))
+    return (
+        f'["{body}"]' if is_plain_join(body, len(history)) else CANONICAL_JSON.encode(list(history))
+    )
+
+
+def is_plain_join(body: str, n_ids: int) -> bool:
+    """Whether `'","'.join` of `n_ids` ids needs no JSON escaping: its only quotes are the
+    separators' and it holds no backslash or control character (`isprintable`)."""
+    return body.count('"') == 2 * max(n_ids - 1, 0) and "\\" not in body and body.isprintable()

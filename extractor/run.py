@@ -262,7 +262,7 @@ class _Run:
         size = self.client.config.batch_size
         pieces = [misses[start : start + size] for start in range(0, len(misses), size)]
         answered = await gather_or_cancel(
-            [self._pay([histories[i] for i in piece], [keys[i] for i in piece]) for piece in pieces]
+            [self._pay(histories.subset(piece), [keys[i] for i in piece]) for piece in pieces]
         )
         outcomes = [_CLAIMED] * len(histories)
         for i, items in zip(own, hits, strict=True):
@@ -273,7 +273,7 @@ class _Run:
                 outcomes[i] = outcome
         return outcomes
 
-    async def _pay(self, histories: list[History], keys: list[str]) -> list[Outcome]:
+    async def _pay(self, histories: Prefixes, keys: list[str]) -> list[Outcome]:
         """Ask the black box, then cache what it answered before anything else happens.
 
         `keys` are the histories' cache keys under the run's model tag; an answer given under
@@ -291,7 +291,7 @@ class _Run:
             else:
                 retagged.setdefault(outcome.model_tag, []).append(i)
         for tag, rows in retagged.items():
-            tagged = self._keys(Prefixes.of([histories[i] for i in rows]), tag)
+            tagged = self._keys(histories.subset(rows), tag)
             answered.update((key, outcomes[i].items) for key, i in zip(tagged, rows, strict=True))
         await self.cache.put_many(answered)
         return outcomes

@@ -30,6 +30,7 @@ from fastapi import FastAPI, Request, Response
 from tiny_teacher import save_tiny_teacher
 from typer.testing import CliRunner
 
+from extractor.cache import EmbeddedCache, cache_keys
 from extractor.cli import extract as extract_command_function
 from extractor.config import ExtractConfig, parse_scales
 from extractor.probeset import read_probe_set
@@ -232,6 +233,45 @@ def test_max_history_asks_a_capped_black_box_the_most_recent_items(
     assert_answers_are_the_teachers(table, reference)
     run_info = json.loads(table.schema.metadata[b"recmimic.run_info"])
     assert run_info["max_history"] == 4 and "max_history" not in whole.query_source()
+
+
+def test_answers_from_a_model_changed_mid_run_are_cached_under_its_own_tag(
+    start_teacher: StartTeacher, tmp_path: Path
+) -> None:
+    """The catalogue comes under one model version, every answer under another: the answers
+    are kept, under the new version's keys, and the run's own keys stay empty."""
+
+    def retrained(app: FastAPI) -> None:
+        @app.middleware("http")
+        async def new_version(request: Request, call_next: Callable[..., Any]) -> Response:
+            response = await call_next(request)
+            if request.url.path.startswith("/v1/recommend"):
+                response.headers["X-Model-Version"] = "retrained"
+            return response
+
+    url = start_teacher(middleware=retrained)
+    cfg = config(url, KEYS[8], tmp_path, budget=1000, prefixes=2, scales=(1.0, 0.5))
+    summary = run(cfg)
+    assert summary.paid > 0 and summary.model_tag != "retrained"
+    answers = {}  # every asked history -> the answer written for it
+    for row in read_probe_set(tmp_path).to_pylist():
+        answers[tuple(row["history"])] = row["items"]
+        for n, items in zip(row["view_lengths"], row["view_items"], strict=True):
+            answers[tuple(row["history"][-n:])] = items
+    histories = sorted(answers)
+    new_keys = cache_keys(url, K, [list(h) for h in histories], "retrained")
+    run_keys = cache_keys(url, K, [list(h) for h in histories], summary.model_tag)
+
+    async def look_up() -> tuple[list[Any], list[Any]]:
+        cache = EmbeddedCache(tmp_path / "answers.sqlite3")
+        try:
+            return await cache.get_many(new_keys), await cache.get_many(run_keys)
+        finally:
+            await cache.close()
+
+    under_new, under_run = asyncio.run(look_up())
+    assert under_new == [answers[h] for h in histories] and len(under_new) == summary.paid
+    assert under_run == [None] * len(run_keys)
 
 
 def test_a_redis_cache_serves_a_second_run(clean: str, tmp_path: Path) -> None:
