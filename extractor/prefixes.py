@@ -1,14 +1,14 @@
 """Queries held as ranges of one flat array of ids, instead of one Python list each.
 
 Seeded queries are prefixes of users' histories (DESIGN.md section 5), and with the default
-of every prefix they hold sum(n^2)/2 ids as lists: ML-100k's 97,401 prefixes took 97 MB and
-0.36 s to build, and a dataset with users of thousands of items (ML-1M, ML-20M) needs
-gigabytes. Here a query is two integers, where its ids begin in `items` and how many, and it
-becomes a list only when it is sent to the black box.
+of every prefix they hold sum(n^2)/2 ids as lists: ML-100k's 97,401 prefixes took 95 MB and
+0.24 s to build, an ML-1M-sized synthetic dataset's 984,390 2.2 GB and 13 s
+(`bench/seeded_memory.py`). Here a query is two integers, where its ids begin in `items` and
+how many, and it becomes a list only when it is sent to the black box.
 
 Views (a query's most recent items, `extractor.views`) are ranges too, and so are their
-canonical JSON texts (`history_json`, what cache keys hash and the probe set splits): each is
-a slice of one text of all the ids, instead of a join and a check per view.
+canonical JSON texts (`history_json`, what cache keys hash): each is a slice of one text of
+all the ids, instead of a join and a check per view.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from extractor.arrow_build import STRING_LISTS, numeric, offsets_buffer, strings
-from extractor.ids import history_json
+from extractor.ids import history_json, is_plain_join
 
 History = list[str]
 
@@ -40,9 +40,7 @@ class _FlatText:
             body = '","'.join(ids)
         except TypeError:
             raise TypeError("history ids must be strings (the catalogue's raw ids)") from None
-        self.plain = (
-            body.count('"') == 2 * max(len(ids) - 1, 0) and "\\" not in body and body.isprintable()
-        )
+        self.plain = is_plain_join(body, len(ids))
         self.big = f'"{body}"'
         self.widths = np.fromiter(map(len, ids), np.int64, len(ids)) + 2  # with their quotes
         self.starts = np.zeros(len(ids), dtype=np.int64)

