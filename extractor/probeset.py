@@ -26,7 +26,9 @@ A writer made with `background=True` writes each part in a thread while its call
 (the extraction run: a part took 30 to 50 ms with its two fsyncs, during which no request was
 sent or answered), up to `PARTS_IN_FLIGHT` parts queued (waiting for each part before queueing
 the next held a fully cached re-run 0.1 s of its 1 s); parts still queued at a kill are lost
-like the buffer.
+like the buffer. `add_part` writes a table, or a part's bytes, as a part of its own and gives
+back its bytes: how a run keeps a chunk's part in the cache and copies it back later
+(`extractor.part_memo`).
 One writer per directory (the run's budget ledger lock already guarantees one live run).
 """
 
@@ -308,7 +310,7 @@ class ProbeSetWriter:
         self._tables: list[pa.Table] = []
         self._buffered = 0  # rows in both
         self._thread = ThreadPoolExecutor(1, "probeset-writer") if background else None
-        self._pending: deque[Future[Path]] = deque()  # parts in the thread, oldest first
+        self._pending: deque[Future[bytes]] = deque()  # parts in the thread, oldest first
 
     def done_ids(self, include_failed: bool = True) -> set[int]:
         """Query ids already on disk, so a resumed run skips them.
@@ -350,45 +352,63 @@ class ProbeSetWriter:
             self._tables.append(_to_table(self._rows))
             self._rows = []
 
-    def flush(self) -> Path | None:
-        """Write buffered rows as the next part; returns its path (in the background: once
+    def add_part(self, part: pa.Table | bytes) -> Future[bytes]:
+        """Write rows as a part of their own, after the rows buffered before them: a table of
+        `SCHEMA` (without run_info, which is added), or a part encoded earlier, as its bytes
+        (`extractor.part_memo` keeps them). The future gives the part's bytes once on disk."""
+        self.flush()
+        return self._submit(part)
+
+    def flush(self) -> None:
+        """Write buffered rows as the next part (in the background: queued, on disk once
         `wait` returns). Waits first for the oldest part in flight if `PARTS_IN_FLIGHT` are."""
         self._collect_rows()
         if not self._tables:
-            return None
-        final = self.directory / f"part-{self._next_index:05d}.parquet"
+            return
         table = pa.concat_tables(self._tables)
-        if self.run_info is not None:
-            metadata = {RUN_INFO_KEY: json.dumps(self.run_info, sort_keys=True)}
-            table = table.replace_schema_metadata(metadata)
-        if self._thread is None:
-            self._write_part(table, final)
-        else:
-            while self._pending and (
-                self._pending[0].done() or len(self._pending) >= PARTS_IN_FLIGHT
-            ):
-                self._pending.popleft().result()  # raises a failed part's error
-            self._pending.append(self._thread.submit(self._write_part, table, final))
         self._tables, self._buffered = [], 0
+        self._submit(table)
+
+    def _submit(self, part: pa.Table | bytes) -> Future[bytes]:
+        final = self.directory / f"part-{self._next_index:05d}.parquet"
         self._next_index += 1
-        return final
+        if self._thread is None:
+            done: Future[bytes] = Future()
+            done.set_result(self._write_part(part, final))
+            return done
+        while self._pending and (self._pending[0].done() or len(self._pending) >= PARTS_IN_FLIGHT):
+            self._pending.popleft().result()  # raises a failed part's error
+        future = self._thread.submit(self._write_part, part, final)
+        self._pending.append(future)
+        return future
 
     def wait(self) -> None:
         """Until the parts written in the background, if any, are on disk; raises an error."""
         while self._pending:
             self._pending.popleft().result()
 
-    def _write_part(self, table: pa.Table, final: Path) -> Path:
-        """Temp file, fsync, rename, fsync the directory: whole parts or none after a kill."""
+    def _write_part(self, part: pa.Table | bytes, final: Path) -> bytes:
+        """Encode (unless given bytes), then temp file, fsync, rename, fsync the directory:
+        whole parts or none after a kill. Returns the part's bytes."""
+        data = part if isinstance(part, bytes) else self._encode(part)
         temp = self.directory / f"{_TEMP_PREFIX}{final.name.removeprefix('part-')}.tmp"
-        # No column statistics: nothing reads a probe set by min/max, and for the id lists
-        # they were a quarter of the write's CPU (a cached re-run: 0.90 -> 0.82 s of CPU).
-        pq.write_table(table, temp, write_statistics=False)
-        with temp.open("rb") as handle:
+        with temp.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, final)
         _fsync_directory(self.directory)
-        return final
+        return data
+
+    def _encode(self, table: pa.Table) -> bytes:
+        if self.run_info is not None:
+            metadata = {RUN_INFO_KEY: json.dumps(self.run_info, sort_keys=True)}
+            table = table.replace_schema_metadata(metadata)
+        sink = pa.BufferOutputStream()
+        # No column statistics: nothing reads a probe set by min/max, and for the id lists
+        # they were a quarter of the write's CPU (a cached re-run: 0.90 -> 0.82 s of CPU).
+        pq.write_table(table, sink, write_statistics=False)
+        return sink.getvalue().to_pybytes()
 
     def close(self) -> None:
         try:

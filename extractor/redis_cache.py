@@ -20,6 +20,7 @@ class RedisCache:
     """Answers in Redis under `namespace:<key>`; reads are pipelined MGETs, writes pipelined SETs.
 
     `ttl_s` bounds how long answers live (None keeps them until evicted); values are compact JSON.
+    Probe-set parts (`put_part`) live under `namespace:part:<key>`, with the same time to live.
     """
 
     def __init__(
@@ -69,6 +70,18 @@ class RedisCache:
                     for key, answer in entries[start : start + _REDIS_CHUNK]:
                         pipe.set(self._name(key), encode_ids(answer), ex=self.ttl_s)
                     await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise CacheError(f"Redis write failed at {self.url}: {exc}") from None
+
+    async def get_part(self, key: str) -> bytes | None:
+        try:
+            return await self._client.get(self._name(f"part:{key}"))
+        except (RedisError, OSError) as exc:
+            raise CacheError(f"Redis read failed at {self.url}: {exc}") from None
+
+    async def put_part(self, key: str, data: bytes) -> None:
+        try:
+            await self._client.set(self._name(f"part:{key}"), data, ex=self.ttl_s)
         except (RedisError, OSError) as exc:
             raise CacheError(f"Redis write failed at {self.url}: {exc}") from None
 

@@ -23,6 +23,7 @@ import os
 import signal
 import time
 from collections.abc import Collection, Coroutine, Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from extractor.budget import Budget
 from extractor.cache import AnswerCache, json_cache_keys, open_cache
 from extractor.client import BUDGET_REFUSED, BlackBoxClient, ClientConfig, Outcome, catalogue
 from extractor.config import ExtractConfig
+from extractor.part_memo import RememberedPart, pack, part_key, unpack
 from extractor.prefixes import History, Prefixes
 from extractor.probeset import ProbeSetWriter, probe_table
 from extractor.sources import Answer, AutoregressiveConfig, autoregressive, seeded_queries
@@ -123,13 +125,20 @@ class _Run:
         self.stopped: str | None = None
         # cache key -> the outcome another chunk awaits (None: claimed, nobody waits yet)
         self._claims: dict[str, asyncio.Future[Outcome] | None] = {}
+        self._remembering: list[asyncio.Future[None]] = []  # parts on their way to the cache
 
     async def seeded(self, queries: Prefixes) -> None:
-        """Every query known up front; the ones already on disk are skipped."""
+        """Every query known up front; the ones already on disk are skipped. Chunks whose
+        parts were remembered by an earlier run are copied (`extractor.part_memo`)."""
         done = np.fromiter(self.done, np.int64, len(self.done))
         fresh = np.flatnonzero(~np.isin(np.arange(len(queries)), done))
         self.bar.reset(total=len(fresh))
-        await self.queries(fresh.tolist(), queries.subset(fresh), keep_answers=False)
+        try:
+            await self.queries(fresh.tolist(), queries.subset(fresh), keep_answers=False)
+        except BaseException:
+            await asyncio.gather(*self._remembering, return_exceptions=True)
+            raise
+        await asyncio.gather(*self._remembering)  # a cache that cannot store them fails the run
 
     async def data_free(self, items: Sequence[str]) -> None:
         """Grow sequences step by step; each step's prefixes are the next query ids."""
@@ -177,13 +186,16 @@ class _Run:
                 if self.stopped:
                     self.counts.left += end - start
                     return [None] * (end - start)
-                answers = await self._chunk(ids[start:end], queries[start:end])
+                answers = await self._chunk(ids[start:end], queries[start:end], not keep_answers)
             return answers if keep_answers else []
 
         chunks = await gather_or_cancel(chunk(start) for start in range(0, len(queries), size))
         return [answer for answers in chunks for answer in answers] if keep_answers else []
 
-    async def _chunk(self, ids: list[int], queries: Prefixes) -> list[Answer]:
+    async def _chunk(self, ids: list[int], queries: Prefixes, memo: bool) -> list[Answer]:
+        """Write the probe rows of a chunk's queries not yet on disk; `memo`: copy the chunk's
+        part from the cache when an earlier run remembered it, and remember it otherwise
+        (only where no answers are wanted back: a seeded run)."""
         fresh = [i for i, query_id in enumerate(ids) if query_id not in self.done]
         replay = [i for i, query_id in enumerate(ids) if query_id in self.done]
         answers: list[Answer] = [None] * len(queries)
@@ -197,6 +209,11 @@ class _Run:
             )
         if not fresh:
             return answers
+        part = None
+        if memo and not replay:
+            part = part_key(self.writer.run_info or {}, ids, queries.texts())
+            if await self._copy_remembered(part, len(ids)):
+                return answers
         plan = plan_probes(queries.subset(fresh), self.config.scales)
         results = await self._resolve(plan.histories, plan.texts)
         unasked = [row for row, outcome in enumerate(results) if self._unasked(outcome)]
@@ -206,13 +223,43 @@ class _Run:
             self.counts.left += int((~complete).sum())
         kept = np.flatnonzero(complete)
         table, items = _chunk_table([ids[fresh[q]] for q in kept.tolist()], plan, kept, results)
-        self.writer.add_table(table)
+        if part is not None and len(kept) == len(ids) and self._all_answered(results):
+            written = self.writer.add_part(table)
+            remember = self._remember(part, len(results), written)
+            self._remembering.append(asyncio.ensure_future(remember))
+        else:
+            self.writer.add_table(table)
         for q, answer in zip(kept.tolist(), items, strict=True):
             answers[fresh[q]] = answer
         self.counts.written += len(kept)
         self.counts.failed += sum(answer is None for answer in items)  # no list __eq__
         self._progress(len(kept))
         return answers
+
+    async def _copy_remembered(self, key: str, rows: int) -> bool:
+        """Write the part an earlier run remembered under `key`, if the cache has it whole."""
+        value = await self.cache.get_part(key)
+        part = None if value is None else unpack(value, rows)
+        if part is None:
+            return False
+        self.writer.add_part(part.data)
+        self.counts.cached += part.lookups
+        self.counts.written += rows
+        self._progress(rows)
+        return True
+
+    async def _remember(self, key: str, lookups: int, written: Future[bytes]) -> None:
+        """Store a part in the cache once the writer has it on disk."""
+        try:
+            data = await asyncio.wrap_future(written)
+        except Exception:  # noqa: BLE001 - the writer raises the same error from `close`
+            return
+        await self.cache.put_part(key, pack(RememberedPart(lookups, data)))
+
+    def _all_answered(self, outcomes: list[Outcome]) -> bool:
+        """Every history answered under the run's model tag, so that a copy of the chunk's
+        part says what a rebuild from the cache would."""
+        return all(outcome.ok and outcome.model_tag == self.tag for outcome in outcomes)
 
     async def _resolve(self, histories: Prefixes, texts: list[str]) -> list[Outcome]:
         """One outcome per history (`texts`: their `history_json`): from the cache, else paid

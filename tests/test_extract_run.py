@@ -12,6 +12,7 @@ import gc
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -46,7 +47,7 @@ from teacher_mock.settings import TeacherSettings
 
 DATASET = "synthetic:30:20"
 K = 10
-KEYS = [f"extract-test-key-{i}" for i in range(10)]
+KEYS = [f"extract-test-key-{i}" for i in range(12)]
 StartTeacher = Callable[..., str]
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -161,6 +162,70 @@ def test_seeded_run_writes_the_teachers_answers_and_pays_each_history_once(
     copy = run(shared)  # a new directory answered from the first run's cache
     assert (copy.paid, usage(clean, key)) == (0, paid) and copy.cached >= paid
     assert read_probe_set(shared.out).equals(table)
+
+
+def part_files(directory: Path) -> list[bytes]:
+    return [path.read_bytes() for path in sorted(directory.glob("part-*.parquet"))]
+
+
+def test_a_repeated_run_copies_the_parts_it_remembered_without_reading_answers(
+    clean: str, tmp_path: Path
+) -> None:
+    """Every chunk of a fresh seeded run leaves its part in the cache; a run of the same
+    settings into a new directory copies them, byte for byte, so it needs no answer at all
+    (they are deleted here: rebuilding would have to pay for them)."""
+    key = KEYS[10]
+    cfg = config(clean, key, tmp_path / "first", budget=10_000, chunk_size=16)
+    first = run(cfg)
+    cache_file = cfg.out / "answers.sqlite3"
+    with sqlite3.connect(cache_file) as db:
+        parts = db.execute("SELECT count(*) FROM parts").fetchone()[0]
+        db.execute("DELETE FROM answers")
+    db.close()
+    assert parts == -(-first.queries_written // 16)  # one per chunk
+
+    copy = run(replace(cfg, out=tmp_path / "copy", cache=str(cache_file)))
+    assert (copy.paid, usage(clean, key)) == (0, first.paid)
+    assert copy.cached == first.paid + first.cached  # each chunk's distinct histories
+    assert copy.queries_written == first.queries_written
+    assert part_files(tmp_path / "copy") == part_files(cfg.out)
+    assert read_probe_set(tmp_path / "copy").equals(read_probe_set(cfg.out))
+
+    other_k = run(replace(cfg, out=tmp_path / "k5", cache=str(cache_file), k=5))
+    assert other_k.paid > 0  # other settings, other parts: none is copied
+
+
+def test_a_damaged_remembered_part_is_rebuilt_from_the_answers(clean: str, tmp_path: Path) -> None:
+    key = KEYS[10]
+    cfg = config(clean, key, tmp_path / "first", budget=10_000, chunk_size=16)
+    run(cfg)
+    cache_file = cfg.out / "answers.sqlite3"
+    with sqlite3.connect(cache_file) as db:
+        db.execute("UPDATE parts SET data = substr(data, 1, length(data) - 100)")
+    db.close()
+    paid = usage(clean, key)
+    copy = run(replace(cfg, out=tmp_path / "copy", cache=str(cache_file)))
+    assert (copy.paid, usage(clean, key)) == (0, paid)
+    assert read_probe_set(tmp_path / "copy").equals(read_probe_set(cfg.out))
+
+
+def test_only_chunks_answered_in_full_are_remembered(
+    start_teacher: StartTeacher, tmp_path: Path
+) -> None:
+    """A failed query is asked again by a later run, so its chunk's part is not kept."""
+    capped = start_teacher(max_history=4)  # longer histories fail, unpaid
+    cfg = config(capped, KEYS[11], tmp_path / "first", budget=1000, chunk_size=4, scales=(1.0,))
+    first = run(cfg)
+    long = [len(query) > 4 for query in load_seeded(cfg)]
+    whole_chunks = sum(not any(long[i : i + 4]) for i in range(0, len(long), 4))
+    assert first.failed == sum(long) and 0 < whole_chunks < len(long) / 4
+    cache_file = cfg.out / "answers.sqlite3"
+    with sqlite3.connect(cache_file) as db:
+        assert db.execute("SELECT count(*) FROM parts").fetchone()[0] == whole_chunks
+    db.close()
+    copy = run(replace(cfg, out=tmp_path / "copy", cache=str(cache_file)))
+    assert (copy.paid, copy.failed) == (0, first.failed)
+    assert read_probe_set(tmp_path / "copy").equals(read_probe_set(cfg.out))
 
 
 def test_a_cache_failure_in_one_of_the_overlapping_chunks_is_raised_as_it_is(

@@ -149,6 +149,28 @@ def test_concurrent_puts_and_gets(open_backend: Opener) -> None:
     run(body())
 
 
+def test_parts_round_trip_apart_from_answers_and_survive_reopen(open_backend: Opener) -> None:
+    """Parts are opaque bytes (any byte value), under keys that never meet the answers'."""
+    part = bytes(range(256)) * 1000  # 256 kB, as a 1,024-query part is
+
+    async def body() -> None:
+        cache = await open_backend()
+        name = key("1")
+        assert await cache.get_part(name) is None
+        await cache.put_part(name, part)
+        assert await cache.get_many([name]) == [None]  # an answer under the same key: none
+        await cache.put_many({name: ["2"]})
+        assert await cache.get_part(name) == part
+        await cache.put_part(name, b"later")  # a later part replaces the entry
+        await cache.close()
+        reopened = await open_backend()
+        assert await reopened.get_part(name) == b"later"
+        assert await reopened.get_many([name]) == [["2"]]
+        await reopened.close()
+
+    run(body())
+
+
 # Keys.
 
 
@@ -301,7 +323,7 @@ def test_embedded_cache_moves_answers_from_the_old_schema(tmp_path: Path) -> Non
         tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
         schema = db.execute("SELECT sql FROM sqlite_master WHERE name = 'answers'").fetchone()[0]
     db.close()
-    assert tables == ["answers"]
+    assert tables == ["answers", "parts"]  # the old table is gone
     assert "WITHOUT ROWID" not in schema.upper()
 
 

@@ -57,6 +57,31 @@ def test_rows_are_written_in_numbered_parts(tmp_path: Path) -> None:
     assert table.column("query_id").to_pylist() == list(range(7))
 
 
+@pytest.mark.parametrize("background", [False, True])
+def test_a_part_of_its_own_comes_after_the_buffered_rows_and_gives_its_bytes(
+    tmp_path: Path, background: bool
+) -> None:
+    """`add_part` is how a run remembers a chunk's part (its bytes, as on disk) and copies one
+    back (bytes written verbatim as the next part)."""
+    info = {"endpoint": "http://t", "k": 2}
+    writer = ProbeSetWriter(tmp_path / "a", rows_per_part=10, run_info=info, background=background)
+    writer.add_many(row(i) for i in range(3))  # buffered
+    own = writer.add_part(
+        probe_table([3, 4], [["1"], ["2"]], [["x"], ["y"]], [None, None], [], np.zeros((2, 0)), [])
+    )
+    writer.add(row(5))
+    writer.close()
+    files = [path.read_bytes() for path in sorted((tmp_path / "a").glob("part-*"))]
+    assert len(files) == 3 and own.result() == files[1]
+    assert pq.read_metadata(tmp_path / "a" / "part-00001.parquet").num_rows == 2
+    assert read_probe_set(tmp_path / "a").column("query_id").to_pylist() == list(range(6))
+
+    copy = ProbeSetWriter(tmp_path / "b", run_info=info, background=background)
+    assert copy.add_part(files[1]).result() == files[1]
+    copy.close()
+    assert (tmp_path / "b" / "part-00000.parquet").read_bytes() == files[1]
+
+
 def test_parts_carry_no_column_statistics(tmp_path: Path) -> None:
     """Nothing filters a probe set by min/max, and computing them cost a quarter of a write."""
     with ProbeSetWriter(tmp_path) as writer:
