@@ -15,8 +15,8 @@ def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
 
     When the black box runs on the same machine, every microsecond of client CPU per request
     is taken from the server: uvloop's transports and timers cut the single-endpoint client
-    from 0.133 to 0.126 ms of CPU per history (means of 5 alternating runs each, README,
-    "Extraction throughput").
+    from 0.133 to 0.126 ms of CPU per history (means of 5 alternating runs each,
+    bench/results/extract-history.md).
     """
     try:
         import uvloop

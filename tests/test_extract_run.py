@@ -543,7 +543,7 @@ def test_sigterm_flushes_complete_queries_and_writes_a_summary(
 def test_a_cached_rerun_of_the_command_imports_neither_pandas_nor_redis(
     clean: str, tmp_path: Path
 ) -> None:
-    """pandas took a third of a fully cached re-run (README, "Extraction throughput"): loading a
+    """pandas took a third of a fully cached re-run (extractor/arrow_build.py): loading a
     processed dataset and writing the probe set must not pull it in (pyarrow's converters do).
     Nor does a run with the embedded cache need redis-py."""
     frame = load_dataset(DATASET).sequences.to_lists()

@@ -1,8 +1,8 @@
 """On-disk cache of processed datasets: a raw file is read, filtered and densified once.
 
 Reading ML-100k with pandas, k-core filtering and densifying it takes about 0.3 s, which was
-most of a fully cached extraction re-run (README, "Extraction throughput"); loading the result
-from here takes a few milliseconds.
+most of a fully cached extraction re-run at the time (commit 469084f); loading the result from
+here takes a few milliseconds.
 
 An entry is found only by what determines its content: the raw file's sha256, its format, the
 k-core bounds, and a hash of the source of the modules that build it (readers, dataset,
