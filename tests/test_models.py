@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from seqrec.artifacts import ArtifactError, ArtifactInfo, load_artifact, save_artifact
 from seqrec.data.sequences import Sequences
@@ -66,6 +67,47 @@ def test_last_position_shortcut_matches_the_full_encoder(arch: str) -> None:
     assert len(grads[0]) == len(grads[1]) > 0
     for short_grad, full_grad in zip(*grads, strict=True):
         torch.testing.assert_close(short_grad, full_grad)
+
+
+def padded_reference(model: torch.nn.Module, seqs: torch.Tensor) -> torch.Tensor:
+    """The encoder with every layer run over every position, padding included, then zeroed:
+    what the blocks computed before they ran their position-wise layers on real items alone."""
+    valid = seqs != 0
+    length = seqs.shape[1]
+    positions = torch.arange(length - 1, -1, -1)
+    x = model.item_emb(seqs) * model.config.hidden**0.5 + model.pos_emb(positions)
+    x = x * valid.unsqueeze(-1)
+    mask = model._attention_mask(valid)
+    for block in model.blocks:
+        b, _, d = x.shape
+        q, k, v = block.qkv(block.attn_norm(x)).split(d, dim=-1)
+        heads = [t.view(b, length, block.n_heads, -1).transpose(1, 2) for t in (q, k, v)]
+        attended = F.scaled_dot_product_attention(*heads, attn_mask=mask)
+        x = x + block.attn_out(attended.transpose(1, 2).reshape(b, length, d))
+        x = (x + block.ff(block.ff_norm(x))) * valid.unsqueeze(-1)
+    return model.final_norm(x)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_real_items_alone_give_the_padded_encoders_values_and_gradients(arch: str) -> None:
+    """The blocks skip padding in their position-wise layers; nothing a real position sees
+    may change, forward or backward."""
+    model = tiny(arch, n_blocks=2).double()
+    seqs = torch.tensor([[0, 0, 0, 0, 0, 0, 3, 17, 5, 9], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]])
+    seqs = torch.cat([seqs, torch.tensor([[0] * 9 + [29], [0] * 10])])  # one item; none
+    valid = (seqs != 0).unsqueeze(-1)
+    grads = []
+    for encode in (model.encode, lambda s: padded_reference(model, s)):
+        model.zero_grad()
+        hidden = encode(seqs) * valid
+        (hidden.square().sum() + hidden[:, -1].sum()).backward()
+        used = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        grads.append((hidden.detach(), used))
+    (ours, our_grads), (reference, reference_grads) = grads
+    torch.testing.assert_close(ours, reference)
+    assert len(our_grads) == len(reference_grads) > 0
+    for mine, theirs in zip(our_grads, reference_grads, strict=True):
+        torch.testing.assert_close(mine, theirs)
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -16,6 +16,8 @@ from torch import nn
 from seqrec.models.config import ModelConfig
 from seqrec.models.dropout import Dropout, attention
 
+_PACKED_SIZES = 8  # sizes of packed rows per batch shape (see `_item_rows`)
+
 
 class TransformerBlock(nn.Module):
     """Pre-norm self-attention + feed-forward block."""
@@ -38,26 +40,66 @@ class TransformerBlock(nn.Module):
         self.dropout = Dropout(dropout)
 
     def forward(
-        self, x: torch.Tensor, attn_mask: torch.Tensor, last_only: bool = False
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor,
+        rows: torch.Tensor,
+        last_only: bool = False,
     ) -> torch.Tensor:
         """[B, L, d] -> [B, L, d], or [B, 1, d] for the last position alone with `last_only`.
 
-        The last position still attends to every key, so its output is the same either way;
+        `rows` are the flat positions (b * L + l) of real items: the position-wise layers
+        (norms, projections, feed-forward) run on those alone and padding comes out as zeros,
+        as the encoder needs it. Only attention sees the padded [B, L] layout. With
+        `last_only` the last position still attends to every key, so its output is the same;
         skipping the other queries and their feed-forward saves most of the block when only
         the next-item prediction is read (student training, serving).
         """
         b, length, d = x.shape
-        normed = self.attn_norm(x)
+        items = _pack(x.reshape(b * length, d), rows)
+        normed = self.attn_norm(items)
         if last_only:
-            x, attn_mask = x[:, -1:], attn_mask[:, :, -1:]
-            q = F.linear(normed[:, -1:], self.qkv.weight[:d], self.qkv.bias[:d])
-            k, v = F.linear(normed, self.qkv.weight[d:], self.qkv.bias[d:]).split(d, dim=-1)
+            x = x[:, -1]
+            q = F.linear(self.attn_norm(x), self.qkv.weight[:d], self.qkv.bias[:d]).unsqueeze(1)
+            kv = _unpack(F.linear(normed, self.qkv.weight[d:], self.qkv.bias[d:]), rows, b, length)
+            k, v = kv.split(d, dim=-1)
+            attn_mask = attn_mask[:, :, -1:]
         else:
-            q, k, v = self.qkv(normed).split(d, dim=-1)
+            q, k, v = _unpack(self.qkv(normed), rows, b, length).split(d, dim=-1)
         heads = (t.view(b, -1, self.n_heads, d // self.n_heads).transpose(1, 2) for t in (q, k, v))
         attended = attention(*heads, attn_mask, self.dropout.p if self.training else 0.0)
-        x = x + self.dropout(self.attn_out(attended.transpose(1, 2).reshape(b, x.shape[1], d)))
-        return x + self.dropout(self.ff(self.ff_norm(x)))
+        attended = attended.transpose(1, 2).reshape(-1, d)
+        if last_only:
+            x = x + self.dropout(self.attn_out(attended))
+            return (x + self.dropout(self.ff(self.ff_norm(x)))).unsqueeze(1)
+        items = items + self.dropout(self.attn_out(_pack(attended, rows)))
+        items = items + self.dropout(self.ff(self.ff_norm(items)))
+        return _unpack(items, rows, b, length)
+
+
+def _item_rows(valid: torch.Tensor) -> torch.Tensor:
+    """Flat positions of the real items of [B, L] `valid`, rounded up to a multiple of an
+    eighth of B * L with the index B * L (a spare row of zeros, see `_pack`): a batch's packed
+    tensors then take one of 8 sizes per shape instead of any size, which glibc's allocator
+    reuses; sizes that changed with every batch fragmented its heap, and a student's peak RSS
+    grew from 0.75 to 2.2 GB in 6 epochs."""
+    total = valid.numel()
+    rows = valid.reshape(-1).nonzero().squeeze(1)
+    step = -(-total // _PACKED_SIZES)
+    size = min(-(-len(rows) // step) * step, total)
+    return F.pad(rows, (0, size - len(rows)), value=total)
+
+
+def _pack(flat: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The rows [N, w] of the flat padded layout [B * L, w] at `rows`; the index B * L reads
+    an extra row of zeros (the spare rows that round N up)."""
+    return F.pad(flat, (0, 0, 0, 1)).index_select(0, rows)
+
+
+def _unpack(packed: torch.Tensor, rows: torch.Tensor, b: int, length: int) -> torch.Tensor:
+    """Rows of real items [N, w] back in the padded layout [B, L, w], zeros at padding."""
+    full = packed.new_zeros(b * length + 1, packed.shape[1])
+    return full.index_copy(0, rows, packed)[:-1].view(b, length, -1)
 
 
 class SequentialRecommender(nn.Module, ABC):
@@ -109,10 +151,11 @@ class SequentialRecommender(nn.Module, ABC):
         x = self.item_emb(seqs) * self.config.hidden**0.5 + self.pos_emb(positions)
         x = self.emb_dropout(x) * valid.unsqueeze(-1)
         mask = self._attention_mask(valid)
+        rows = _item_rows(valid)
         for depth, block in enumerate(blocks):
             if last_only and depth == len(blocks) - 1:
-                return final_norm(block(x, mask, last_only=True) * valid[:, -1:, None])
-            x = block(x, mask) * valid.unsqueeze(-1)
+                return final_norm(block(x, mask, rows, last_only=True) * valid[:, -1:, None])
+            x = block(x, mask, rows)
         return final_norm(x[:, -1:] if last_only else x)
 
     def _attention_mask(self, valid: torch.Tensor) -> torch.Tensor:
