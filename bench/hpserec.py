@@ -10,9 +10,8 @@ above SASRec's while its head-item HR@10 stays at or above 0.98x SASRec's.
 `--quick` caps training at 3 epochs (a smoke run, not a quality figure). `--threads` sets torch's
 intra-op threads in each run (default 1: on a small shared machine more threads spin-wait).
 
-Measured (seeds 0-2, shared 2-core box, 1 thread, experts_beta 0.1): SASRec HR@10 0.2011 ±
-0.0200 (head 0.2723, tail 0.1336 ± 0.0424), HPSERec-4 0.2015 ± 0.0032 (head 0.2810, tail 0.1260 ±
-0.0074); groups [44, 450, 405, 450]. Target missed: tail -0.0076, head ratio 1.032.
+Results, with the build and settings they came from: README, "HPSERec as a supervised long-tail
+recommender".
 """
 
 from __future__ import annotations
