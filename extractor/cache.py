@@ -21,9 +21,9 @@ import contextlib
 import hashlib
 import sqlite3
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from extractor.ids import CANONICAL_JSON, JsonIds, encode_ids, history_json
@@ -31,6 +31,7 @@ from extractor.ids import CANONICAL_JSON, JsonIds, encode_ids, history_json
 KEY_VERSION = "recmimic-answer-v1"
 REDIS_SCHEMES = ("redis://", "rediss://")
 EMBEDDED_FILENAME = "answers.sqlite3"
+T = TypeVar("T")
 _SQLITE_CHUNK = 900  # bound parameters per SELECT, below SQLite's historical limit of 999
 
 
@@ -218,30 +219,25 @@ class EmbeddedCache:
     async def get_many(self, keys: Sequence[str]) -> list[JsonIds | None]:
         if not keys:
             return []
-        try:
-            return await asyncio.to_thread(self._get, list(keys))
-        except sqlite3.Error as exc:
-            raise CacheError(f"embedded cache read failed at {self.path}: {exc}") from None
+        return await self._in_thread("read", self._get, list(keys))
 
     async def put_many(self, items: Mapping[str, Sequence[str]]) -> None:
-        if not items:
-            return
-        try:
-            await asyncio.to_thread(self._put, items)
-        except sqlite3.Error as exc:
-            raise CacheError(f"embedded cache write failed at {self.path}: {exc}") from None
+        if items:
+            await self._in_thread("write", self._put, items)
 
     async def get_part(self, key: str) -> bytes | None:
-        try:
-            return await asyncio.to_thread(self._get_part, key)
-        except sqlite3.Error as exc:
-            raise CacheError(f"embedded cache read failed at {self.path}: {exc}") from None
+        return await self._in_thread("read", self._get_part, key)
 
     async def put_part(self, key: str, data: bytes) -> None:
+        await self._in_thread("write", self._put_part, key, data)
+
+    async def _in_thread(self, action: str, call: Callable[..., T], *args: Any) -> T:
+        """`call(*args)` in a worker thread, so the event loop keeps serving; an SQLite error
+        becomes a CacheError saying which file and what failed."""
         try:
-            await asyncio.to_thread(self._put_part, key, data)
+            return await asyncio.to_thread(call, *args)
         except sqlite3.Error as exc:
-            raise CacheError(f"embedded cache write failed at {self.path}: {exc}") from None
+            raise CacheError(f"embedded cache {action} failed at {self.path}: {exc}") from None
 
     async def close(self) -> None:
         with self._lock:

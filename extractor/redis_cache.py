@@ -5,7 +5,8 @@ cache never imports redis-py.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -51,39 +52,39 @@ class RedisCache:
         if not keys:
             return []
         names = [self._name(key) for key in keys]
-        try:
+        with self._failing("read"):
             async with self._client.pipeline(transaction=False) as pipe:
                 for start in range(0, len(names), _REDIS_CHUNK):
                     pipe.mget(names[start : start + _REDIS_CHUNK])
                 chunks = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise CacheError(f"Redis read failed at {self.url}: {exc}") from None
         return [None if raw is None else JsonIds(raw.decode()) for chunk in chunks for raw in chunk]
 
     async def put_many(self, items: Mapping[str, Sequence[str]]) -> None:
         if not items:
             return
         entries = list(items.items())
-        try:
+        with self._failing("write"):
             for start in range(0, len(entries), _REDIS_CHUNK):
                 async with self._client.pipeline(transaction=False) as pipe:
                     for key, answer in entries[start : start + _REDIS_CHUNK]:
                         pipe.set(self._name(key), encode_ids(answer), ex=self.ttl_s)
                     await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise CacheError(f"Redis write failed at {self.url}: {exc}") from None
 
     async def get_part(self, key: str) -> bytes | None:
-        try:
+        with self._failing("read"):
             return await self._client.get(self._name(f"part:{key}"))
-        except (RedisError, OSError) as exc:
-            raise CacheError(f"Redis read failed at {self.url}: {exc}") from None
 
     async def put_part(self, key: str, data: bytes) -> None:
-        try:
+        with self._failing("write"):
             await self._client.set(self._name(f"part:{key}"), data, ex=self.ttl_s)
+
+    @contextmanager
+    def _failing(self, action: str) -> Iterator[None]:
+        """A Redis or socket error as a CacheError saying what failed (the URL redacted)."""
+        try:
+            yield
         except (RedisError, OSError) as exc:
-            raise CacheError(f"Redis write failed at {self.url}: {exc}") from None
+            raise CacheError(f"Redis {action} failed at {self.url}: {exc}") from None
 
     async def close(self) -> None:
         await self._client.aclose()

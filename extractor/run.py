@@ -210,8 +210,8 @@ class _Run:
         if not fresh:
             return answers
         part = None
-        if memo and not replay:
-            part = part_key(self.writer.run_info or {}, ids, queries.texts())
+        if memo and not replay and self.writer.run_info is not None:  # settings name the part
+            part = part_key(self.writer.run_info, ids, queries.texts())
             if await self._copy_remembered(part, len(ids)):
                 return answers
         plan = plan_probes(queries.subset(fresh), self.config.scales)
@@ -252,7 +252,7 @@ class _Run:
         """Store a part in the cache once the writer has it on disk."""
         try:
             data = await asyncio.wrap_future(written)
-        except Exception:  # noqa: BLE001 - the writer raises the same error from `close`
+        except Exception:  # the writer raises the same error from `close`
             return
         await self.cache.put_part(key, pack(RememberedPart(lookups, data)))
 

@@ -47,7 +47,7 @@ from teacher_mock.settings import TeacherSettings
 
 DATASET = "synthetic:30:20"
 K = 10
-KEYS = [f"extract-test-key-{i}" for i in range(12)]
+KEYS = [f"extract-test-key-{i}" for i in range(13)]
 StartTeacher = Callable[..., str]
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,6 +81,12 @@ def start_teacher(artifact_dir: Path) -> Iterator[StartTeacher]:
 @pytest.fixture(scope="module")
 def clean(start_teacher: StartTeacher) -> str:
     return start_teacher()
+
+
+@pytest.fixture(scope="module")
+def capped(start_teacher: StartTeacher) -> str:
+    """A black box that refuses histories of more than 4 items (a 422, free)."""
+    return start_teacher(max_history=4)
 
 
 def config(url: str, key: str, out: Path, **overrides: Any) -> ExtractConfig:
@@ -196,7 +202,7 @@ def test_a_repeated_run_copies_the_parts_it_remembered_without_reading_answers(
 
 
 def test_a_damaged_remembered_part_is_rebuilt_from_the_answers(clean: str, tmp_path: Path) -> None:
-    key = KEYS[10]
+    key = KEYS[12]
     cfg = config(clean, key, tmp_path / "first", budget=10_000, chunk_size=16)
     run(cfg)
     cache_file = cfg.out / "answers.sqlite3"
@@ -209,11 +215,8 @@ def test_a_damaged_remembered_part_is_rebuilt_from_the_answers(clean: str, tmp_p
     assert read_probe_set(tmp_path / "copy").equals(read_probe_set(cfg.out))
 
 
-def test_only_chunks_answered_in_full_are_remembered(
-    start_teacher: StartTeacher, tmp_path: Path
-) -> None:
+def test_only_chunks_answered_in_full_are_remembered(capped: str, tmp_path: Path) -> None:
     """A failed query is asked again by a later run, so its chunk's part is not kept."""
-    capped = start_teacher(max_history=4)  # longer histories fail, unpaid
     cfg = config(capped, KEYS[11], tmp_path / "first", budget=1000, chunk_size=4, scales=(1.0,))
     first = run(cfg)
     long = [len(query) > 4 for query in load_seeded(cfg)]
@@ -277,11 +280,10 @@ def test_the_budget_is_a_hard_limit_and_a_resume_pays_nothing_twice(
 
 
 def test_max_history_asks_a_capped_black_box_the_most_recent_items(
-    start_teacher: StartTeacher, reference: Artifact, tmp_path: Path
+    capped: str, reference: Artifact, tmp_path: Path
 ) -> None:
     """A black box that refuses long histories (a 4xx, free) fails those queries; with
     `max_history` each query is cut to its most recent items and every one is answered."""
-    capped = start_teacher(max_history=4)
     whole = config(capped, KEYS[8], tmp_path / "whole", budget=1000, scales=(1.0,))
     summary = run(whole)
     queries = load_seeded(whole)

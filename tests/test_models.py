@@ -11,6 +11,7 @@ from seqrec.artifacts import ArtifactError, ArtifactInfo, load_artifact, save_ar
 from seqrec.data.sequences import Sequences
 from seqrec.inference import top_k
 from seqrec.models import ModelConfig, build_model
+from seqrec.models.base import _item_rows
 
 ARCHS = ["sasrec", "bert4rec"]
 
@@ -113,8 +114,6 @@ def test_real_items_alone_give_the_padded_encoders_values_and_gradients(arch: st
 def test_packed_rows_take_few_sizes_and_hold_every_real_item() -> None:
     """Packed tensors come in at most 8 sizes per batch shape (any size fragmented glibc's heap:
     a student's memory grew every epoch); every real item is in, padding and spares are not."""
-    from seqrec.models.base import _item_rows
-
     generator = torch.Generator().manual_seed(0)
     sizes = set()
     for _ in range(200):
