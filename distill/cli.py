@@ -8,19 +8,18 @@ Thin: options become the stage's config dataclasses; `distill.run.distill` and
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import typer
 
+from distill.config import Objective
 from extractor.cli import KEY_VARIABLES, all_or_count, api_key_from
 
 
 def distill(
     probes: Annotated[Path, typer.Option(help="Extraction directory (`recmimic extract --out`)")],
     out: Annotated[Path, typer.Option(help="Student artifact directory to write")],
-    objective: Annotated[
-        str, typer.Option(help="bahsd | dfme | kl | bahsd_noprobe | bahsd_kl_only | bahsd_low_only")
-    ] = "bahsd",
+    objective: Annotated[str, typer.Option(help=" | ".join(get_args(Objective)))] = "bahsd",
     arch: Annotated[str, typer.Option(help="Student backbone: sasrec or bert4rec")] = "sasrec",
     experts: Annotated[int, typer.Option(help="HPSERec tail experts (0 = off, else >= 2)")] = 0,
     hidden: int | None = None,
@@ -35,6 +34,10 @@ def distill(
     hard_split: Annotated[bool, typer.Option(help="Confidence weight in {0, 1}")] = False,
     negatives: Annotated[
         str | None, typer.Option(help="Sampled negatives per example, or 'all' items")
+    ] = None,
+    answers: Annotated[
+        int | None,
+        typer.Option(help="Learn from the first N answers only, as if the budget had been N"),
     ] = None,
     kl_weight: Annotated[
         float | None, typer.Option(help="Weight of BAHSD's KL term against the low branch")
@@ -63,6 +66,7 @@ def distill(
         batch_size=batch_size,
         lr=lr,
         view_examples=view_examples,
+        answers=answers,
     )
     config = DistillConfig(
         probes=probes,

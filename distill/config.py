@@ -12,11 +12,16 @@ from typing import Any, Literal, get_args
 from distill.reliability import ReliabilityConfig
 from seqrec.models.config import ModelConfig
 
-Objective = Literal["bahsd", "dfme", "kl", "bahsd_noprobe", "bahsd_kl_only", "bahsd_low_only"]
-# Which terms each objective computes (`distill.objectives`, module docstring).
-KL_TERM = {"bahsd", "kl", "bahsd_noprobe", "bahsd_kl_only"}
-LOW_TERMS = {"bahsd", "dfme", "bahsd_noprobe", "bahsd_low_only"}
-NCE_TERM = {"bahsd", "bahsd_noprobe", "bahsd_low_only"}
+Objective = Literal["bahsd", "bahsd_noprobe", "listwise", "dfme", "kl", "bahsd_gated"]
+# The terms each objective computes (their formulas and how they combine: `distill.objectives`).
+TERMS: dict[str, frozenset[str]] = {
+    "bahsd": frozenset({"list", "rank", "nce"}),
+    "bahsd_noprobe": frozenset({"list", "rank", "nce"}),
+    "listwise": frozenset({"list"}),
+    "dfme": frozenset({"rank"}),
+    "kl": frozenset({"kl"}),
+    "bahsd_gated": frozenset({"kl", "rank", "nce"}),
+}
 
 
 @dataclass
@@ -25,19 +30,38 @@ class ObjectiveConfig:
     the formulas are in `distill.objectives`)."""
 
     name: Objective = "bahsd"
-    tau_min: float = 1.0  # dynamic temperature range
-    tau_max: float = 4.0
-    kl_tau: float = 2.0  # fixed temperature of the "kl" baseline
+    # Listwise term (Plackett-Luce over the teacher's ordered answer, `bahsd`, `listwise`).
+    list_focus: int = 10  # answer slots at full weight
+    list_beyond: float = 0.3  # weight of the slots below them
+    list_tau_min: float = 1.0  # per-answer temperature range, from reliability (`bahsd`)
+    list_tau_max: float = 1.0
+    hinge_weight: float = 1.0  # L_rank beside the listwise term (`bahsd`)
+    # How far reliability tilts each answer between the listwise term (reliable answers) and
+    # the hinge (unreliable ones): weights 1 +- spread * (2 w(c) - 1); 0 = no tilt.
+    reliability_spread: float = 0.5
     kappa: float = 0.1  # confidence weight slope
     delta: float | None = None  # confidence threshold; None = batch median of c
     hard_split: bool = False
-    alpha: float = 0.1  # InfoNCE weight in the low-confidence branch
+    alpha: float = 0.1  # InfoNCE weight
     margin: float = 0.5  # adjacent top-k pairs
     negative_margin: float = 0.5  # top-k item over a sampled negative
     top_pairs: int | None = None  # adjacent top-k pairs used by the hinge; None = all
-    n_negatives: int | None = 100  # None: every item of the pool is a negative (no sampling)
+    n_negatives: int | None = 100  # hinge negatives; None: every item of the pool
     nce_temperature: float = 0.2
+    # `kl` and `bahsd_gated` (recmimic's first BAHSD, DESIGN section 6):
+    tau_min: float = 1.0  # dynamic temperature range of the gated KL
+    tau_max: float = 4.0
+    kl_tau: float = 2.0  # fixed temperature of the "kl" baseline
     kl_weight: float = 0.1  # lambda_KL, L_KL against the low branch (`distill.objectives`)
+
+    @property
+    def terms(self) -> frozenset[str]:
+        return TERMS[self.name]
+
+    @property
+    def needs_views(self) -> bool:
+        """Whether the student must also encode a truncated view of each example (InfoNCE)."""
+        return "nce" in self.terms and self.alpha != 0
 
     def __post_init__(self) -> None:
         if self.name not in get_args(Objective):
@@ -62,6 +86,9 @@ class DistillConfig:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     reliability: ReliabilityConfig = field(default_factory=ReliabilityConfig)
     view_examples: bool = True
+    # Learn from the first N answers only, in the order the extraction asked them: what a run
+    # with budget N would have paid (`distill.probes.first_answers`). None: every answer.
+    answers: int | None = None
     heldout: float = 0.1  # share of queries held out for model selection (agreement)
     # Probe sets are small (a few thousand queries): 3e-3 and batches of 128 reached held-out
     # Agr@10 0.65 in 20 epochs on ML-100k probes where 1e-3 and 256 reached 0.46.
@@ -78,6 +105,8 @@ class DistillConfig:
         self.probes, self.out = Path(self.probes), Path(self.out)
         if self.batch_size < 2:
             raise ValueError("batch_size must be at least 2 (InfoNCE needs in-batch negatives)")
+        if self.answers is not None and self.answers < 2:
+            raise ValueError(f"answers must be at least 2, got {self.answers}")
         if self.max_epochs < 1 or self.patience < 1:
             raise ValueError("max_epochs and patience must be at least 1")
 

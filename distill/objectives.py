@@ -38,7 +38,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from distill.config import KL_TERM, LOW_TERMS, NCE_TERM, ObjectiveConfig
+from distill.config import ObjectiveConfig
 
 
 def _lowest(tensor: torch.Tensor) -> float:
@@ -152,6 +152,69 @@ def ranking_hinge(
     return _masked_mean(adjacent, pair_valid) + against.sum(dim=(1, 2)) / pairs
 
 
+def outside_logsumexp(
+    scores: torch.Tensor, topk: torch.Tensor, exclude: torch.Tensor | None, tau: torch.Tensor
+) -> torch.Tensor:
+    """[B] log-sum-exp of the student's scores / tau over every item outside the answer.
+
+    "Outside" leaves out padding (column 0), the answer's items and `exclude` (the history,
+    which the teacher never ranks), and scores that are not finite. These are the items a
+    Plackett-Luce step competes against besides the answer's lower-ranked items: the whole
+    catalogue, not a sample, since the student computes every item's score anyway.
+    """
+    scores = scores.float() / tau.float().unsqueeze(1)
+    allowed = torch.isfinite(scores)
+    allowed[:, 0] = False
+    allowed.scatter_(1, topk, False)
+    if exclude is not None:
+        allowed.scatter_(1, exclude, False)
+    return torch.logsumexp(scores.masked_fill(~allowed, _lowest(scores)), dim=1)
+
+
+def position_weights(k: int, focus: int, beyond: float, device: torch.device) -> torch.Tensor:
+    """[k] weight of each answer slot: 1 for the first `focus`, `beyond` for the rest.
+
+    Agr@10 and NDCG@10 read the top 10 alone, so its order counts most; the slots below still
+    say which items come next, and at a lower weight they keep the student's top 10 from being
+    bought by pushing the teacher's ranks 11 to 100 out of the list.
+    """
+    weight = torch.full((k,), float(beyond), device=device)
+    weight[:focus] = 1.0
+    return weight
+
+
+def plackett_luce(
+    topk_scores: torch.Tensor,
+    topk_valid: torch.Tensor,
+    outside_lse: torch.Tensor,
+    weights: torch.Tensor,
+    tau: torch.Tensor,
+) -> torch.Tensor:
+    """[B] weighted negative log-likelihood of the teacher's order under a Plackett-Luce model.
+
+    The teacher's answer pi_1..pi_k is read as k successive choices: slot j picks pi_j among
+    every item not yet picked, i.e. pi_j..pi_k and everything outside the answer (whose
+    log-sum-exp of z / tau is `outside_lse`). With student scores z / tau,
+
+        nll_j = log(exp(outside) + sum_{i >= j} exp(z_{pi_i} / tau)) - z_{pi_j} / tau,
+
+    and the loss is sum_j weights_j nll_j / sum_j weights_j over valid slots (valid slots come
+    first). It is zero only in the limit where each answer item beats all below it by an
+    unbounded margin, and lower for a student whose scores follow the teacher's order than
+    for any permutation of them. `tau` [B] is a per-answer temperature. Relaxed ranking
+    distillation (DE-RRD, Kang et al., CIKM 2020) uses the same likelihood over sampled items.
+    """
+    tau = tau.float().unsqueeze(1)
+    z = topk_scores.float() / tau
+    lowest = _lowest(z)
+    z_valid = z.masked_fill(~topk_valid, lowest)
+    below = torch.logcumsumexp(z_valid.flip(1), dim=1).flip(1)  # log sum_{i >= j} exp(z_i)
+    denominators = torch.logaddexp(below, outside_lse.float().unsqueeze(1))
+    nll = torch.where(topk_valid, denominators - z, torch.zeros_like(z))
+    slot_weight = weights.float().unsqueeze(0) * topk_valid
+    return (nll * slot_weight).sum(dim=1) / slot_weight.sum(dim=1).clamp_min(1e-12)
+
+
 def info_nce(
     full_repr: torch.Tensor, view_repr: torch.Tensor, valid: torch.Tensor, temperature: float
 ) -> torch.Tensor:
@@ -233,42 +296,41 @@ def distillation_loss(
     means of the unweighted parts "kl", "rank", "nce" and of the confidence weight "weight"
     (0.0 for parts the objective does not compute).
     """
-    name = config.name
+    terms = config.terms
     batch = scores.shape[0]
     topk_scores, topk_valid = _gather_scores(scores, topk, topk != 0)
-    sampled = config.n_negatives is not None
-    if sampled:
-        negatives = sample_negatives(negative_pool, batch, config.n_negatives, generator)
-    else:
-        negatives = negative_pool.to(scores.device).unsqueeze(0).expand(batch, -1)
-    negative_scores, negative_valid = _gather_scores(
-        scores, negatives, _negative_validity(negatives, topk, exclude, sampled)
-    )
     c = reliability.detach().to(scores.device, torch.float32).clamp(0.0, 1.0)
-    ones = torch.ones_like(c)
-    if name == "bahsd":
-        weight = confidence_weight(c, config)
-    elif name == "bahsd_noprobe":
-        weight, c = 0.5 * ones, 0.5 * ones
-    elif name in ("kl", "bahsd_kl_only"):
-        weight = ones
-    else:  # dfme, bahsd_low_only
-        weight = torch.zeros_like(c)
+    if config.name == "bahsd_noprobe":
+        c = torch.full_like(c, 0.5)  # every answer as reliable as the next
+    weight = confidence_weight(c, config) if "bahsd" in config.name else torch.ones_like(c)
     zeros = torch.zeros_like(c)
-    kl = rank = nce = zeros
-    if name in KL_TERM:
+    kl = rank = nce = listwise = zeros
+    if terms & {"kl", "rank"}:
+        sampled = config.n_negatives is not None
+        if sampled:
+            negatives = sample_negatives(negative_pool, batch, config.n_negatives, generator)
+        else:
+            negatives = negative_pool.to(scores.device).unsqueeze(0).expand(batch, -1)
+        negative_scores, negative_valid = _gather_scores(
+            scores, negatives, _negative_validity(negatives, topk, exclude, sampled)
+        )
+    if "list" in terms:
+        tau = config.list_tau_min + (config.list_tau_max - config.list_tau_min) * c
+        outside = outside_logsumexp(scores, topk, exclude, tau)
+        slots = position_weights(topk.shape[1], config.list_focus, config.list_beyond, c.device)
+        listwise = plackett_luce(topk_scores, topk_valid, outside, slots, tau)
+    if "kl" in terms:
         tau = (
-            config.kl_tau * ones
-            if name == "kl"
+            torch.full_like(c, config.kl_tau)
+            if config.name == "kl"
             else config.tau_min + (config.tau_max - config.tau_min) * c
         )
         kl = dynamic_kl(topk_scores, topk_valid, negative_scores, negative_valid, tau)
-    if name in LOW_TERMS:
+    if "rank" in terms:
         rank = ranking_hinge(topk_scores, topk_valid, negative_scores, negative_valid, config)
-    if name in NCE_TERM and config.alpha != 0:
+    if "nce" in terms and config.alpha != 0:
         nce = info_nce(full_repr, view_repr, view_valid, config.nce_temperature)
-    kl_weight = config.kl_weight if name in LOW_TERMS else 1.0  # a KL alone is not rescaled
-    per_row = weight * kl_weight * kl + (1 - weight) * (rank + config.alpha * nce)
+    per_row = _combine(config, weight, kl, rank, nce, listwise)
 
     row_weight = topk_valid.any(dim=1).float()
     if example_weight is not None:
@@ -279,5 +341,28 @@ def distillation_loss(
         return (row_weight * values).sum() / total
 
     loss = mean(torch.where(row_weight > 0, per_row, zeros))
-    parts = torch.stack([mean(kl), mean(rank), mean(nce), mean(weight)]).detach().tolist()
-    return loss, dict(zip(("kl", "rank", "nce", "weight"), parts, strict=True))
+    parts = torch.stack([mean(t) for t in (kl, rank, nce, listwise, weight)]).detach().tolist()
+    return loss, dict(zip(("kl", "rank", "nce", "list", "weight"), parts, strict=True))
+
+
+def _combine(
+    config: ObjectiveConfig,
+    weight: torch.Tensor,
+    kl: torch.Tensor,
+    rank: torch.Tensor,
+    nce: torch.Tensor,
+    listwise: torch.Tensor,
+) -> torch.Tensor:
+    """[B] each row's loss from its terms (zeros for terms the objective does not compute).
+
+    `bahsd`: the listwise term leans on reliable answers, the hinge on unreliable ones, by
+    1 +- spread * (2 w - 1), and InfoNCE ties views together. `bahsd_gated`: w lambda_KL KL +
+    (1 - w)(rank + alpha NCE). Baselines: their one term.
+    """
+    if config.name == "bahsd_gated":
+        return weight * config.kl_weight * kl + (1 - weight) * (rank + config.alpha * nce)
+    if config.name in ("bahsd", "bahsd_noprobe"):
+        tilt = config.reliability_spread * (2 * weight - 1)
+        hinge = config.hinge_weight * (1 - tilt) * rank
+        return (1 + tilt) * listwise + hinge + config.alpha * nce
+    return {"dfme": rank, "kl": kl, "listwise": listwise}[config.name]

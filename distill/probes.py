@@ -14,7 +14,7 @@ query (a view of a one-item history equals the query and says nothing).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -172,3 +172,45 @@ def load_probes(directory: str | Path, max_history: int = 200) -> ProbeData:
         view_topk=answers,
         run_info=run_info,
     )
+
+
+def answers_so_far(probes: ProbeData) -> np.ndarray:
+    """[Q] distinct histories asked up to and including each query, in query-id order.
+
+    The extractor asks every distinct history once (a view shared by two queries, or equal to
+    its own query, is paid once), so this is what a run that stopped after each query would
+    have paid, answered queries only.
+    """
+    width = probes.histories.shape[1]
+    seen: set[bytes] = set()
+    counts = np.zeros(probes.n_queries, dtype=np.int64)
+    order = np.argsort(probes.query_ids, kind="stable")
+    for position, q in enumerate(order):
+        row = probes.histories[q]
+        lengths = [probes.lengths[q]] + [
+            n
+            for n, answered in zip(
+                probes.view_lengths[q], probes.view_topk[q, :, 0] > 0, strict=True
+            )
+            if answered
+        ]
+        for n in lengths:
+            seen.add(row[width - min(int(n), width) :].tobytes() + int(n).to_bytes(8, "little"))
+        counts[position] = len(seen)
+    out = np.empty_like(counts)
+    out[order] = counts
+    return out
+
+
+def first_answers(probes: ProbeData, budget: int) -> ProbeData:
+    """The queries a run with `budget` paid answers would have finished: those, in query-id
+    order, whose answers (`answers_so_far`) fit in it. How the leakage curve trains smaller
+    budgets on one extraction's prefix, so each budget sees the same answers."""
+    keep = np.flatnonzero(answers_so_far(probes) <= budget)
+    if len(keep) < 2:
+        raise ProbeDataError(f"{budget} answers hold fewer than 2 answered queries")
+    rows = {
+        name: getattr(probes, name)[keep]
+        for name in ("query_ids", "histories", "lengths", "topk", "view_lengths", "view_topk")
+    }
+    return replace(probes, **rows)

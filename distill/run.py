@@ -26,7 +26,7 @@ from distill.examples import (
     heldout_split,
     query_examples,
 )
-from distill.probes import ProbeData, load_probes
+from distill.probes import ProbeData, first_answers, load_probes
 from distill.reliability import reliability, reliability_by_bucket
 from distill.train import fit, remove_checkpoint
 from seqrec.artifacts import ArtifactInfo, save_artifact
@@ -101,6 +101,8 @@ def distill(
     """Train a student from `config.probes` into `config.out`; resumes a killed run's training."""
     started = time.monotonic()
     probes = load_probes(config.probes)
+    if config.answers is not None:
+        probes = first_answers(probes, config.answers)
     c = reliability(
         probes.topk, probes.view_topk, probes.view_usable, probes.lengths, config.reliability
     )

@@ -42,14 +42,13 @@ def student_loss(
     batch: Batch,
     objective: ObjectiveConfig,
     negative_pool: torch.Tensor,
-    needs_views: bool,
     generator: torch.Generator | None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The objective on this batch (summed over experts for HPSERec), and its parts."""
     if isinstance(model, HPSERec):
-        return _experts_loss(model, batch, objective, needs_views, generator)
+        return _experts_loss(model, batch, objective, generator)
     full = model.user_repr(batch.seqs)
-    view = model.user_repr(batch.views) if needs_views else full
+    view = model.user_repr(batch.views) if objective.needs_views else full
     return distillation_loss(
         objective,
         model.scores_from_hidden(full),
@@ -68,11 +67,10 @@ def _experts_loss(
     model: HPSERec,
     batch: Batch,
     objective: ObjectiveConfig,
-    needs_views: bool,
     generator: torch.Generator | None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     outputs = model.expert_outputs(batch.seqs)
-    views = model.expert_outputs(batch.views) if needs_views else outputs
+    views = model.expert_outputs(batch.views) if objective.needs_views else outputs
     items = model.expert_items()
     total = model.coupling_loss(outputs)
     parts: dict[str, float] = {}

@@ -31,7 +31,7 @@ from distill.checkpoint import (
     restore_optimizer,
     save_checkpoint,
 )
-from distill.config import NCE_TERM, DistillConfig
+from distill.config import DistillConfig
 from distill.examples import Examples, pick_views, suffixes
 from distill.student import Batch, student_loss
 from seqrec.metrics import agreement_at_k
@@ -144,7 +144,6 @@ def fit(
     generator = torch.Generator(device=device).manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     pool = torch.as_tensor(negative_pool, device=device)
-    needs_views = config.objective.name in NCE_TERM and config.objective.alpha != 0
     checkpoint = config.out / CHECKPOINT_DIR
     fingerprint = _fingerprint(config, len(train))
 
@@ -179,7 +178,7 @@ def fit(
             if len(rows) < 2:
                 continue
             batch = _batch(train, rows, view_lengths, model.config.max_len, device)
-            loss, parts = student_loss(model, batch, config.objective, pool, needs_views, generator)
+            loss, parts = student_loss(model, batch, config.objective, pool, generator)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

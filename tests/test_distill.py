@@ -19,7 +19,14 @@ from typer.testing import CliRunner
 from distill.config import DistillConfig, ObjectiveConfig
 from distill.examples import answered_view_examples, heldout_split, query_examples, suffixes
 from distill.fidelity import EvaluateConfig, evaluate_student, rank_with_black_box, rank_with_model
-from distill.probes import PAD_BLOCK_VALUES, ProbeDataError, load_probes
+from distill.probes import (
+    PAD_BLOCK_VALUES,
+    ProbeData,
+    ProbeDataError,
+    answers_so_far,
+    first_answers,
+    load_probes,
+)
 from distill.run import build_student, distill, item_popularity
 from distill.student import restrict_answers
 from distill.train import CHECKPOINT_DIR, Cancelled, heldout_agreement
@@ -172,10 +179,53 @@ def test_restricted_answers_keep_order_and_move_up():
     assert restrict_answers(topk, allowed).tolist() == [[3, 1, 4, 0], [4, 0, 0, 0]]
 
 
+def test_answers_so_far_counts_each_distinct_history_once_in_query_order():
+    """Query 0 asks [1 2 3 4], [3 4] and [4]; query 1 asks [5 4] and [4] again (shared: paid
+    once); query 2 asks [6], its half view being itself. Rows are stored out of order."""
+    answer = [9, 8]
+    rows = {  # query id -> (history, view lengths, views answered)
+        0: ([1, 2, 3, 4], [2, 1], [True, True]),
+        1: ([5, 4], [1, 0], [True, False]),
+        2: ([6], [1, 1], [True, False]),
+    }
+    order = [2, 0, 1]
+    histories = np.zeros((3, 4), dtype=np.int32)
+    for row, q in enumerate(order):
+        history = rows[q][0]
+        histories[row, 4 - len(history) :] = history
+    probes = ProbeData(
+        item_ids=[str(i) for i in range(1, 10)],
+        query_ids=np.array(order),
+        histories=histories,
+        lengths=np.array([len(rows[q][0]) for q in order]),
+        topk=np.array([answer] * 3),
+        view_lengths=np.array([rows[q][1] for q in order]),
+        view_topk=np.array([[answer if ok else [0, 0] for ok in rows[q][2]] for q in order]),
+        run_info={},
+    )
+    assert answers_so_far(probes).tolist() == [5, 3, 4]  # rows hold queries 2, 0, 1
+    kept = first_answers(probes, 4)
+    assert kept.query_ids.tolist() == [0, 1]
+    assert kept.histories[1].tolist() == [0, 0, 5, 4]
+    with pytest.raises(ProbeDataError, match="fewer than 2"):
+        first_answers(probes, 3)
+
+
+def test_a_smaller_budget_trains_on_the_first_answers_paid(probe_dir: Path, tmp_path: Path):
+    probes = load_probes(probe_dir)
+    paid = json.loads((probe_dir / "summary.json").read_text())["paid"]
+    so_far = answers_so_far(probes)
+    assert np.all(np.diff(so_far[np.argsort(probes.query_ids)]) >= 0)
+    assert 0.95 * paid <= so_far.max() <= paid  # less only where a query was cut by the budget
+    summary = distill(config_for(probe_dir, tmp_path, answers=600, max_epochs=1))
+    assert summary.queries == int((so_far <= 600).sum()) < probes.n_queries
+    assert summary.config["answers"] == 600
+
+
 # --- training ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("objective", ["bahsd", "dfme", "kl"])
+@pytest.mark.parametrize("objective", ["bahsd", "dfme", "kl", "listwise"])
 def test_a_student_learns_to_agree_with_its_teacher(
     probe_dir: Path, tmp_path: Path, objective: str
 ):

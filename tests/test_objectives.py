@@ -9,11 +9,15 @@ import torch
 
 from distill.objectives import (
     ObjectiveConfig,
+    _combine,
     _negative_validity,
     confidence_weight,
     distillation_loss,
     dynamic_kl,
     info_nce,
+    outside_logsumexp,
+    plackett_luce,
+    position_weights,
     rank_soft_targets,
     ranking_hinge,
     sample_negatives,
@@ -87,6 +91,74 @@ def test_hinge_zero_when_well_separated_and_hand_value_otherwise() -> None:
         topk, torch.tensor([[True, True, False]]), negative, negative_valid, config
     )
     assert short.item() == pytest.approx(0.3 + (0.2 + 0.4) / 2)
+
+
+def test_outside_logsumexp_leaves_out_answer_history_padding_and_infinite_scores() -> None:
+    scores = torch.tensor([[5.0, 1.0, 2.0, 0.5, float("-inf"), 0.0]])
+    # answer {1}, history {2}, column 0 and item 4 (-inf) are out: items 3 and 5 remain
+    got = outside_logsumexp(scores, torch.tensor([[1]]), torch.tensor([[2]]), torch.ones(1))
+    assert got.item() == pytest.approx(math.log(math.exp(0.5) + 1))
+    at_two = outside_logsumexp(
+        scores, torch.tensor([[1]]), torch.tensor([[2]]), torch.tensor([2.0])
+    )
+    assert at_two.item() == pytest.approx(math.log(math.exp(0.25) + 1))
+
+
+def test_plackett_luce_hand_value_with_slot_weights_and_temperature() -> None:
+    z, outside = torch.tensor([[2.0, 1.0, 0.0]]), torch.tensor([0.0])  # one outside item at 0
+    valid = torch.tensor([[True, True, False]])  # the third slot is empty
+    nll1 = math.log(math.exp(2) + math.exp(1) + 1) - 2
+    nll2 = math.log(math.exp(1) + 1) - 1
+    got = plackett_luce(z, valid, outside, torch.tensor([1.0, 0.5, 1.0]), torch.ones(1))
+    assert got.item() == pytest.approx((nll1 + 0.5 * nll2) / 1.5, rel=1e-6)
+    # tau = 2 halves every score, outside items included (the caller's outside_lse is at tau)
+    half = plackett_luce(z / 2, valid, outside, torch.ones(3), torch.ones(1))
+    at_two = plackett_luce(z, valid, outside, torch.ones(3), torch.tensor([2.0]))
+    assert at_two.item() == pytest.approx(half.item(), rel=1e-6)
+
+
+def test_plackett_luce_is_lowest_in_the_teachers_order_and_falls_with_the_margins() -> None:
+    import itertools
+
+    valid, outside, ones = torch.ones(1, 4, dtype=torch.bool), torch.tensor([-1.0]), torch.ones(1)
+    weights = position_weights(4, 2, 0.3, torch.device("cpu"))
+    ordered = torch.tensor([3.0, 2.0, 1.0, 0.0])
+    best = plackett_luce(ordered.unsqueeze(0), valid, outside, weights, ones).item()
+    for permutation in itertools.permutations(range(4)):
+        if list(permutation) != [0, 1, 2, 3]:
+            other = plackett_luce(
+                ordered[list(permutation)].unsqueeze(0), valid, outside, weights, ones
+            )
+            assert other.item() > best
+    wider = plackett_luce(4 * ordered.unsqueeze(0), valid, outside - 20, weights, ones).item()
+    assert 0 < wider < best and wider < 0.05
+
+
+def test_position_weights_focus_on_the_top() -> None:
+    got = position_weights(5, 2, 0.25, torch.device("cpu"))
+    assert got.tolist() == [1.0, 1.0, 0.25, 0.25, 0.25]
+
+
+def test_listwise_gradients_reach_the_answer_and_the_outside_items_only() -> None:
+    scores = torch.zeros(1, 6, requires_grad=True)
+    config = ObjectiveConfig(name="listwise")
+    loss, parts = distillation_loss(
+        config,
+        scores,
+        topk=torch.tensor([[2, 4]]),
+        reliability=torch.tensor([0.5]),
+        full_repr=torch.ones(1, 2),
+        view_repr=torch.ones(1, 2),
+        view_valid=torch.tensor([False]),
+        negative_pool=torch.arange(1, 6),
+        exclude=torch.tensor([[1]]),
+    )
+    loss.backward()
+    grad = scores.grad[0]
+    assert grad[2] < 0 and grad[4] < 0  # answer items are pushed up
+    assert grad[3] > 0 and grad[5] > 0  # outside items pushed down
+    assert grad[0] == 0 and grad[1] == 0  # padding and the history take no part
+    assert parts["list"] == pytest.approx(loss.item())
 
 
 def test_info_nce_two_row_hand_value_and_invalid_rows() -> None:
@@ -187,7 +259,8 @@ def loss_of(name: str, seed: int = 0, **changes) -> tuple[torch.Tensor, dict[str
     )
 
 
-NAMES = ["bahsd", "dfme", "kl", "bahsd_noprobe", "bahsd_kl_only", "bahsd_low_only"]
+NAMES = ["bahsd", "bahsd_noprobe", "listwise", "dfme", "kl", "bahsd_gated"]
+PARTS = {"kl", "rank", "nce", "list", "weight"}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -200,28 +273,20 @@ def test_gradients_flow_and_are_finite(name: str) -> None:
     )
     loss.backward()
     assert torch.isfinite(loss) and loss.item() > 0
-    assert set(parts) == {"kl", "rank", "nce", "weight"}
+    assert set(parts) == PARTS
     assert torch.isfinite(inputs["scores"].grad).all()
     assert inputs["scores"].grad.abs().sum() > 0
     assert inputs["scores"].grad[3].abs().sum() == 0  # the row without an answer
-    uses_nce = name in {"bahsd", "bahsd_noprobe", "bahsd_low_only"}
     for key in ("full_repr", "view_repr"):
         grad = inputs[key].grad
-        if uses_nce:
+        if "nce" in ObjectiveConfig(name=name).terms:
             assert torch.isfinite(grad).all() and grad.abs().sum() > 0
         else:
             assert grad is None
 
 
-# Which inputs each objective's loss depends on: (reliability, representations).
-DEPENDS = {
-    "bahsd": (True, True),
-    "dfme": (False, False),
-    "kl": (False, False),
-    "bahsd_noprobe": (False, True),
-    "bahsd_kl_only": (True, False),
-    "bahsd_low_only": (False, True),
-}
+# Whether each objective's loss depends on reliability.
+USES_RELIABILITY = {"bahsd": True, "bahsd_gated": True}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -229,35 +294,52 @@ def test_each_objective_uses_exactly_its_terms(name: str) -> None:
     base, parts = loss_of(name)
     other_c, _ = loss_of(name, reliability=torch.tensor([0.1, 0.95, 0.3, 0.7]))
     other_repr, _ = loss_of(name, view_repr=torch.randn(B, D))
-    uses_c, uses_repr = DEPENDS[name]
-    assert (other_c.item() != pytest.approx(base.item())) == uses_c
-    assert (other_repr.item() != pytest.approx(base.item())) == uses_repr
-    assert (parts["kl"] > 0) == (name in {"bahsd", "kl", "bahsd_noprobe", "bahsd_kl_only"})
-    assert (parts["rank"] > 0) == (name in {"bahsd", "dfme", "bahsd_noprobe", "bahsd_low_only"})
-    assert (parts["nce"] > 0) == uses_repr
+    terms = ObjectiveConfig(name=name).terms
+    assert (other_c.item() != pytest.approx(base.item())) == USES_RELIABILITY.get(name, False)
+    assert (other_repr.item() != pytest.approx(base.item())) == ("nce" in terms)
+    for part in ("kl", "rank", "nce", "list"):
+        assert (parts[part] > 0) == (part in terms)
 
 
-@pytest.mark.parametrize("kl_weight", [1.0, 0.25])
-def test_bahsd_combines_the_branches_as_specified(kl_weight: float) -> None:
-    """With a hard split, the loss is the row-mean of kl_weight * KL or rank + alpha NCE."""
+def test_objectives_combine_their_terms_as_documented() -> None:
+    """Per-row combination of given term values, by hand for each objective."""
+    weight = torch.tensor([1.0, 0.0, 0.5])
+    kl, rank = torch.tensor([4.0, 5.0, 6.0]), torch.tensor([1.0, 2.0, 3.0])
+    nce, listwise = torch.tensor([10.0, 20.0, 30.0]), torch.tensor([7.0, 8.0, 9.0])
+
+    def combined(**config) -> list[float]:
+        return _combine(ObjectiveConfig(**config), weight, kl, rank, nce, listwise).tolist()
+
+    # bahsd: (1 + s(2w - 1)) list + hinge_weight (1 - s(2w - 1)) rank + alpha nce, s = 0.5
+    assert combined(name="bahsd", hinge_weight=2.0) == pytest.approx(
+        [1.5 * 7 + 2 * 0.5 * 1 + 1.0, 0.5 * 8 + 2 * 1.5 * 2 + 2.0, 9 + 2 * 3 + 3.0]
+    )
+    assert combined(name="bahsd", reliability_spread=0.0) == pytest.approx(
+        [7 + 1 + 1.0, 8 + 2 + 2.0, 9 + 3 + 3.0]
+    )
+    # bahsd_gated: w kl_weight KL + (1 - w)(rank + alpha NCE)
+    assert combined(name="bahsd_gated", kl_weight=0.25) == pytest.approx(
+        [0.25 * 4, 2 + 2.0, 0.5 * 0.25 * 6 + 0.5 * (3 + 3.0)]
+    )
+    assert combined(name="dfme") == pytest.approx([1.0, 2.0, 3.0])
+    assert combined(name="listwise") == pytest.approx([7.0, 8.0, 9.0])
+
+
+def test_bahsd_noprobe_ignores_reliability_and_tilts_nothing() -> None:
+    """bahsd_noprobe equals bahsd with the tilt off and every temperature at c = 0.5."""
     inputs = batch()
-    seed = torch.Generator().manual_seed(0)
-    config = ObjectiveConfig(delta=0.55, hard_split=True, n_negatives=20, kl_weight=kl_weight)
-    loss, _ = distillation_loss(config, **inputs, generator=seed)
-    high, _ = distillation_loss(
-        ObjectiveConfig(name="bahsd_kl_only", n_negatives=20),
+    loss, parts = distillation_loss(
+        ObjectiveConfig(name="bahsd_noprobe", n_negatives=20),
         **inputs,
         generator=torch.Generator().manual_seed(0),
-        example_weight=torch.tensor([1.0, 0.0, 1.0, 0.0]),
     )
-    low, _ = distillation_loss(
-        ObjectiveConfig(name="bahsd_low_only", n_negatives=20),
-        **inputs,
+    flat = ObjectiveConfig(name="bahsd", n_negatives=20, reliability_spread=0.0)
+    same, _ = distillation_loss(
+        flat,
+        **(inputs | {"reliability": torch.full((B,), 0.5)}),
         generator=torch.Generator().manual_seed(0),
-        example_weight=torch.tensor([0.0, 1.0, 0.0, 0.0]),
     )
-    # Rows 0, 2 (c 0.9, 0.6) are high, row 1 (0.2) low, row 3 has no answer: 3 rows count.
-    assert loss.item() == pytest.approx((2 * kl_weight * high.item() + low.item()) / 3, rel=1e-5)
+    assert loss.item() == pytest.approx(same.item()) and parts["weight"] == pytest.approx(0.5)
 
 
 def test_negatives_colliding_with_topk_or_exclude_are_ignored() -> None:

@@ -1,0 +1,456 @@
+"""The leakage curve: how faithful a student each objective buys with 1,000 to 20,000 paid answers.
+
+For each teacher (SASRec, BERT4Rec; trained once with seed 0, served over real HTTP as a black
+box), each regime (seeded: prefixes of ML-100k's training histories in a seeded order; data-free:
+autoregressive queries) and each seed, ONE probe set is extracted at the largest budget. Every
+smaller budget trains on that probe set's first answers in the order they were paid
+(`DistillConfig.answers`), so every method and budget sees the same answers and extraction is
+paid once. Students are selected on held-out probes only (as an attacker would); the real
+leave-one-out test split is read once per student, to report.
+
+    python bench/leakage.py --json bench/results/leakage.json            # the full curve
+    python bench/leakage.py --json bench/results/leakage-quick.json --quick
+    python bench/leakage.py --json OUT.json --teachers sasrec --regimes seeded --seeds 0
+
+Everything is kept under `--workdir` (teachers, probe sets, one `result.json` per finished
+student), so a killed or partial run started again trains only what is missing, and parts run
+in separate processes (say one teacher each) end in one JSON when the last part runs with the
+full selection: finished students are read back, not retrained. Writes JSON (`curves`,
+`teachers`, `default_method`, `targets`), a Markdown table and a PNG of Agr@10 and NDCG@10
+against paid answers (mean line, band = min to max over seeds), all with the same stem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from host import host
+from spread import mean_std
+
+from distill.config import DistillConfig, ObjectiveConfig
+from distill.fidelity import fidelity_report, rank_with_model
+from distill.run import distill
+from extractor.config import ExtractConfig
+from extractor.run import SUMMARY_FILENAME, extract
+from seqrec.artifacts import load_artifact
+from seqrec.data.dataset import leave_one_out
+from seqrec.data.loading import load_dataset
+from seqrec.models import ModelConfig
+from seqrec.supervised import train_supervised
+from seqrec.train import TrainConfig
+from teacher_mock.app import create_app
+from teacher_mock.server import running
+from teacher_mock.settings import TeacherSettings
+
+KEY = "leakage-bench"
+DATASET = "ml-100k"
+DEFAULT_METHOD = "bahsd"
+# Method -> objective settings. The first two run at every budget; the rest at `ABLATION_BUDGET`.
+METHODS: dict[str, dict[str, Any]] = {
+    "bahsd": {"name": "bahsd"},
+    "dfme": {"name": "dfme"},
+    "kl": {"name": "kl"},
+    "bahsd_gated": {"name": "bahsd_gated"},
+    "bahsd_noprobe": {"name": "bahsd_noprobe"},
+    "listwise": {"name": "listwise"},
+    # Variants of the default, each changing one setting (how the default was chosen).
+    "bahsd_nohinge": {"name": "bahsd", "hinge_weight": 0.0},
+    "bahsd_nonce": {"name": "bahsd", "alpha": 0.0},
+    "bahsd_flat": {"name": "bahsd", "list_beyond": 1.0},
+    "bahsd_top10": {"name": "bahsd", "list_beyond": 0.0},
+    "bahsd_tilt1": {"name": "bahsd", "reliability_spread": 1.0},
+    "bahsd_tau2": {"name": "bahsd", "list_tau_max": 2.0},
+    "bahsd_flat_h3": {"name": "bahsd", "list_beyond": 1.0, "hinge_weight": 3.0},
+    "bahsd_flat_h10": {"name": "bahsd", "list_beyond": 1.0, "hinge_weight": 10.0},
+    "bahsd_flat_h30": {"name": "bahsd", "list_beyond": 1.0, "hinge_weight": 30.0},
+    "bahsd_flat_h10_tau2": {
+        "name": "bahsd",
+        "list_beyond": 1.0,
+        "hinge_weight": 10.0,
+        "list_tau_max": 2.0,
+    },
+}
+CURVE_METHODS = ("bahsd", "dfme")
+ABLATION_BUDGET = 10000
+BUDGETS = (1000, 2000, 5000, 10000, 20000)
+QUICK_BUDGETS = (1000, 2000, 5000)
+TEACHER_BUDGETS = {"sasrec": BUDGETS, "bert4rec": (2000, 10000)}
+METRICS = (  # label -> (report group, metric)
+    ("NDCG@10", "overall", "NDCG@10"),
+    ("HR@10", "overall", "HR@10"),
+    ("Agr@1", "agreement", "agr1"),
+    ("Agr@10", "agreement", "agr10"),
+    ("tail-user NDCG@10", "tail_users", "NDCG@10"),
+    ("head-user NDCG@10", "head_users", "NDCG@10"),
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one invocation runs."""
+
+    teachers: tuple[str, ...]
+    regimes: tuple[str, ...]
+    seeds: tuple[int, ...]
+    methods: tuple[str, ...]
+    quick: bool
+    workdir: Path
+    only_budgets: tuple[int, ...] | None = None  # train these of the teacher's budgets alone
+    ablation_budget: int = ABLATION_BUDGET
+
+    def extraction_budget(self, teacher: str) -> int:
+        """Paid once per probe set: the largest budget of the curve, whatever is trained."""
+        return max(QUICK_BUDGETS if self.quick else TEACHER_BUDGETS[teacher])
+
+    def budgets(self, teacher: str) -> tuple[int, ...]:
+        every = QUICK_BUDGETS if self.quick else TEACHER_BUDGETS[teacher]
+        return tuple(b for b in every if self.only_budgets is None or b in self.only_budgets)
+
+    def methods_at(self, budget: int) -> list[str]:
+        return [m for m in self.methods if m in CURVE_METHODS or budget == self.ablation_budget]
+
+    @property
+    def max_epochs(self) -> int:
+        return 20 if self.quick else 100
+
+
+def ensure_teacher(directory: Path, arch: str, quick: bool) -> Path:
+    """The teacher artifact: trained once with seed 0, reused afterwards."""
+    if not (directory / "config.json").is_file():
+        train = TrainConfig.for_arch(arch, seed=0, progress=False)
+        if quick:
+            train = replace(train, max_epochs=10)
+        train_supervised(load_dataset(DATASET), ModelConfig(arch=arch), train, directory)
+    return directory
+
+
+def extract_once(url: str, out: Path, budget: int, regime: str, seed: int) -> dict[str, Any]:
+    """The probe set of this (teacher, regime, seed) at `budget`; an existing one is reused.
+
+    Both sources offer more queries than the budget buys, in a seeded order that spreads any
+    prefix of it over users (seeded) or sequences (data-free)."""
+    if not (out / SUMMARY_FILENAME).is_file():
+        if regime == "seeded":
+            source = {"source": "seeded", "dataset": DATASET, "prefixes": budget // 2400 + 2}
+        else:
+            source = {"source": "autoregressive", "n_sequences": budget // 10, "max_length": 50}
+        config = ExtractConfig(
+            teacher_url=url, api_key=KEY, budget=budget, out=out, k=100, seed=seed, **source
+        )
+        asyncio.run(extract(config, progress=False))
+    return json.loads((out / SUMMARY_FILENAME).read_text())
+
+
+def student_result(
+    plan: Plan, probes: Path, out: Path, method: str, budget: int, seed: int, evaluate
+) -> tuple[dict[str, Any], bool]:
+    """Train and score one student, or read back the one a previous run finished."""
+    done = out / "result.json"
+    if done.is_file():
+        return json.loads(done.read_text()), True
+    config = DistillConfig(
+        probes=probes,
+        out=out,
+        model=ModelConfig(),
+        objective=ObjectiveConfig(**METHODS[method]),
+        answers=budget,
+        max_epochs=plan.max_epochs,
+        seed=seed,
+        progress=False,
+    )
+    summary = distill(config)
+    report = evaluate(out)
+    result = {
+        "metrics": metric_row(report, "student"),
+        "heldout": summary.heldout,
+        "queries": summary.queries,
+        "examples": summary.examples,
+        "best_epoch": summary.best_epoch,
+        "epochs_run": summary.epochs_run,
+        "seconds": summary.seconds,
+    }
+    done.write_text(json.dumps(result, indent=2) + "\n")
+    return result, False
+
+
+def metric_row(report: dict[str, Any], who: str) -> dict[str, float]:
+    """The bench's metrics for the teacher or the student of one fidelity report."""
+    row = {}
+    for label, group, metric in METRICS:
+        if group == "agreement":
+            row[label] = report["agreement"]["overall"][metric] if who == "student" else 1.0
+        else:
+            row[label] = report[who][group][metric]
+    return row
+
+
+def run(plan: Plan, port: int) -> dict[str, Any]:
+    """Every student of the plan; returns the raw results, one entry per student."""
+    data = load_dataset(DATASET)
+    split = leave_one_out(data)
+    runs: list[dict[str, Any]] = []
+    teachers: dict[str, dict[str, float]] = {}
+    for arch in plan.teachers:
+        base = plan.workdir / arch
+        teacher_dir = ensure_teacher(base / "teacher", arch, plan.quick)
+        teacher_ranked = rank_with_model(load_artifact(teacher_dir), data, split)
+
+        def evaluate(student: Path, ranked=teacher_ranked) -> dict[str, Any]:
+            return fidelity_report(
+                ranked, rank_with_model(load_artifact(student), data, split), split
+            )
+
+        settings = TeacherSettings(model_dir=teacher_dir, api_keys=[KEY], rate=1e9, quota=10**9)
+        budgets = plan.budgets(arch)
+        with running(create_app(settings), port=port) as url:
+            for regime in plan.regimes:
+                for seed in plan.seeds:
+                    probes = base / regime / f"seed{seed}" / "probes"
+                    extraction = extract_once(
+                        url, probes, plan.extraction_budget(arch), regime, seed
+                    )
+                    for budget in budgets:
+                        for method in plan.methods_at(budget):
+                            out = probes.parent / method / f"b{budget}"
+                            result, reused = student_result(
+                                plan, probes, out, method, budget, seed, evaluate
+                            )
+                            runs.append(
+                                {
+                                    "teacher": arch,
+                                    "regime": regime,
+                                    "seed": seed,
+                                    "method": method,
+                                    "budget": budget,
+                                    "extraction_paid": extraction["spent_total"],
+                                    **result,
+                                }
+                            )
+                            print(
+                                f"{arch:8s} {regime:9s} seed {seed} {method:14s} {budget:6d} "
+                                f"Agr@10 {result['metrics']['Agr@10']:.3f} "
+                                f"NDCG@10 {result['metrics']['NDCG@10']:.4f} "
+                                f"held-out Agr@10 {result['heldout']['agr10']:.3f} "
+                                f"[{result['seconds']:.0f}s{', reused' if reused else ''}]",
+                                flush=True,
+                            )
+        teachers[arch] = metric_row(evaluate(teacher_dir), "teacher")
+    return {"runs": runs, "teachers": teachers}
+
+
+def curves(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """curves[regime][teacher][method][budget][metric] = {mean, std, runs} over seeds, with
+    the held-out Agr@10 the students were selected on as metric "held-out Agr@10"."""
+    grouped: dict[tuple, list[dict[str, float]]] = {}
+    for r in runs:
+        key = (r["regime"], r["teacher"], r["method"], str(r["budget"]))
+        grouped.setdefault(key, []).append(
+            {**r["metrics"], "held-out Agr@10": r["heldout"]["agr10"]}
+        )
+    out: dict[str, Any] = {}
+    for (regime, teacher, method, budget), rows in sorted(grouped.items()):
+        out.setdefault(regime, {}).setdefault(teacher, {}).setdefault(method, {})[budget] = {
+            label: {**mean_std(values := [row[label] for row in rows]), "runs": values}
+            for label in rows[0]
+        }
+    return out
+
+
+def targets(table: dict[str, Any], teachers: dict[str, dict[str, float]]) -> list[str]:
+    """The student issue's targets, each with the figures that decide it."""
+    lines = []
+    wins = []
+    for regime, by_teacher in table.items():
+        for teacher, methods in by_teacher.items():
+            if DEFAULT_METHOD not in methods or "dfme" not in methods:
+                continue
+            for budget, ours in methods[DEFAULT_METHOD].items():
+                theirs = methods["dfme"].get(budget)
+                if theirs is None:
+                    continue
+                for label in ("Agr@10", "NDCG@10"):
+                    gap = ours[label]["mean"] - theirs[label]["mean"]
+                    spread = max(ours[label]["std"], theirs[label]["std"])
+                    wins.append((gap >= 0, gap > spread))
+                    if gap < 0:
+                        lines.append(
+                            f"{regime} {teacher} {budget}: {DEFAULT_METHOD} {label} "
+                            f"{ours[label]['mean']:.4f} below dfme {theirs[label]['mean']:.4f}"
+                        )
+    if wins:
+        at_or_above = sum(w for w, _ in wins)
+        clear = sum(c for _, c in wins)
+        lines.insert(
+            0,
+            f"{DEFAULT_METHOD} at or above dfme at {at_or_above} of {len(wins)} points "
+            f"(target all): {'met' if at_or_above == len(wins) else 'MISSED'}; above by more "
+            f"than one std at {clear} (target {math.ceil(len(wins) / 2)}): "
+            f"{'met' if clear >= len(wins) / 2 else 'MISSED'}",
+        )
+    point = table.get("seeded", {}).get("sasrec", {})
+    if "10000" in point.get(DEFAULT_METHOD, {}):
+        ours = point[DEFAULT_METHOD]["10000"]
+        agr, ndcg = ours["Agr@10"]["mean"], ours["NDCG@10"]["mean"]
+        teacher_ndcg = teachers["sasrec"]["NDCG@10"]
+        lines.append(f"seeded sasrec 10000: Agr@10 {agr:.4f} >= 0.80: {verdict(agr >= 0.8)}")
+        lines.append(
+            f"seeded sasrec 10000: NDCG@10 {ndcg:.4f} >= teacher {teacher_ndcg:.4f}: "
+            f"{verdict(ndcg >= teacher_ndcg)}"
+        )
+        if "10000" in point.get("dfme", {}):
+            theirs = point["dfme"]["10000"]["tail-user NDCG@10"]
+            mine = ours["tail-user NDCG@10"]
+            gap, spread = mine["mean"] - theirs["mean"], max(mine["std"], theirs["std"])
+            lines.append(
+                f"seeded sasrec 10000: tail-user NDCG@10 above dfme by {gap:+.4f} "
+                f"(spread {spread:.4f}): {verdict(gap > spread and len(mine['runs']) > 1)}"
+            )
+    free = table.get("data-free", {}).get("sasrec", {}).get(DEFAULT_METHOD, {})
+    if "10000" in free:
+        agr = free["10000"]["Agr@10"]["mean"]
+        lines.append(f"data-free sasrec 10000: Agr@10 {agr:.4f} >= 0.70: {verdict(agr >= 0.7)}")
+    return lines
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    shown = ("NDCG@10", "Agr@1", "Agr@10", "tail-user NDCG@10", "held-out Agr@10")
+    lines = [
+        "# Leakage curve",
+        "",
+        f"ML-100k (sha256 {results['dataset']['sha256'][:12]}…), k=100, scales 1, 1/2, 1/4; "
+        f"seeds {list(results['seeds'])}; mean ± std over seeds. Default objective: "
+        f"`{results['default_method']}`. Command: `{results['command']}`.",
+        "",
+        "| teacher | NDCG@10 | HR@10 | tail-user NDCG@10 |",
+        "|---|---:|---:|---:|",
+    ]
+    for teacher, row in results["teachers"].items():
+        lines.append(
+            f"| {teacher} | {row['NDCG@10']:.4f} | {row['HR@10']:.4f} | "
+            f"{row['tail-user NDCG@10']:.4f} |"
+        )
+    lines += ["", "| regime | teacher | method | paid | " + " | ".join(shown) + " |"]
+    lines.append("|---|---|---|---:|" + "---:|" * len(shown))
+    for regime, by_teacher in results["curves"].items():
+        for teacher, methods in by_teacher.items():
+            for method, points in methods.items():
+                for budget, stats in sorted(points.items(), key=lambda kv: int(kv[0])):
+                    cells = " | ".join(
+                        f"{stats[s]['mean']:.4f} ± {stats[s]['std']:.4f}" for s in shown
+                    )
+                    lines.append(f"| {regime} | {teacher} | {method} | {budget} | {cells} |")
+    lines += ["", "Targets:", ""] + [f"- {line}" for line in results["targets"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Agr@10 and NDCG@10 against paid answers: a row per (regime, teacher), a line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(r, t) for r, by in results["curves"].items() for t in by]
+    fig, axes = plt.subplots(len(panels), 2, figsize=(10, 3.2 * len(panels)), squeeze=False)
+    for row, (regime, teacher) in enumerate(panels):
+        for col, label in enumerate(("Agr@10", "NDCG@10")):
+            ax = axes[row][col]
+            for method, points in results["curves"][regime][teacher].items():
+                if len(points) < 2:
+                    continue  # an ablation at one budget is a table entry, not a curve
+                budgets = sorted(points, key=int)
+                x = [int(b) for b in budgets]
+                ax.plot(x, [points[b][label]["mean"] for b in budgets], marker="o", label=method)
+                low = [min(points[b][label]["runs"]) for b in budgets]
+                high = [max(points[b][label]["runs"]) for b in budgets]
+                ax.fill_between(x, low, high, alpha=0.2)
+            if label == "NDCG@10":
+                ax.axhline(results["teachers"][teacher]["NDCG@10"], color="grey", ls="--", lw=1)
+            ax.set_xscale("log")
+            ax.set_xlabel("paid answers")
+            ax.set_title(f"{label}: {regime}, {teacher} teacher")
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--quick", action="store_true", help="SASRec, 1,000-5,000, 20 epochs")
+    parser.add_argument("--teachers", default=None, help="sasrec,bert4rec (quick: sasrec)")
+    parser.add_argument("--regimes", default="seeded,data-free")
+    parser.add_argument("--seeds", default=None, help="comma-separated (default 0,1,2; quick 0)")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--budgets", default=None, help="train only these budgets of the curve")
+    parser.add_argument(
+        "--ablation-budget", type=int, default=ABLATION_BUDGET, help="where every method runs"
+    )
+    parser.add_argument("--workdir", type=Path, default=Path("runs/bench-leakage"))
+    parser.add_argument("--port", type=int, default=18768, help="the teacher's loopback port")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    unknown = set(args.methods.split(",")) - set(METHODS)
+    if unknown:
+        parser.error(f"unknown methods {sorted(unknown)}; known: {', '.join(METHODS)}")
+    plan = Plan(
+        teachers=tuple(
+            (args.teachers or ("sasrec" if args.quick else "sasrec,bert4rec")).split(",")
+        ),
+        regimes=tuple(args.regimes.split(",")),
+        seeds=tuple(int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")),
+        methods=tuple(args.methods.split(",")),
+        quick=args.quick,
+        workdir=args.workdir / ("quick" if args.quick else "full"),
+        only_budgets=tuple(int(b) for b in args.budgets.split(",")) if args.budgets else None,
+        ablation_budget=args.ablation_budget,
+    )
+    started = time.monotonic()
+    raw = run(plan, args.port)
+    table = curves(raw["runs"])
+    results = {
+        "dataset": load_dataset(DATASET).card(),
+        "command": "python bench/leakage.py " + " ".join(_argv()),
+        "quick": plan.quick,
+        "seeds": plan.seeds,
+        "default_method": DEFAULT_METHOD,
+        "methods": {name: METHODS[name] for name in plan.methods},
+        "teachers": raw["teachers"],
+        "curves": table,
+        "targets": targets(table, raw["teachers"]),
+        "runs": raw["runs"],
+        "wall_s": time.monotonic() - started,
+        "machine": host(),
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    text = markdown(results)
+    args.json.with_suffix(".md").write_text(text)
+    plot(results, args.json.with_suffix(".png"))
+    print(text)
+    print(f"wall time {results['wall_s']:.0f}s")
+
+
+def _argv() -> list[str]:
+    import sys
+
+    return sys.argv[1:]
+
+
+if __name__ == "__main__":
+    main()
