@@ -10,7 +10,7 @@ One run, each stage a separate `recmimic` process, as a user runs them, against 
 For each stage: wall time and the process's own peak RSS (`os.wait4`), plus what the stage
 wrote about itself (`summary.json`, `distill.json`). The teacher is an untrained SASRec the size
 of ML-100k unless `--model` names an artifact: the cost of extracting and training is what is
-measured here, not the student's quality (see bench/fidelity.py for that).
+measured here, not the student's quality (see bench/leakage.py for that).
 
     python bench/scale.py --json bench/results/scale.json [--max-epochs 1] [--prefixes all]
 """

@@ -40,7 +40,8 @@ def distill(
         typer.Option(help="Learn from the first N answers only, as if the budget had been N"),
     ] = None,
     kl_weight: Annotated[
-        float | None, typer.Option(help="Weight of BAHSD's KL term against the low branch")
+        float | None,
+        typer.Option(help="bahsd_gated: weight of its KL branch against the low branch"),
     ] = None,
     max_epochs: int | None = None,
     patience: int | None = None,

@@ -345,6 +345,8 @@ def test_cli_distills_and_evaluates(probe_dir: Path, teacher_dir: Path, tmp_path
             "all",
             "--kl-weight",
             "0.3",
+            "--answers",
+            "700",
             "--hidden",
             "16",
             "--max-len",
@@ -360,6 +362,7 @@ def test_cli_distills_and_evaluates(probe_dir: Path, teacher_dir: Path, tmp_path
     assert "held-out Agr@10" in result.output
     objective = load_artifact(student).info.training["objective"]
     assert objective["n_negatives"] is None and objective["kl_weight"] == 0.3
+    assert load_artifact(student).info.training["answers"] == 700
     result = runner.invoke(
         app,
         [

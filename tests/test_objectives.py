@@ -21,6 +21,7 @@ from distill.objectives import (
     rank_soft_targets,
     ranking_hinge,
     sample_negatives,
+    sampled_logsumexp,
 )
 
 NO_NEGATIVES = (torch.zeros(1, 1), torch.zeros(1, 1, dtype=torch.bool))
@@ -132,6 +133,32 @@ def test_plackett_luce_is_lowest_in_the_teachers_order_and_falls_with_the_margin
             assert other.item() > best
     wider = plackett_luce(4 * ordered.unsqueeze(0), valid, outside - 20, weights, ones).item()
     assert 0 < wider < best and wider < 0.05
+
+
+def test_sampled_outside_set_is_the_valid_negatives_only() -> None:
+    got = sampled_logsumexp(
+        torch.tensor([[0.0, 1.0, 5.0]]), torch.tensor([[True, True, False]]), torch.ones(1)
+    )
+    assert got.item() == pytest.approx(math.log(1 + math.e))
+    # In the loss: an item outside both the answer and the sampled pool counts only for the
+    # whole-catalogue outside set.
+    common = {
+        "topk": torch.tensor([[1, 2]]),
+        "reliability": torch.tensor([0.5]),
+        "full_repr": torch.ones(1, 2),
+        "view_repr": torch.ones(1, 2),
+        "view_valid": torch.tensor([False]),
+        "negative_pool": torch.tensor([3]),
+    }
+    low, high = (
+        torch.tensor([[0.0, 2.0, 1.0, 0.0, -9.0]]),
+        torch.tensor([[0.0, 2.0, 1.0, 0.0, 9.0]]),
+    )
+    for outside, changes in (("sampled", False), ("catalogue", True)):
+        config = ObjectiveConfig(name="listwise", list_outside=outside, n_negatives=4)
+        first, _ = distillation_loss(config, low, **common)
+        second, _ = distillation_loss(config, high, **common)
+        assert (first.item() != pytest.approx(second.item())) == changes
 
 
 def test_position_weights_focus_on_the_top() -> None:
