@@ -12,12 +12,14 @@ leave-one-out test split is read once per student, to report.
     python bench/leakage.py --json bench/results/leakage-quick.json --quick
     python bench/leakage.py --json OUT.json --teachers sasrec --regimes seeded --seeds 0
 
-Everything is kept under `--workdir` (teachers, probe sets, one `result.json` per finished
-student), so a killed or partial run started again trains only what is missing, and parts run
-in separate processes (say one teacher each) end in one JSON when the last part runs with the
-full selection: finished students are read back, not retrained. Writes JSON (`curves`,
-`teachers`, `default_method`, `targets`), a Markdown table and a PNG of Agr@10 and NDCG@10
-against paid answers (mean line, band = min to max over seeds), all with the same stem.
+Teachers, probe sets and one `result.json` per finished student are kept under `--workdir`, so
+a killed run started again trains only what is missing. The results JSON is read back too (the
+`--json` file itself and any `--read-back` files): a later session, whose work directory is
+gone, retrains the teacher (seeded, deterministic on one machine) and reuses every committed
+student whose teacher has the same weights (sha256) and whose objective settings are unchanged;
+parts run in separate processes end in one JSON with `--read-back PART.json ...`. Writes JSON
+(`curves`, `teachers`, `default_method`, `targets`, `runs`), a Markdown table and a PNG of Agr@10
+and NDCG@10 against paid answers (mean line, band = min to max over seeds), with one stem.
 """
 
 from __future__ import annotations
@@ -40,9 +42,11 @@ from distill.fidelity import fidelity_report, rank_with_model
 from distill.run import distill
 from extractor.config import ExtractConfig
 from extractor.run import SUMMARY_FILENAME, extract
+from seqrec.artifact_files import WEIGHTS
 from seqrec.artifacts import load_artifact
 from seqrec.data.dataset import leave_one_out
 from seqrec.data.loading import load_dataset
+from seqrec.hashing import file_sha256
 from seqrec.models import ModelConfig
 from seqrec.supervised import train_supervised
 from seqrec.train import TrainConfig
@@ -186,8 +190,9 @@ def metric_row(report: dict[str, Any], who: str) -> dict[str, float]:
     return row
 
 
-def run(plan: Plan, port: int) -> dict[str, Any]:
-    """Every student of the plan; returns the raw results, one entry per student."""
+def run(plan: Plan, port: int, earlier: dict[tuple, dict[str, Any]]) -> dict[str, Any]:
+    """Every student of the plan, one entry each; `earlier` (from `read_back`) are taken as
+    they are where their teacher's weights and objective settings are this run's."""
     data = load_dataset(DATASET)
     split = leave_one_out(data)
     runs: list[dict[str, Any]] = []
@@ -195,6 +200,7 @@ def run(plan: Plan, port: int) -> dict[str, Any]:
     for arch in plan.teachers:
         base = plan.workdir / arch
         teacher_dir = ensure_teacher(base / "teacher", arch, plan.quick)
+        version = file_sha256(teacher_dir / WEIGHTS)
         teacher_ranked = rank_with_model(load_artifact(teacher_dir), data, split)
 
         def evaluate(student: Path, ranked=teacher_ranked) -> dict[str, Any]:
@@ -203,41 +209,64 @@ def run(plan: Plan, port: int) -> dict[str, Any]:
             )
 
         settings = TeacherSettings(model_dir=teacher_dir, api_keys=[KEY], rate=1e9, quota=10**9)
-        budgets = plan.budgets(arch)
         with running(create_app(settings), port=port) as url:
             for regime in plan.regimes:
                 for seed in plan.seeds:
                     probes = base / regime / f"seed{seed}" / "probes"
-                    extraction = extract_once(
-                        url, probes, plan.extraction_budget(arch), regime, seed
-                    )
-                    for budget in budgets:
+                    for budget in plan.budgets(arch):
                         for method in plan.methods_at(budget):
-                            out = probes.parent / method / f"b{budget}"
-                            result, reused = student_result(
-                                plan, probes, out, method, budget, seed, evaluate
-                            )
-                            runs.append(
-                                {
-                                    "teacher": arch,
-                                    "regime": regime,
-                                    "seed": seed,
-                                    "method": method,
-                                    "budget": budget,
+                            key = (arch, regime, seed, method, budget)
+                            objective = asdict(ObjectiveConfig(**METHODS[method]))
+                            entry = earlier.get(key)
+                            reused = entry is not None and (
+                                entry["teacher_version"],
+                                entry["objective"],
+                            ) == (version, objective)
+                            if not reused:
+                                extraction = extract_once(
+                                    url, probes, plan.extraction_budget(arch), regime, seed
+                                )
+                                result, reused = student_result(
+                                    plan,
+                                    probes,
+                                    probes.parent / method / f"b{budget}",
+                                    method,
+                                    budget,
+                                    seed,
+                                    evaluate,
+                                )
+                                entry = {
+                                    **dict(zip(RUN_KEY, key, strict=True)),
+                                    "teacher_version": version,
                                     "extraction_paid": extraction["spent_total"],
                                     **result,
                                 }
-                            )
+                            runs.append(entry)
                             print(
                                 f"{arch:8s} {regime:9s} seed {seed} {method:14s} {budget:6d} "
-                                f"Agr@10 {result['metrics']['Agr@10']:.3f} "
-                                f"NDCG@10 {result['metrics']['NDCG@10']:.4f} "
-                                f"held-out Agr@10 {result['heldout']['agr10']:.3f} "
-                                f"[{result['seconds']:.0f}s{', reused' if reused else ''}]",
+                                f"Agr@10 {entry['metrics']['Agr@10']:.3f} "
+                                f"NDCG@10 {entry['metrics']['NDCG@10']:.4f} "
+                                f"held-out Agr@10 {entry['heldout']['agr10']:.3f} "
+                                f"[{entry['seconds']:.0f}s{', reused' if reused else ''}]",
                                 flush=True,
                             )
         teachers[arch] = metric_row(evaluate(teacher_dir), "teacher")
     return {"runs": runs, "teachers": teachers}
+
+
+RUN_KEY = ("teacher", "regime", "seed", "method", "budget")
+
+
+def read_back(paths: list[Path]) -> dict[tuple, dict[str, Any]]:
+    """Finished students from earlier results files (a session's partial run, another
+    process's part), by (teacher, regime, seed, method, budget); later files win."""
+    earlier = {}
+    for path in paths:
+        if path.is_file():
+            for entry in json.loads(path.read_text()).get("runs", []):
+                if "teacher_version" in entry:
+                    earlier[tuple(entry[name] for name in RUN_KEY)] = entry
+    return earlier
 
 
 def curves(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -412,6 +441,13 @@ def main() -> None:
     parser.add_argument(
         "--ablation-budget", type=int, default=ABLATION_BUDGET, help="where every method runs"
     )
+    parser.add_argument(
+        "--read-back",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="results files whose finished students are reused (the --json file always is)",
+    )
     parser.add_argument("--workdir", type=Path, default=Path("runs/bench-leakage"))
     parser.add_argument("--port", type=int, default=18768, help="the teacher's loopback port")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -434,7 +470,7 @@ def main() -> None:
         ablation_budget=args.ablation_budget,
     )
     started = time.monotonic()
-    raw = run(plan, args.port)
+    raw = run(plan, args.port, read_back([*args.read_back, args.json]))
     table = curves(raw["runs"])
     results = {
         "dataset": load_dataset(DATASET).card(),
