@@ -168,7 +168,7 @@ def run_job(
     """Post the job to the service's API, run a worker until it ends; the job as last read."""
     # The embedded defaults, whatever RECMIMIC_* variables or recmimic.env say.
     settings = ServiceSettings(home=home).model_copy(
-        update={"database_url": None, "redis_url": None}
+        update={"database_url": None, "redis_url": None, "encryption_key": None}
     )
     store = open_store(settings)
     key = create_key(store.sessions, TENANT)

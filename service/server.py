@@ -25,6 +25,7 @@ from seqrec.serving.batcher import default_torch_threads
 from seqrec.serving.process import freeze_startup_objects
 from service.api.app import create_app
 from service.api.metrics import shared_between_processes
+from service.crypto import teacher_key_cipher
 from service.db.engine import make_engine, session_factory
 from service.logs import configure_logging
 from service.settings import ServiceSettings
@@ -75,6 +76,7 @@ def app_from_env() -> FastAPI:
     settings = ServiceSettings()
     configure_logging(settings.log_level)
     torch.set_num_threads(settings.torch_threads or default_torch_threads(settings.api_workers))
-    app = create_app(settings, JobStore(session_factory(make_engine(settings.database()))))
+    sessions = session_factory(make_engine(settings.database()))
+    app = create_app(settings, JobStore(sessions, teacher_key_cipher(settings)))
     freeze_startup_objects()
     return app

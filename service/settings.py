@@ -3,7 +3,8 @@
 Values come from the environment, then from an optional `recmimic.env` file in the working
 directory (or the file named by `RECMIMIC_ENV_FILE`), then from the defaults below. With no
 configuration at all the service keeps everything under `./recmimic-data`: a SQLite database,
-the embedded answer cache and the jobs' work directories.
+the key that encrypts teacher API keys in it, the embedded answer cache and the jobs' work
+directories.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "RECMIMIC_"
@@ -34,6 +35,19 @@ class ServiceSettings(BaseSettings):
         description="SQLAlchemy URL; default: a SQLite file under `home`",
     )
     redis_url: str | None = Field(default=None, description="None: the embedded answer cache")
+    # Jobs' teacher API keys are stored encrypted with this Fernet key (`service.crypto`), so no
+    # copy of the database (dump, backup, SQLite WAL, PostgreSQL WAL) holds them in clear.
+    # Several keys, comma-separated, rotate it: the first encrypts, any of them decrypts.
+    # Unset with SQLite (the embedded default), a key is generated once into `encryption.key`
+    # (mode 0600) beside the database file: copies of the database alone are then safe, a copy
+    # of the whole folder is not. Unset with PostgreSQL, the service refuses to start: the API
+    # and the workers may run on several machines and must all share one key, which no process
+    # can make up for the others. Make one with
+    #   python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"
+    # A job queued under a key no longer listed fails with a message saying so.
+    encryption_key: SecretStr | None = Field(
+        default=None, description="Fernet key(s) for teacher API keys at rest; see above"
+    )
 
     # Jobs: a worker's claim lasts `lease_s` and is renewed every `heartbeat_s`.
     lease_s: float = Field(default=60.0, gt=0)

@@ -3,8 +3,12 @@
 Tenancy: every read and write the API makes names the tenant, and another tenant's ids behave
 exactly like ids that do not exist (`NotFound`).
 
+Teacher API keys: `create_job` stores the key encrypted with the store's cipher; the worker
+decrypts the claimed job's `teacher_api_key_encrypted` just before use. The column is cleared
+when the job ends.
+
 Idempotency: `create_job` with an idempotency key already used by the tenant returns the job it
-created, when the request (teacher API key aside: it is not kept) is the same, and raises
+created, when the request (teacher API key aside: it is not compared) is the same, and raises
 `Conflict` when it differs. The API answers the first 201 and the replays 200.
 
 Leases: a worker owns a job while `lease_owner` is its id and `lease_expires_at` is in the
@@ -28,6 +32,8 @@ from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select, up
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.crypto import KeyCipher, teacher_key_cipher
+from service.db.engine import make_engine, migrate, session_factory
 from service.db.models import (
     ACTIVE,
     CANCELLED,
@@ -41,6 +47,7 @@ from service.db.models import (
     UTCDateTime,
 )
 from service.errors import Conflict, NotFound
+from service.settings import ServiceSettings
 
 Clock = Callable[[], datetime]
 
@@ -50,10 +57,16 @@ def utc_now() -> datetime:
 
 
 class JobStore:
-    """Access to jobs and students over one session factory; safe to share between threads."""
+    """Access to jobs and students over one session factory; safe to share between threads.
 
-    def __init__(self, sessions: sessionmaker[Session], clock: Clock = utc_now) -> None:
+    `cipher` encrypts teacher API keys; the worker decrypts with the same one.
+    """
+
+    def __init__(
+        self, sessions: sessionmaker[Session], cipher: KeyCipher, clock: Clock = utc_now
+    ) -> None:
         self.sessions = sessions
+        self.cipher = cipher
         self.clock = clock
 
     # --- the API's side ---------------------------------------------------------------------
@@ -67,7 +80,7 @@ class JobStore:
     ) -> tuple[Job, bool]:
         """The new queued job and True, or the job this idempotency key already made and False.
 
-        `request` must not contain the teacher API key; it is stored in its own column.
+        `request` must not contain the teacher API key; it is stored, encrypted, in its own column.
         """
         if idempotency_key is not None:
             existing = self._by_idempotency_key(tenant, idempotency_key)
@@ -80,7 +93,7 @@ class JobStore:
             idempotency_key=idempotency_key,
             status=QUEUED,
             request=request,
-            teacher_api_key=teacher_api_key,
+            teacher_api_key_encrypted=self.cipher.encrypt(teacher_api_key),
             progress=0.0,
             paid=0,
             cached=0,
@@ -185,8 +198,9 @@ class JobStore:
         """Take the oldest claimable job under a new lease; None when there is none.
 
         A queued job becomes `probing`; a reclaimed one keeps its stage and resumes from its
-        checkpoint. The returned job carries the teacher API key. Running jobs that were asked to
-        cancel and whose worker died are marked cancelled here, since nobody else will.
+        checkpoint. The returned job carries the encrypted teacher API key. Running jobs that
+        were asked to cancel and whose worker died are marked cancelled here, since nobody else
+        will.
         """
         now = self.clock()
         lease_ended = or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now)
@@ -317,6 +331,14 @@ class JobStore:
             return bool(changed.rowcount)
 
 
+def open_store(settings: ServiceSettings) -> JobStore:
+    """The configured database, migrated to the latest schema, with the configured cipher."""
+    cipher = teacher_key_cipher(settings)
+    engine = make_engine(settings.database())
+    migrate(engine, cipher)
+    return JobStore(session_factory(engine), cipher)
+
+
 def _owned(job_id: str, worker_id: str) -> ColumnElement[bool]:
     """The job is running under this worker's lease."""
     return and_(Job.id == job_id, Job.lease_owner == worker_id, Job.status.in_(ACTIVE))
@@ -326,7 +348,7 @@ def _terminal(status: str, now: datetime) -> dict[str, Any]:
     """A final state: the lease is released and the teacher API key forgotten."""
     return {
         "status": status,
-        "teacher_api_key": None,
+        "teacher_api_key_encrypted": None,
         "lease_owner": None,
         "lease_expires_at": None,
         "finished_at": now,

@@ -15,7 +15,8 @@ trainer's `should_stop` turns true.
 
 Failures the job's owner can act on (teacher unreachable, unknown dataset, no answered probes)
 fail the job with one line; anything else fails it with the exception's type, the traceback
-going to the worker's log only. The teacher API key is never logged nor put in a message.
+going to the worker's log only. The teacher API key is stored encrypted and decrypted when the
+claimed job starts running; it is never logged nor put in a message.
 """
 
 from __future__ import annotations
@@ -42,12 +43,11 @@ from extractor.client import BUDGET_REFUSED
 from extractor.run import SUMMARY_FILENAME as EXTRACT_SUMMARY
 from extractor.run import extract
 from extractor.tasks import run_event_loop
-from service.db.engine import make_engine, migrate, session_factory
 from service.db.models import EVALUATING, PROBING, TRAINING, Job
 from service.logs import configure_logging
 from service.pipeline import distill_config, evaluate_config, extract_config, job_paths
 from service.settings import ServiceSettings
-from service.store import JobStore
+from service.store import JobStore, open_store
 from service.user_errors import USER_ERRORS
 
 log = logging.getLogger("service.worker")
@@ -68,13 +68,6 @@ class JobFailed(Exception):
 def new_worker_id() -> str:
     """hostname:pid:random, unique even when a process restarts with the same pid."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-
-
-def open_store(settings: ServiceSettings) -> JobStore:
-    """The configured database, migrated to the latest schema."""
-    engine = make_engine(settings.database())
-    migrate(engine)
-    return JobStore(session_factory(engine))
 
 
 class Lease:
@@ -157,6 +150,7 @@ class JobRun:
     def __init__(
         self,
         job: Job,
+        key: str,
         store: JobStore,
         worker_id: str,
         settings: ServiceSettings,
@@ -165,7 +159,7 @@ class JobRun:
         self.job, self.store, self.worker_id = job, store, worker_id
         self.settings, self.lease = settings, lease
         self.request: dict[str, Any] = job.request
-        self.key = job.teacher_api_key or ""
+        self.key = key  # the teacher API key, in clear
         self.paths = job_paths(settings, job.id)
 
     def run(self) -> None:
@@ -283,10 +277,11 @@ class Worker:
             "job claimed",
             extra={"job": job.id, "status": job.status, "attempt": job.attempts},
         )
-        key = job.teacher_api_key or ""
+        key = ""
         with Lease(self.store, job.id, self.worker_id, self.settings, self.shutdown) as lease:
             try:
-                JobRun(job, self.store, self.worker_id, self.settings, lease).run()
+                key = self._teacher_key(job)
+                JobRun(job, key, self.store, self.worker_id, self.settings, lease).run()
             except Stopped:
                 self._stopped(job, lease)
             except (JobFailed, *USER_ERRORS) as exc:
@@ -294,6 +289,13 @@ class Worker:
             except Exception as exc:
                 log.exception("job crashed", extra={"job": job.id})
                 self._fail(job, f"internal error ({type(exc).__name__}); see the worker's log")
+
+    def _teacher_key(self, job: Job) -> str:
+        """The job's teacher API key in clear, decrypted now that the job runs (a key the
+        server's keys cannot decrypt fails the job with a message saying so)."""
+        if job.teacher_api_key_encrypted is None:
+            raise JobFailed("the job has no teacher API key")
+        return self.store.cipher.decrypt(job.teacher_api_key_encrypted)
 
     def _stopped(self, job: Job, lease: Lease) -> None:
         if lease.reason == "cancelled":

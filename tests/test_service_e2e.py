@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from cryptography.fernet import Fernet
 from service_stack import (
     DATASET,
     TEACHER_KEYS,
@@ -55,7 +56,11 @@ def teacher_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def backend(request: pytest.FixtureRequest) -> dict[str, str]:
     if request.param == "sqlite":
         return {}
-    return {"database_url": request.getfixturevalue("pg_url"), "redis_url": REDIS_URL}
+    return {
+        "database_url": request.getfixturevalue("pg_url"),
+        "redis_url": REDIS_URL,
+        "encryption_key": Fernet.generate_key().decode(),  # required with PostgreSQL
+    }
 
 
 def client(url: str, key: str) -> httpx.Client:

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from cryptography.fernet import Fernet
 from sqlalchemy import Engine, text
 
+from service.crypto import KeyCipher
 from service.db.engine import make_engine, migrate, session_factory
 from service.db.models import CANCELLED, DONE, FAILED, PROBING, QUEUED, TRAINING
 from service.errors import Conflict, NotFound
@@ -25,6 +27,7 @@ from service.store import JobStore
 
 PG_ADMIN = "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=3"
 REQUEST = {"teacher_url": "http://teacher", "budget": 10}
+CIPHER = KeyCipher([Fernet.generate_key()])
 
 
 def _pg_reachable() -> bool:
@@ -91,7 +94,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def store(engine: Engine, clock: Clock) -> JobStore:
-    return JobStore(session_factory(engine), clock)
+    return JobStore(session_factory(engine), CIPHER, clock)
 
 
 def queue(store: JobStore, n: int, tenant: str = "alice") -> list[str]:
@@ -173,7 +176,7 @@ def test_tenants_see_only_their_own(store: JobStore) -> None:
 def test_cancel_queued_is_immediate_and_forgets_the_teacher_key(store: JobStore) -> None:
     (job_id,) = queue(store, 1)
     job = store.request_cancel("alice", job_id)
-    assert job.status == CANCELLED and job.teacher_api_key is None and job.finished_at
+    assert job.status == CANCELLED and job.teacher_api_key_encrypted is None and job.finished_at
     assert store.request_cancel("alice", job_id).status == CANCELLED  # again: no change
     assert store.claim_job("w", 60) is None
 
@@ -186,7 +189,11 @@ def test_cancel_running_flags_the_worker(store: JobStore) -> None:
     assert store.cancel_requested(job_id)
     assert store.finish_cancelled(job_id, "w")
     job = store.get_job("alice", job_id)
-    assert job.status == CANCELLED and job.teacher_api_key is None and job.lease_owner is None
+    assert (
+        job.status == CANCELLED
+        and job.teacher_api_key_encrypted is None
+        and job.lease_owner is None
+    )
 
 
 def test_cancel_of_a_finished_job_is_a_conflict(store: JobStore) -> None:
@@ -197,21 +204,21 @@ def test_cancel_of_a_finished_job_is_a_conflict(store: JobStore) -> None:
         store.request_cancel("alice", job_id)
     job = store.get_job("alice", job_id)
     assert job.status == FAILED and job.error == "teacher unreachable"
-    assert job.teacher_api_key is None
+    assert job.teacher_api_key_encrypted is None
 
 
 def test_claim_takes_oldest_first_with_a_lease(store: JobStore, clock: Clock) -> None:
     ids = queue(store, 3)
     job = store.claim_job("w1", 30)
     assert job.id == ids[0] and job.status == PROBING and job.attempts == 1
-    assert job.teacher_api_key == "teacher-secret"  # the worker needs it
+    assert CIPHER.decrypt(job.teacher_api_key_encrypted) == "teacher-secret"  # for the worker
     assert job.lease_owner == "w1" and job.lease_expires_at == clock.now + timedelta(seconds=30)
     assert job.started_at == clock.now and job.started_at.tzinfo is not None
     assert store.claim_job("w2", 30).id == ids[1]
 
 
 def test_claim_is_exclusive_under_contention(engine: Engine) -> None:
-    store = JobStore(session_factory(engine))  # the real clock: threads race for real
+    store = JobStore(session_factory(engine), CIPHER)  # the real clock: threads race for real
     ids = queue(store, 12)
     claimed: list[str] = []
     start = threading.Barrier(4)
@@ -279,7 +286,7 @@ def test_a_dead_workers_cancelled_job_is_closed_by_the_next_claim(
     clock.advance(11)
     assert store.claim_job("w2", 10) is None
     job = store.get_job("alice", job_id)
-    assert job.status == CANCELLED and job.teacher_api_key is None
+    assert job.status == CANCELLED and job.teacher_api_key_encrypted is None
 
 
 def test_done_records_the_student_and_forgets_the_key(store: JobStore) -> None:
@@ -292,7 +299,7 @@ def test_done_records_the_student_and_forgets_the_key(store: JobStore) -> None:
     )
     job = store.get_job("alice", job_id)
     assert job.status == DONE and job.progress == 1.0 and job.student_id == student.id
-    assert job.teacher_api_key is None and job.metrics == {"agr@10": 0.5}
+    assert job.teacher_api_key_encrypted is None and job.metrics == {"agr@10": 0.5}
     assert store.get_student("alice", student.id).report_path == "/s/report.json"
     assert not store.heartbeat(job_id, "w", 60)  # finished jobs have no lease
     counts = store.job_counts()

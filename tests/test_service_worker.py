@@ -146,7 +146,7 @@ def test_cancel_stops_a_running_job_within_seconds_and_failures_are_one_line(
     service.store.request_cancel("alice", job_id)
     stopped = service.wait_status(job_id, TERMINAL, timeout_s=10)
     assert stopped.status == CANCELLED and time.monotonic() - asked < 3
-    assert stopped.teacher_api_key is None
+    assert stopped.teacher_api_key_encrypted is None
     time.sleep(1)
     billed = usage(slow_teacher, key)
     time.sleep(1)

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response, status
 
 from service.api.deps import KeyFirstRoute, SettingsDep, StoreDep, TenantDep
-from service.api.schemas import ErrorBody, JobRequest, JobsPage, JobView, Status
+from service.api.schemas import ErrorBody, JobRequest, JobsPage, JobView, Status, storable
 from service.errors import Invalid
 from service.settings import ServiceSettings
 
@@ -43,6 +43,8 @@ def create_job(
     the same key with a different body is refused with 409.
     """
     _check_limits(body, settings)
+    if idempotency_key is not None:
+        _check_storable("header.Idempotency-Key", idempotency_key)
     job, created = store.create_job(
         tenant, body.stored(), body.teacher_api_key.get_secret_value(), idempotency_key
     )
@@ -61,6 +63,14 @@ def _check_limits(body: JobRequest, settings: ServiceSettings) -> None:
         raise Invalid(f"body.budget: at most {settings.max_budget}, got {body.budget}")
     if body.k > settings.max_k:
         raise Invalid(f"body.k: at most {settings.max_k}, got {body.k}")
+
+
+def _check_storable(where: str, value: str) -> None:
+    """The body's strings are checked by `JobRequest`; a header stored too is checked here."""
+    try:
+        storable(value)
+    except ValueError as exc:
+        raise Invalid(f"{where}: {exc}") from None
 
 
 @router.get("")

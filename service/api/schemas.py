@@ -2,6 +2,10 @@
 
 The teacher API key is write-only: `JobRequest` takes it as a `SecretStr` (so it never shows in
 a repr or a validation error), and no response model has a field for it.
+
+Every string of a job request must be one the database stores (`storable`): PostgreSQL refuses
+NUL in text, and a lone surrogate is no UTF-8 for either database. Refused here, it is a 422
+naming the field instead of a 500 from the insert.
 """
 
 from __future__ import annotations
@@ -18,6 +22,17 @@ from extractor.views import DEFAULT_SCALES
 Status = Literal["queued", "probing", "training", "evaluating", "done", "failed", "cancelled"]
 DATASET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 MAX_KEY_LENGTH = 4096
+
+
+def storable(value: str) -> str:
+    """`value`, or ValueError when a database cannot store it as text (see the module)."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters (\\u0000)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (an unpaired surrogate is not)") from None
+    return value
 
 
 class JobRequest(BaseModel):
@@ -52,6 +67,14 @@ class JobRequest(BaseModel):
         description="seeded: ask at most a query's most recent N items; null = all of them",
     )
     epochs: int | None = Field(default=None, ge=1, le=1000, description="cap on training epochs")
+
+    @field_validator("*")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if isinstance(text, str):
+            storable(text)
+        return value
 
     @field_validator("teacher_url")
     @classmethod

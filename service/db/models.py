@@ -1,7 +1,8 @@
 """Tables: API keys, extraction jobs, students. The migrations in `service/migrations` build them.
 
 Secrets: `api_keys` holds only the sha256 of each key; a job's teacher API key lives in its own
-column, never in `request`, and is cleared as soon as the job reaches a terminal state.
+column, encrypted (`service.crypto`), never in `request`, and is cleared as soon as the job
+reaches a terminal state.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class Job(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     status: Mapped[str] = mapped_column(String(16))
     request: Mapped[dict[str, Any]] = mapped_column(JSON)  # never holds the teacher API key
-    teacher_api_key: Mapped[str | None] = mapped_column(Text)  # NULL once terminal
+    teacher_api_key_encrypted: Mapped[str | None] = mapped_column(Text)  # NULL once terminal
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     paid: Mapped[int] = mapped_column(Integer, default=0)
     cached: Mapped[int] = mapped_column(Integer, default=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
+from service.crypto import teacher_key_cipher
 from service.db.engine import make_engine
 from service.db.models import Base
 from service.settings import ServiceSettings
@@ -23,7 +24,9 @@ def run(connection: Connection) -> None:
 given = context.config.attributes.get("connection")
 if given is not None:
     run(given)
-else:
-    with make_engine(ServiceSettings().database()).connect() as connection:
+else:  # `alembic upgrade` by hand: the service's own settings, encryption key included
+    settings = ServiceSettings()
+    context.config.attributes.setdefault("cipher", teacher_key_cipher(settings))
+    with make_engine(settings.database()).connect() as connection:
         run(connection)
         connection.commit()
