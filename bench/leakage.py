@@ -99,12 +99,16 @@ class Plan:
     only_budgets: tuple[int, ...] | None = None  # train these of the teacher's budgets alone
     ablation_budget: int = ABLATION_BUDGET
 
-    def extraction_budget(self, teacher: str) -> int:
-        """Paid once per probe set: the largest budget of the curve, whatever is trained."""
-        return max(QUICK_BUDGETS if self.quick else TEACHER_BUDGETS[teacher])
+    def probe_set(self, teacher: str, regime: str, seed: int) -> tuple[Path, int]:
+        """The probe set of this (teacher, regime, seed) and the budget it is extracted with:
+        the curve's largest, whose first answers every smaller budget trains on."""
+        return self.workdir / teacher / regime / f"seed{seed}" / "probes", max(self._every(teacher))
+
+    def _every(self, teacher: str) -> tuple[int, ...]:
+        return QUICK_BUDGETS if self.quick else TEACHER_BUDGETS[teacher]
 
     def budgets(self, teacher: str) -> tuple[int, ...]:
-        every = QUICK_BUDGETS if self.quick else TEACHER_BUDGETS[teacher]
+        every = self._every(teacher)
         return tuple(b for b in every if self.only_budgets is None or b in self.only_budgets)
 
     def methods_at(self, budget: int) -> list[str]:
@@ -126,15 +130,17 @@ def ensure_teacher(directory: Path, arch: str, quick: bool) -> Path:
 
 
 def extract_once(url: str, out: Path, budget: int, regime: str, seed: int) -> dict[str, Any]:
-    """The probe set of this (teacher, regime, seed) at `budget`; an existing one is reused.
+    """A probe set extracted with `budget` paid answers; an existing one is reused.
 
-    Both sources offer more queries than the budget buys, in a seeded order that spreads any
-    prefix of it over users (seeded) or sequences (data-free)."""
+    Both sources offer more queries than the budget buys, so the budget ends the run, in an
+    order where any first part is what a smaller budget buys: seeded, 2 + budget / 2,400
+    prefixes per user in a seeded shuffle; data-free, budget / 50 sequences of up to 50 items
+    (about 70 answers each, views included), grown 32 at a time (`group_size`)."""
     if not (out / SUMMARY_FILENAME).is_file():
         if regime == "seeded":
             source = {"source": "seeded", "dataset": DATASET, "prefixes": budget // 2400 + 2}
         else:
-            source = {"source": "autoregressive", "n_sequences": budget // 10, "max_length": 50}
+            source = {"source": "autoregressive", "n_sequences": budget // 50, "max_length": 50}
         config = ExtractConfig(
             teacher_url=url, api_key=KEY, budget=budget, out=out, k=100, seed=seed, **source
         )
@@ -146,12 +152,13 @@ def student_result(
     plan: Plan, probes: Path, out: Path, method: str, budget: int, seed: int, evaluate
 ) -> tuple[dict[str, Any], bool]:
     """Train and score one student, or read back the one a previous run finished with the
-    same objective settings (a method whose settings changed is trained again)."""
+    same objective settings and probe set (`identity`); any other is trained again."""
     done = out / "result.json"
     objective = ObjectiveConfig(**METHODS[method])
+    wanted = identity(plan, method, probes)
     if done.is_file():
         result = json.loads(done.read_text())
-        if result.get("objective") == asdict(objective):
+        if result.get("identity") == wanted:
             return result, True
     config = DistillConfig(
         probes=probes,
@@ -166,7 +173,7 @@ def student_result(
     summary = distill(config)
     report = evaluate(out)
     result = {
-        "objective": asdict(objective),
+        "identity": wanted,
         "metrics": metric_row(report, "student"),
         "heldout": summary.heldout,
         "queries": summary.queries,
@@ -177,6 +184,14 @@ def student_result(
     }
     done.write_text(json.dumps(result, indent=2) + "\n")
     return result, False
+
+
+def identity(plan: Plan, method: str, probes: Path) -> dict[str, Any]:
+    """What makes two students of one point the same: objective settings and probe set."""
+    return {
+        "objective": asdict(ObjectiveConfig(**METHODS[method])),
+        "probe_set": probes.relative_to(plan.workdir).as_posix(),
+    }
 
 
 def metric_row(report: dict[str, Any], who: str) -> dict[str, float]:
@@ -212,20 +227,17 @@ def run(plan: Plan, port: int, earlier: dict[tuple, dict[str, Any]]) -> dict[str
         with running(create_app(settings), port=port) as url:
             for regime in plan.regimes:
                 for seed in plan.seeds:
-                    probes = base / regime / f"seed{seed}" / "probes"
                     for budget in plan.budgets(arch):
                         for method in plan.methods_at(budget):
                             key = (arch, regime, seed, method, budget)
-                            objective = asdict(ObjectiveConfig(**METHODS[method]))
+                            probes, paid = plan.probe_set(arch, regime, seed)
                             entry = earlier.get(key)
                             reused = entry is not None and (
                                 entry["teacher_version"],
-                                entry["objective"],
-                            ) == (version, objective)
+                                entry["identity"],
+                            ) == (version, identity(plan, method, probes))
                             if not reused:
-                                extraction = extract_once(
-                                    url, probes, plan.extraction_budget(arch), regime, seed
-                                )
+                                extraction = extract_once(url, probes, paid, regime, seed)
                                 result, reused = student_result(
                                     plan,
                                     probes,
@@ -264,7 +276,7 @@ def read_back(paths: list[Path]) -> dict[tuple, dict[str, Any]]:
     for path in paths:
         if path.is_file():
             for entry in json.loads(path.read_text()).get("runs", []):
-                if "teacher_version" in entry:
+                if "teacher_version" in entry and "identity" in entry:
                     earlier[tuple(entry[name] for name in RUN_KEY)] = entry
     return earlier
 

@@ -34,6 +34,7 @@ class ExtractConfig:
     source: Source = "seeded"
     dataset: str | None = None
     n_sequences: int = 1000
+    group_size: int = 32  # data-free sequences grown together (`AutoregressiveConfig`)
     min_length: int = 1
     max_length: int = 50
     prefixes: Literal["all"] | int = "all"
@@ -84,7 +85,7 @@ class ExtractConfig:
             return "max_history applies to the seeded source (data-free ones use max_length)"
         if not 1 <= self.min_length <= self.max_length:
             return f"need 1 <= min_length <= max_length, got {self.min_length}, {self.max_length}"
-        for name in ("k", "concurrency", "n_sequences", "chunk_size", "batch_size"):
+        for name in ("k", "concurrency", "n_sequences", "group_size", "chunk_size", "batch_size"):
             if getattr(self, name) < 1:
                 return f"{name} must be at least 1, got {getattr(self, name)}"
         if self.timeout_s <= 0:
@@ -106,6 +107,7 @@ class ExtractConfig:
         return {
             "source": self.source,
             "n_sequences": self.n_sequences,
+            "group_size": self.group_size,
             "min_length": self.min_length,
             "max_length": self.max_length,
             "seed": self.seed,

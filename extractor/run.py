@@ -145,6 +145,7 @@ class _Run:
         config = self.config
         source = AutoregressiveConfig(
             n_sequences=config.n_sequences,
+            group_size=config.group_size,
             min_length=config.min_length,
             max_length=config.max_length,
             frequency_beta=FREQUENCY_BETA if config.source == "frequency" else 0.0,

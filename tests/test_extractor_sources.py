@@ -130,7 +130,9 @@ def test_seeded_queries_refuse_bad_arguments() -> None:
 
 
 def test_autoregressive_grows_valid_sequences_from_the_teachers_answers(teacher_url: str) -> None:
-    config = AutoregressiveConfig(n_sequences=40, min_length=1, max_length=12, sample_from_top=5)
+    config = AutoregressiveConfig(
+        n_sequences=40, min_length=1, max_length=12, sample_from_top=5, group_size=40
+    )
     steps = grow(teacher_url, config)
     queries = queries_of(steps)
     asked = {tuple(q) for q in queries}
@@ -201,6 +203,31 @@ def test_a_failed_answer_stops_only_its_own_sequence() -> None:
     assert all(n == (2 if int(start[1:]) % 2 == 0 else 5) for start, n in longest.items())
 
 
+def test_groups_grow_one_after_another_so_a_budget_buys_whole_sequences() -> None:
+    async def ask(histories: list[list[str]]) -> list[list[str] | None]:
+        return [ITEM_IDS[::-1] for _ in histories]
+
+    async def run(group_size: int) -> list[Step]:
+        config = AutoregressiveConfig(
+            n_sequences=10, min_length=4, max_length=4, seed=2, group_size=group_size
+        )
+        return [step async for step in autoregressive(config, ITEM_IDS, ask)]
+
+    steps = asyncio.run(run(3))
+    assert [len(step.histories) for step in steps] == [3] * 4 + [3] * 4 + [3] * 4 + [1] * 4
+    queries = queries_of(steps)
+    starts = [query[0] for query in queries]
+    first_of = {start: starts.index(start) for start in starts}
+    last_of = {start: len(starts) - 1 - starts[::-1].index(start) for start in starts}
+    # Every sequence is asked in full before any sequence of a later group starts.
+    groups = [sorted(set(starts[i : i + 12]), key=first_of.get) for i in range(0, 36, 12)]
+    for earlier, later in zip(groups, groups[1:], strict=False):
+        assert max(last_of[s] for s in earlier) < min(first_of[s] for s in later)
+    lockstep = queries_of(asyncio.run(run(10)))
+    assert sorted(q for q in queries if len(q) == 1) == sorted(q for q in lockstep if len(q) == 1)
+    assert len(queries) == len(lockstep) == 40  # the same starts and lengths, other draws
+
+
 def test_log_uniform_lengths_favour_short_histories_and_stay_in_range() -> None:
     rng = np.random.default_rng(0)
     config = AutoregressiveConfig(
@@ -220,6 +247,7 @@ def test_log_uniform_lengths_favour_short_histories_and_stay_in_range() -> None:
         {"n_sequences": 1, "lengths": "zipf"},
         {"n_sequences": 1, "sample_from_top": 0},
         {"n_sequences": 1, "frequency_beta": -1},
+        {"n_sequences": 1, "group_size": 0},
     ],
 )
 def test_autoregressive_config_refuses_bad_values(fields: dict[str, object]) -> None:
