@@ -14,7 +14,10 @@ the wrong number of answers is retried, never patched up.
   `Retry-After` has passed (rate limits are per key, so the whole client is throttled) and
   counts against `max_rate_limited`, not `max_retries`.
 - Final at once: 401 (bad key) and 403 (quota spent) stop the client, so every later request
-  fails without being sent; 422 and other 4xx fail that request only.
+  fails without being sent; 422 and other 4xx fail that request only. So does a destination
+  the policy refuses (`extractor.destinations`): nothing is sent, now or later.
+- An error answer's reason is its status and a fixed description, never the body's text: the
+  black box is whatever host the URL names, and what it says must not reach the caller.
 - Budget: `BudgetHook.on_send` is asked before every request, retries included. A refused
   batch is split in halves so what is left of the budget is spent; histories still refused
   fail as "budget exhausted" (the caller may ask them again later). `on_result` follows every
@@ -41,10 +44,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any, Literal, Protocol
 
 import orjson
 
+from extractor.destinations import DestinationPolicy, DestinationRefused
 from extractor.errors import BlackBoxError
 from extractor.http import HTTPClient, Response, TransportError
 from extractor.ids import JsonIds
@@ -77,6 +82,7 @@ class ClientConfig:
     batch: bool | None = None  # None: probe the batch endpoint; False: single requests only
     items_page_size: int = 1000
     jitter_seed: int | None = None
+    destinations: DestinationPolicy | None = None  # None: the one in force (`applied`)
 
     def __post_init__(self) -> None:
         if self.max_concurrency < 1 or self.batch_size < 1 or self.items_page_size < 1:
@@ -190,6 +196,7 @@ class BlackBoxClient:
             headers={"Authorization": f"Bearer {config.api_key}"},
             timeout_s=config.timeout_s,
             connect_timeout_s=config.connect_timeout_s,
+            policy=config.destinations,
         )
 
     async def __aenter__(self) -> BlackBoxClient:
@@ -406,6 +413,11 @@ class BlackBoxClient:
             except TransportError as exc:
                 charged = None if exc.sent else False  # never sent: cannot have been charged
                 return _NoResponse(f"{type(exc).__name__} on {method} {path}", "transport")
+            except DestinationRefused as exc:  # decided before connecting; final
+                charged = False
+                self.stopped = f"destination refused: {exc}"
+                log.warning("%s", self.stopped)
+                return _NoResponse(self.stopped, "stopped")
             finally:
                 if n:
                     await self.budget.on_result(n, charged, n if parsed is not None else 0)
@@ -533,14 +545,31 @@ def _retry_after(response: Response, cap: float) -> float | None:
     return min(max(0.0, when.timestamp() - time.time()), cap)
 
 
+# Fixed words for the statuses the contract gives a meaning; others get the standard phrase.
+_MEANINGS = {
+    401: "the black box refused the API key",
+    403: "the black box refused the request (quota spent or key not allowed)",
+    413: "the black box found the request too large",
+    422: "the black box refused the request's content",
+    429: "rate limited",
+}
+
+
 def _describe(response: Response) -> str:
-    """`<status>: <detail>` from an error body, short enough for a log line or a record."""
-    try:
-        detail = response.json().get("detail")
-    except (ValueError, AttributeError):
-        detail = None
-    text = detail if isinstance(detail, str) else response.reason_phrase
-    return f"{response.status_code}: {text[:200]}"
+    """`<status>: <fixed description>` for an error answer.
+
+    Never the body's `detail` nor the reason phrase: both are whatever the host at the URL
+    chose to say, and the reason ends up in the job's record, shown to whoever posted the URL.
+    A URL aimed at some internal service must not become a way to read what it answers.
+    """
+    status = response.status_code
+    meaning = _MEANINGS.get(status)
+    if meaning is None:
+        try:
+            meaning = HTTPStatus(status).phrase
+        except ValueError:
+            meaning = "error answer"
+    return f"{status}: {meaning}"
 
 
 def _failed(n: int, reason: str) -> list[Outcome]:

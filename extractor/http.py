@@ -15,6 +15,11 @@ server, which decides whether a budget unit can be given back. A connection that
 cancelled mid-exchange or answers badly is closed, never reused. An idle connection is checked
 before reuse only after `STALE_AFTER_S` of idleness (servers close idle keep-alive connections,
 uvicorn after 5 s), so a busy client makes no extra system call per request.
+
+New connections follow a `DestinationPolicy` (`extractor.destinations`; by default the one in
+force where the client is created): the host is resolved, every address checked, and the
+connection made to a checked address; a refused one raises `DestinationRefused` before any
+connection is attempted. Redirects are never followed (a 3xx is an answer like any other).
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ from typing import Any, cast
 from urllib.parse import urlencode, urlsplit
 
 import httptools
+
+from extractor import destinations
+from extractor.destinations import DestinationPolicy
 
 STALE_AFTER_S = 1.0
 USER_AGENT = "recmimic-extractor"
@@ -177,6 +185,7 @@ class HTTPClient:
         headers: dict[str, str] | None = None,
         timeout_s: float = 30.0,
         connect_timeout_s: float = 5.0,
+        policy: DestinationPolicy | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -191,6 +200,7 @@ class HTTPClient:
         self._head = "".join(f"{name}: {value}\r\n" for name, value in fixed.items()).encode()
         self._timeout_s = timeout_s
         self._connect_timeout_s = connect_timeout_s
+        self._policy = policy if policy is not None else destinations.current()
         self._idle: list[_Connection] = []
         self._open: set[_Connection] = set()
 
@@ -205,7 +215,7 @@ class HTTPClient:
         params: dict[str, Any] | None = None,
     ) -> Response:
         """Send one request (`body` as JSON) and return the whole response; `TransportError`
-        when none came back."""
+        when none came back, `DestinationRefused` when the policy refuses the host."""
         target = self._base_path + path + (f"?{urlencode(params)}" if params else "")
         head = f"{method} {target} HTTP/1.1\r\n".encode() + self._head
         if body is None:
@@ -232,17 +242,45 @@ class HTTPClient:
                 return connection
             self._discard(connection)
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._connect_timeout_s
         try:
-            _, connection = await asyncio.wait_for(
-                loop.create_connection(_Connection, self._host, self._port, ssl=self._ssl),
-                self._connect_timeout_s,
-            )
+            # Resolved and checked once; the connection goes to a checked address (see
+            # extractor.destinations), so DNS cannot answer differently in between.
+            if self._policy.allow_all:  # create_connection resolves, as it always did
+                addresses = [self._host]
+            else:
+                addresses = await asyncio.wait_for(
+                    self._policy.addresses(self._host, self._port), self._connect_timeout_s
+                )
+            connection = await self._connect(addresses, deadline)
         except asyncio.TimeoutError:
             raise ConnectTimeout(f"no connection in {self._connect_timeout_s} s") from None
         except OSError as exc:
             raise ConnectError(f"cannot connect: {exc.strerror or exc}") from None
         self._open.add(connection)
         return connection
+
+    async def _connect(self, addresses: list[str], deadline: float) -> _Connection:
+        """A connection to the first of `addresses` that accepts one before `deadline`."""
+        loop = asyncio.get_running_loop()
+        server_hostname = self._host if self._ssl is not None else None
+        error: OSError = OSError("no address to connect to")
+        for address in addresses:
+            try:
+                _, connection = await asyncio.wait_for(
+                    loop.create_connection(
+                        _Connection,
+                        address,
+                        self._port,
+                        ssl=self._ssl,
+                        server_hostname=server_hostname,
+                    ),
+                    max(0.0, deadline - loop.time()),
+                )
+                return connection
+            except OSError as exc:
+                error = exc
+        raise error
 
     def _discard(self, connection: _Connection) -> None:
         connection.close()

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import httpx
 import typer
@@ -166,8 +167,9 @@ def run_job(
     config: DemoConfig, home: Path, teacher_url: str, teacher_key: str, teacher: Artifact
 ) -> dict[str, Any]:
     """Post the job to the service's API, run a worker until it ends; the job as last read."""
-    # The embedded defaults, whatever RECMIMIC_* variables or recmimic.env say.
-    settings = ServiceSettings(home=home).model_copy(
+    # The embedded defaults, whatever RECMIMIC_* variables or recmimic.env say. The teacher is
+    # served on loopback, which jobs may not reach by default: allow its address, and only it.
+    settings = ServiceSettings(home=home, teacher_allow=[teacher_host(teacher_url)]).model_copy(
         update={"database_url": None, "redis_url": None, "encryption_key": None}
     )
     store = open_store(settings)
@@ -199,6 +201,14 @@ def run_job(
     folder = job_paths(settings, job["id"]).report
     job["report_files"] = {"markdown": str(folder / REPORT_MD), "png": str(folder / REPORT_PNG)}
     return job
+
+
+def teacher_host(teacher_url: str) -> str:
+    """The host of the demo's own teacher URL (its loopback address)."""
+    host = urlsplit(teacher_url).hostname
+    if host is None:
+        raise ValueError(f"no host in the teacher URL {teacher_url!r}")
+    return host
 
 
 def post_job(api: httpx.Client, body: dict[str, Any], replay_key: str) -> tuple[dict, bool]:

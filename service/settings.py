@@ -9,14 +9,19 @@ directories.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from extractor.destinations import DestinationPolicy, parse_entry
 
 ENV_PREFIX = "RECMIMIC_"
 DATABASE_FILENAME = "recmimic.sqlite3"
+TEACHER_ALLOW = f"{ENV_PREFIX}TEACHER_ALLOW"  # named in refusals, so they say what allows it
 
 
 class ServiceSettings(BaseSettings):
@@ -49,6 +54,19 @@ class ServiceSettings(BaseSettings):
         default=None, description="Fernet key(s) for teacher API keys at rest; see above"
     )
 
+    # Where jobs may send requests (`teacher_url`), checked when a job is posted (422) and again
+    # by the worker at every connection, against what the host resolves to then (a refusal
+    # fails the job). By default only public addresses: no loopback, link-local (cloud
+    # metadata at 169.254.169.254), private (RFC 1918, fc00::/7), CGNAT (100.64.0.0/10),
+    # unspecified, multicast or reserved ones, so tenants cannot aim the service at networks
+    # only it reaches. Listed here, networks (CIDR; an address alone is its /32 or /128) and
+    # host names (every address they resolve to) are allowed anyway: e.g. `10.20.0.0/16` or
+    # `teacher` for an operator's own API. Comma-separated or a JSON list. `recmimic demo`
+    # allows its own local teacher's address this way.
+    teacher_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="networks and host names jobs may reach anyway"
+    )
+
     # Jobs: a worker's claim lasts `lease_s` and is renewed every `heartbeat_s`.
     lease_s: float = Field(default=60.0, gt=0)
     heartbeat_s: float = Field(default=15.0, gt=0)
@@ -78,11 +96,28 @@ class ServiceSettings(BaseSettings):
     device: str = "cpu"
     log_level: str = "INFO"
 
+    @field_validator("teacher_allow", mode="before")
+    @classmethod
+    def _split_allow(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else text.replace(",", " ").split()
+        return value
+
+    @field_validator("teacher_allow")
+    @classmethod
+    def _parse_allow(cls, value: list[str]) -> list[str]:
+        return [str(parse_entry(entry)) for entry in value]
+
     @model_validator(mode="after")
     def _check(self) -> ServiceSettings:
         if self.heartbeat_s >= self.lease_s:
             raise ValueError("heartbeat_s must be shorter than lease_s")
         return self
+
+    def teacher_destinations(self) -> DestinationPolicy:
+        """The policy the API checks job URLs with and the worker connects under."""
+        return DestinationPolicy.allowing(self.teacher_allow, f"the setting {TEACHER_ALLOW}")
 
     def database(self) -> str:
         """The SQLAlchemy URL to connect to (psycopg 3 for PostgreSQL)."""

@@ -15,8 +15,11 @@ trainer's `should_stop` turns true.
 
 Failures the job's owner can act on (teacher unreachable, unknown dataset, no answered probes)
 fail the job with one line; anything else fails it with the exception's type, the traceback
-going to the worker's log only. The teacher API key is stored encrypted and decrypted when the
-claimed job starts running; it is never logged nor put in a message.
+going to the worker's log only. Every connection to the teacher (probing and evaluating) is
+made under the service's destination policy (`teacher_allow`, `extractor.destinations`),
+checked against what the host resolves to at that moment: a refused one fails the job. The
+teacher API key is stored encrypted and decrypted when the claimed job starts running; it is
+never logged nor put in a message.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from distill.fidelity import evaluate_student
 from distill.run import SUMMARY_FILENAME as DISTILL_SUMMARY
 from distill.run import distill
 from distill.train import Cancelled
+from extractor import destinations
 from extractor.client import BUDGET_REFUSED
 from extractor.run import SUMMARY_FILENAME as EXTRACT_SUMMARY
 from extractor.run import extract
@@ -278,7 +282,11 @@ class Worker:
             extra={"job": job.id, "status": job.status, "attempt": job.attempts},
         )
         key = ""
-        with Lease(self.store, job.id, self.worker_id, self.settings, self.shutdown) as lease:
+        policy = self.settings.teacher_destinations()
+        with (
+            Lease(self.store, job.id, self.worker_id, self.settings, self.shutdown) as lease,
+            destinations.applied(policy),  # every client the stages create follows it
+        ):
             try:
                 key = self._teacher_key(job)
                 JobRun(job, key, self.store, self.worker_id, self.settings, lease).run()

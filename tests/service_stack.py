@@ -35,6 +35,7 @@ from teacher_mock.settings import TeacherSettings
 DATASET = "synthetic:120:50"
 TEACHER_KEYS = [f"teacher-key-{i}-9c1e" for i in range(6)]
 FAST = {"lease_s": "2", "heartbeat_s": "0.5", "cancel_check_s": "0.3", "poll_s": "0.3"}
+LOCAL_TEACHERS = {"teacher_allow": "127.0.0.1"}  # the teachers run on loopback, refused by default
 T = TypeVar("T")
 
 
@@ -90,7 +91,7 @@ class Service:
     def __init__(self, home: Path, **env: str) -> None:
         self.home = home
         home.mkdir(parents=True, exist_ok=True)
-        variables = {"home": str(home), **FAST, **env}
+        variables = {"home": str(home), **FAST, **LOCAL_TEACHERS, **env}
         self.env = {**os.environ, **{f"RECMIMIC_{k.upper()}": v for k, v in variables.items()}}
         self.settings = ServiceSettings(**{k: v for k, v in variables.items()})
         self.store = open_store(self.settings)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
 
+from extractor.destinations import DestinationRefused
 from service.api.deps import KeyFirstRoute, SettingsDep, StoreDep, TenantDep
 from service.api.schemas import ErrorBody, JobRequest, JobsPage, JobView, Status, storable
 from service.errors import Invalid
@@ -43,6 +44,7 @@ def create_job(
     the same key with a different body is refused with 409.
     """
     _check_limits(body, settings)
+    _check_destination(body, settings)
     if idempotency_key is not None:
         _check_storable("header.Idempotency-Key", idempotency_key)
     job, created = store.create_job(
@@ -63,6 +65,18 @@ def _check_limits(body: JobRequest, settings: ServiceSettings) -> None:
         raise Invalid(f"body.budget: at most {settings.max_budget}, got {body.budget}")
     if body.k > settings.max_k:
         raise Invalid(f"body.k: at most {settings.max_k}, got {body.k}")
+
+
+def _check_destination(body: JobRequest, settings: ServiceSettings) -> None:
+    """Refuse a teacher URL whose host is, or resolves now to, an address jobs may not reach.
+
+    The worker checks again at every connection (a name may resolve elsewhere later); this
+    check tells the caller at once, naming the setting that would allow it.
+    """
+    try:
+        settings.teacher_destinations().check_url(body.teacher_url)
+    except DestinationRefused as exc:
+        raise Invalid(f"body.teacher_url: {exc}") from None
 
 
 def _check_storable(where: str, value: str) -> None:
