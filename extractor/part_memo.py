@@ -13,8 +13,12 @@ The key hashes everything the part's bytes follow from: the probe-set schema, th
 settings (`run_info`: endpoint, model tag, k, scales, source), the chunk's query ids and their
 histories' canonical JSON. The answers follow from those too, as their cache keys do. The
 value is a short header, how many distinct histories the chunk looked up (the summary counts
-them as cached), then the Parquet bytes. A value that does not read back as a part of the
-chunk's rows is treated as a miss, and the chunk is rebuilt from its answers.
+them as cached) and the sha256 of the Parquet bytes, then those bytes. A value whose bytes do
+not match their sha256 (a flipped bit in the cache would otherwise be copied to disk and given
+a fresh, matching checksum there), or that does not read back as a part of the chunk's rows,
+is treated as a miss, and the chunk is rebuilt from its answers. So is a value of the format
+before the checksum (`RMP1`): rebuilding costs no payment, only the answers' cache reads, and
+the rebuilt part is remembered again in this format.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import hashlib
 import json
 import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,10 +35,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from extractor.probeset import SCHEMA
+from seqrec.hashing import bytes_sha256
 
 PART_KEY_VERSION = "recmimic-part-v1"
-_HEADER = struct.Struct("<4sQ")  # magic, distinct histories looked up
-_MAGIC = b"RMP1"
+_HEADER = struct.Struct("<4sQ32s")  # magic, distinct histories looked up, sha256 of the part
+_MAGIC = b"RMP2"
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,13 @@ class RememberedPart:
 
     lookups: int  # distinct histories the chunk looked up, all answered
     data: bytes  # the Parquet file
+    # Of `data`, derived from it (so not compared); computed by `pack` when not given.
+    sha256: str | None = field(default=None, compare=False)
+
+    @property
+    def digest(self) -> str:
+        """Hex sha256 of `data`: the given one, or computed now."""
+        return self.sha256 if self.sha256 is not None else bytes_sha256(self.data)
 
 
 def part_key(run_info: Mapping[str, Any], query_ids: Sequence[int], texts: Sequence[str]) -> str:
@@ -56,17 +68,25 @@ def part_key(run_info: Mapping[str, Any], query_ids: Sequence[int], texts: Seque
 
 
 def pack(part: RememberedPart) -> bytes:
-    return _HEADER.pack(_MAGIC, part.lookups) + part.data
+    """The cache value of a part: header (with the part's sha256), then its bytes."""
+    return _HEADER.pack(_MAGIC, part.lookups, bytes.fromhex(part.digest)) + part.data
 
 
 def unpack(value: bytes, rows: int) -> RememberedPart | None:
-    """The part in a cached value, or None unless it holds a readable part of `rows` rows."""
+    """The part in a cached value, or None unless it holds a part of `rows` rows whose bytes
+    match their sha256. The part comes back with that sha256, checked, for the writer to
+    reuse (`ProbeSetWriter.add_part`)."""
     if len(value) <= _HEADER.size:
         return None
-    magic, lookups = _HEADER.unpack_from(value)
+    magic, lookups, digest = _HEADER.unpack_from(value)
+    if magic != _MAGIC:
+        return None
     data = value[_HEADER.size :]
+    sha256 = bytes_sha256(data)
+    if sha256 != digest.hex():
+        return None
     try:
-        readable = magic == _MAGIC and pq.read_metadata(pa.BufferReader(data)).num_rows == rows
+        readable = pq.read_metadata(pa.BufferReader(data)).num_rows == rows
     except (pa.ArrowException, OSError):
         readable = False
-    return RememberedPart(lookups, data) if readable else None
+    return RememberedPart(lookups, data, sha256) if readable else None

@@ -29,6 +29,21 @@ the next held a fully cached re-run 0.1 s of its 1 s); parts still queued at a k
 like the buffer. `add_part` writes a table, or a part's bytes, as a part of its own and gives
 back its bytes: how a run keeps a chunk's part in the cache and copies it back later
 (`extractor.part_memo`).
+
+Checksums: each part's sha256 is written beside it, after it and the same way
+(`part-00000.parquet.sha256`: `seqrec.hashing`), and every read checks the part's bytes against
+it before parsing those same bytes, so a damaged part is refused by name (`PartChecksumError`)
+instead of read back as other ids (one flipped bit: 56 of 60 tries did), and a part lost while
+its checksum is there is refused too. A part without one, written before checksums, is read
+unverified. Costs, 100,000 rows in 25 parts (51 MB; 2 cores shared with other work, so
+timings were noisy): hashing every part takes 40 to 50 ms, which is what checking adds to a
+read of the whole set (0.9 to 2.6 s with or without it, 15 runs each; peak memory 550 against
+535 MB), and what makes `done_ids`, which parses two columns but must hash every part's bytes,
+take 66 ms against 21 ms. Writing the 25 parts took 1.5 to 1.7 s against 1.5 to 1.6 s.
+Copying 15 remembered parts (8 MB, background writer) took 176 ms against 116 ms, nearly all of
+it the checksum file's own fsync (4 ms a part on this disk; 100 ms without it), kept so that a
+power loss cannot leave a synced part beside an empty checksum.
+
 One writer per directory (the run's budget ledger lock already guarantees one live run).
 """
 
@@ -51,6 +66,7 @@ import pyarrow.parquet as pq
 
 from extractor.arrow_build import STRING_LISTS as _IDS
 from extractor.arrow_build import numeric, string_lists, strings
+from seqrec.hashing import CHECKSUM_SUFFIX, read_checked, write_checked
 
 ANSWERED, FAILED = "answered", "failed"
 RUN_INFO_KEY = b"recmimic.run_info"
@@ -67,6 +83,7 @@ SCHEMA = pa.schema(
     ]
 )
 _PART = re.compile(r"^part-(\d+)\.parquet$")
+_PART_CHECKSUM = re.compile(r"^(part-\d+\.parquet)" + re.escape(CHECKSUM_SUFFIX) + "$")
 _TEMP_PREFIX = ".part-"
 PARTS_IN_FLIGHT = 3  # parts queued for the background writer before `flush` waits for one
 # Lower bounds of the history-length buckets used by the summary and by reliability fallbacks.
@@ -79,6 +96,11 @@ LENGTH_LABELS = tuple(
 
 class ProbeSetError(RuntimeError):
     """The probe-set directory cannot be used: a corrupt part or a different run's settings."""
+
+
+class PartChecksumError(ProbeSetError):
+    """A part's bytes differ from the checksum written with them, or a part whose checksum is
+    there is missing: nothing may be resumed or trained on it. The message names the part."""
 
 
 @dataclass(frozen=True)
@@ -216,18 +238,36 @@ def _parse_plain(texts: pa.StringArray, any_empty: bool) -> pa.Array | None:
 
 
 def _parts(directory: Path) -> list[tuple[int, Path]]:
-    """Finished parts in write order; temp files and anything else are not parts."""
-    found = []
+    """Finished parts in write order; temp files and anything else are not parts.
+
+    A part's checksum without its part means the part was written and lost since (checksums
+    are written after their part): `PartChecksumError`, rather than a probe set quietly short.
+    """
+    found, checksummed = [], []
     for path in directory.iterdir():
         match = _PART.match(path.name)
         if match:
             found.append((int(match.group(1)), path))
+        else:
+            checksum = _PART_CHECKSUM.match(path.name)
+            if checksum:
+                checksummed.append(checksum.group(1))
+    names = {path.name for _, path in found}
+    lost = sorted(name for name in checksummed if name not in names)
+    if lost:
+        raise PartChecksumError(
+            f"probe-set part {directory / lost[0]} is missing, but its checksum is there"
+            f"{f' (and {len(lost) - 1} more parts)' if len(lost) > 1 else ''}: restore it, or "
+            "delete its .sha256 file to drop its rows (a resumed extraction asks for them again)"
+        )
     return sorted(found)
 
 
 def _read_part(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
+    """One part, checked against its checksum first: the bytes checked are the bytes parsed."""
+    data = read_checked(path, PartChecksumError, "probe-set part").data
     try:
-        return pq.read_table(path, columns=columns)
+        return pq.read_table(pa.BufferReader(data), columns=columns)
     except (pa.ArrowException, OSError) as exc:
         raise ProbeSetError(f"probe-set part {path} is unreadable: {exc}") from None
 
@@ -250,7 +290,8 @@ def read_probe_set(directory: str | Path, columns: Sequence[str] | None = None) 
     """All parts of a probe set, a query written twice kept as written last, sorted by query id.
 
     The table's schema metadata carries the run's settings (`RUN_INFO_KEY`) when the writer got
-    them. `columns` restricts what is read (it must include `query_id`).
+    them. `columns` restricts what is parsed (it must include `query_id`); every part is read
+    whole to check it against its checksum (`PartChecksumError` names a damaged or lost one).
     """
     parts = [_read_part(path, columns) for _, path in _parts(Path(directory))]
     if not parts:
@@ -352,12 +393,14 @@ class ProbeSetWriter:
             self._tables.append(_to_table(self._rows))
             self._rows = []
 
-    def add_part(self, part: pa.Table | bytes) -> Future[bytes]:
+    def add_part(self, part: pa.Table | bytes, sha256: str | None = None) -> Future[bytes]:
         """Write rows as a part of their own, after the rows buffered before them: a table of
         `SCHEMA` (without run_info, which is added), or a part encoded earlier, as its bytes
-        (`extractor.part_memo` keeps them). The future gives the part's bytes once on disk."""
+        (`extractor.part_memo` keeps them). The future gives the part's bytes once on disk.
+        `sha256`: the bytes' digest, when the caller has just checked them against it (a
+        remembered part), so that a copied part is not hashed twice."""
         self.flush()
-        return self._submit(part)
+        return self._submit(part, sha256)
 
     def flush(self) -> None:
         """Write buffered rows as the next part (in the background: queued, on disk once
@@ -369,16 +412,16 @@ class ProbeSetWriter:
         self._tables, self._buffered = [], 0
         self._submit(table)
 
-    def _submit(self, part: pa.Table | bytes) -> Future[bytes]:
+    def _submit(self, part: pa.Table | bytes, sha256: str | None = None) -> Future[bytes]:
         final = self.directory / f"part-{self._next_index:05d}.parquet"
         self._next_index += 1
         if self._thread is None:
             done: Future[bytes] = Future()
-            done.set_result(self._write_part(part, final))
+            done.set_result(self._write_part(part, final, sha256))
             return done
         while self._pending and (self._pending[0].done() or len(self._pending) >= PARTS_IN_FLIGHT):
             self._pending.popleft().result()  # raises a failed part's error
-        future = self._thread.submit(self._write_part, part, final)
+        future = self._thread.submit(self._write_part, part, final, sha256)
         self._pending.append(future)
         return future
 
@@ -387,16 +430,13 @@ class ProbeSetWriter:
         while self._pending:
             self._pending.popleft().result()
 
-    def _write_part(self, part: pa.Table | bytes, final: Path) -> bytes:
-        """Encode (unless given bytes), then temp file, fsync, rename, fsync the directory:
-        whole parts or none after a kill. Returns the part's bytes."""
+    def _write_part(self, part: pa.Table | bytes, final: Path, sha256: str | None = None) -> bytes:
+        """Encode (unless given bytes), then temp file, fsync, rename, the same for its
+        checksum, fsync the directory: whole parts or none after a kill, each with its
+        checksum unless the kill came between the two renames. Returns the part's bytes."""
         data = part if isinstance(part, bytes) else self._encode(part)
-        temp = self.directory / f"{_TEMP_PREFIX}{final.name.removeprefix('part-')}.tmp"
-        with temp.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, final)
+        # Temp files are `.part-*` (`.part-00000.parquet.tmp`): a resumed writer removes them.
+        write_checked(final, data, fsync=True, sha256=sha256)
         _fsync_directory(self.directory)
         return data
 

@@ -243,7 +243,7 @@ class _Run:
         part = None if value is None else unpack(value, rows)
         if part is None:
             return False
-        self.writer.add_part(part.data)
+        self.writer.add_part(part.data, sha256=part.sha256)  # checked by `unpack`
         self.counts.cached += part.lookups
         self.counts.written += rows
         self._progress(rows)

@@ -3,6 +3,10 @@
 `config.json` holds everything needed to rebuild and trust the model: the architecture, the
 catalogue (raw item id of each dense index), where the training data came from, and metrics.
 Loading reads tensors with safetensors and JSON with the json module, so it cannot run code.
+Each file is written with its sha256 beside it (`model.safetensors.sha256`, `config.json.sha256`:
+`seqrec.hashing`) and loading checks the very bytes it parses against it, so a damaged artifact
+is refused by name (`ArtifactChecksumError`) rather than served; an artifact written before
+checksums loads unverified. The weights' sha256 is also the model's version.
 """
 
 from __future__ import annotations
@@ -14,10 +18,16 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save
 
-from seqrec.artifact_files import CONFIG, WEIGHTS, ArtifactError, artifact_directory
-from seqrec.hashing import file_sha256
+from seqrec.artifact_files import (
+    CONFIG,
+    WEIGHTS,
+    ArtifactChecksumError,
+    ArtifactError,
+    artifact_directory,
+)
+from seqrec.hashing import read_checked, write_checked
 from seqrec.models import ModelConfig, build_model
 from seqrec.models.base import SequentialRecommender
 
@@ -49,17 +59,20 @@ def save_artifact(directory: str | Path, model: SequentialRecommender, info: Art
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
-    save_file(state, directory / WEIGHTS)
+    version = write_checked(directory / WEIGHTS, save(state))
     payload = {"format_version": FORMAT_VERSION, **asdict(info)}
-    (directory / CONFIG).write_text(json.dumps(payload, indent=2))
-    return file_sha256(directory / WEIGHTS)
+    write_checked(directory / CONFIG, json.dumps(payload, indent=2).encode())
+    return version
 
 
 def load_artifact(directory: str | Path, device: str | torch.device = "cpu") -> Artifact:
+    """The model and its info; `ArtifactError` (`ArtifactChecksumError` for a damaged file)
+    when the directory cannot be trusted to hold one."""
     directory = artifact_directory(directory)
     weights, config = directory / WEIGHTS, directory / CONFIG
+    config_bytes = read_checked(config, ArtifactChecksumError, "artifact file").data
     try:
-        payload = json.loads(config.read_text())
+        payload = json.loads(config_bytes)
         version = payload.pop("format_version")
         if version != FORMAT_VERSION:
             raise ArtifactError(f"{config}: unsupported format_version {version}")
@@ -71,9 +84,10 @@ def load_artifact(directory: str | Path, device: str | torch.device = "cpu") -> 
         model = build_model(info.model)
     except (KeyError, TypeError, ValueError) as exc:
         raise ArtifactError(f"{config}: malformed artifact config ({exc})") from exc
+    checked = read_checked(weights, ArtifactChecksumError, "artifact file")
     try:
-        model.load_state_dict(load_file(weights, device="cpu"))
+        model.load_state_dict(load(checked.data))
     except (OSError, RuntimeError, SafetensorError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ArtifactError(f"{weights}: cannot load the weights ({reason})") from exc
-    return Artifact(model=model.to(device).eval(), info=info, version=file_sha256(weights))
+    return Artifact(model=model.to(device).eval(), info=info, version=checked.sha256)

@@ -111,6 +111,30 @@ def test_bad_file_is_one_line_error(tmp_path: Path) -> None:
     assert_one_line_error(result, "broken.csv")
 
 
+def test_distill_refuses_a_probe_set_with_a_flipped_byte(tmp_path: Path) -> None:
+    """One flipped bit in a part once trained a student on a history whose item 478 had
+    become 467, and exited 0. Now the part is refused by name before anything is trained."""
+    from extractor.probeset import ProbeRow, ProbeSetWriter
+
+    probes, student = tmp_path / "probes", tmp_path / "student"
+    with ProbeSetWriter(probes, rows_per_part=30) as writer:
+        for query in range(60):
+            history = [str(400 + (query * 7 + i) % 90) for i in range(8)]
+            writer.add(ProbeRow(query, history, [str(400 + (query + j) % 90) for j in range(10)]))
+    part = probes / "part-00001.parquet"
+    data = bytearray(part.read_bytes())
+    data[len(data) // 3] ^= 0x01
+    part.write_bytes(bytes(data))
+    result = recmimic(
+        "distill", "--probes", str(probes), "--out", str(student), "--hidden", "16",
+        "--max-len", "20", "--max-epochs", "1", "--no-progress", "--device", "cpu",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert_one_line_error(result, "part-00001.parquet is damaged")
+    assert result.stderr.startswith("error: probe-set part ")
+    assert not (student / "model.safetensors").exists()
+
+
 def test_data_stats_on_fixture() -> None:
     fixture = Path(__file__).parent / "fixtures" / "u.data"
     result = recmimic("data", "stats", str(fixture), "--min-user", "1", "--min-item", "1")

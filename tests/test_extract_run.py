@@ -201,13 +201,30 @@ def test_a_repeated_run_copies_the_parts_it_remembered_without_reading_answers(
     assert other_k.paid > 0  # other settings, other parts: none is copied
 
 
-def test_a_damaged_remembered_part_is_rebuilt_from_the_answers(clean: str, tmp_path: Path) -> None:
+def flip_a_byte(data: bytes) -> bytes:
+    """One bit of the Parquet bytes a third of the way in, where it still reads as a part."""
+    damaged = bytearray(data)
+    damaged[len(data) // 3] ^= 0x01
+    return bytes(damaged)
+
+
+@pytest.mark.parametrize("damage", ["cut", "flip"])
+def test_a_damaged_remembered_part_is_rebuilt_from_the_answers(
+    clean: str, tmp_path: Path, damage: str
+) -> None:
+    """Cut short, or one bit flipped (which Parquet alone would read back as other ids, and
+    which a copy would write to disk with a fresh, matching checksum): a miss either way."""
     key = KEYS[12]
     cfg = config(clean, key, tmp_path / "first", budget=10_000, chunk_size=16)
     run(cfg)
     cache_file = cfg.out / "answers.sqlite3"
     with sqlite3.connect(cache_file) as db:
-        db.execute("UPDATE parts SET data = substr(data, 1, length(data) - 100)")
+        if damage == "cut":
+            db.execute("UPDATE parts SET data = substr(data, 1, length(data) - 100)")
+        else:
+            rows = db.execute("SELECT rowid, data FROM parts").fetchall()
+            for rowid, data in rows:
+                db.execute("UPDATE parts SET data = ? WHERE rowid = ?", (flip_a_byte(data), rowid))
     db.close()
     paid = usage(clean, key)
     copy = run(replace(cfg, out=tmp_path / "copy", cache=str(cache_file)))

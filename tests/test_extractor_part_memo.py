@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -43,6 +45,19 @@ def test_a_packed_part_unpacks_only_whole_and_with_its_rows() -> None:
     assert unpack(value, rows=3) == RememberedPart(5, data)
     assert unpack(value, rows=4) is None  # another chunk's part
     assert unpack(value[:-10], rows=3) is None  # cut short
-    assert unpack(b"RMP2" + value[4:], rows=3) is None  # another format
-    assert unpack(value[:12], rows=3) is None  # a header alone
+    assert unpack(b"RMP1" + value[4:], rows=3) is None  # the format before the checksum
+    assert unpack(value[:44], rows=3) is None  # a header alone
     assert unpack(b"", rows=3) is None
+
+
+def test_a_part_damaged_in_the_cache_is_a_miss_wherever_the_bit_flips() -> None:
+    """Copied as is, a damaged part would be written with a checksum of its damaged bytes;
+    the digest kept with it in the cache catches it first, so the chunk is rebuilt."""
+    data = parquet_of(3)
+    value = pack(RememberedPart(lookups=5, data=data))
+    assert unpack(value, rows=3).sha256 == hashlib.sha256(data).hexdigest()  # for the writer
+    header = len(value) - len(data)
+    for offset in [*range(header - 32, header), *range(header, len(value), 97)]:
+        damaged = bytearray(value)
+        damaged[offset] ^= 0x10
+        assert unpack(bytes(damaged), rows=3) is None, offset

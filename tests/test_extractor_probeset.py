@@ -21,6 +21,7 @@ from extractor.probeset import (
     LENGTH_LABELS,
     PARTS_IN_FLIGHT,
     SCHEMA,
+    PartChecksumError,
     ProbeRow,
     ProbeSetError,
     ProbeSetWriter,
@@ -30,6 +31,7 @@ from extractor.probeset import (
     read_probe_set,
     summary,
 )
+from seqrec.hashing import CHECKSUM_SUFFIX, file_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,7 +46,8 @@ def row(query_id: int, length: int = 4, failed: bool = False) -> ProbeRow:
 
 
 def part_names(directory: Path) -> list[str]:
-    return sorted(path.name for path in directory.iterdir())
+    """The directory's files but the parts' checksums (`part-*.parquet.sha256`)."""
+    return sorted(path.name for path in directory.iterdir() if path.suffix != CHECKSUM_SUFFIX)
 
 
 def test_rows_are_written_in_numbered_parts(tmp_path: Path) -> None:
@@ -52,6 +55,9 @@ def test_rows_are_written_in_numbered_parts(tmp_path: Path) -> None:
         writer.add_many(row(i) for i in range(7))
         assert part_names(tmp_path) == ["part-00000.parquet", "part-00001.parquet"]
     assert part_names(tmp_path)[-1] == "part-00002.parquet"  # the context manager flushed
+    for name in part_names(tmp_path):  # each part has its checksum, in sha256sum's format
+        sidecar = (tmp_path / f"{name}{CHECKSUM_SUFFIX}").read_text()
+        assert sidecar == f"{file_sha256(tmp_path / name)}  {name}\n"
     table = read_probe_set(tmp_path)
     assert table.schema.equals(SCHEMA) and table.num_rows == 7
     assert table.column("query_id").to_pylist() == list(range(7))
@@ -71,7 +77,7 @@ def test_a_part_of_its_own_comes_after_the_buffered_rows_and_gives_its_bytes(
     )
     writer.add(row(5))
     writer.close()
-    files = [path.read_bytes() for path in sorted((tmp_path / "a").glob("part-*"))]
+    files = [path.read_bytes() for path in sorted((tmp_path / "a").glob("part-*.parquet"))]
     assert len(files) == 3 and own.result() == files[1]
     assert pq.read_metadata(tmp_path / "a" / "part-00001.parquet").num_rows == 2
     assert read_probe_set(tmp_path / "a").column("query_id").to_pylist() == list(range(6))
@@ -189,6 +195,61 @@ def test_a_corrupt_part_is_reported_not_skipped(tmp_path: Path) -> None:
         read_probe_set(tmp_path)
 
 
+def flip_bit(path: Path, offset: int, bit: int = 0) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 1 << bit
+    path.write_bytes(bytes(data))
+
+
+def test_a_part_with_any_flipped_bit_is_refused_by_name(tmp_path: Path) -> None:
+    """Without its checksum, most single-bit flips in a part read back as other data (56 of
+    60: an item 478 became 467); with it, every flip is refused, by reader and resumed writer
+    alike, and nothing of the probe set is read."""
+    with ProbeSetWriter(tmp_path, rows_per_part=3, run_info={"k": 2}) as writer:
+        writer.add_many(row(i) for i in range(6))
+    part = tmp_path / "part-00001.parquet"
+    whole = part.read_bytes()
+    for offset in range(0, len(whole), max(1, len(whole) // 60)):
+        flip_bit(part, offset, bit=offset % 8)
+        with pytest.raises(PartChecksumError, match="part-00001.parquet is damaged"):
+            read_probe_set(tmp_path)
+        with pytest.raises(PartChecksumError, match="part-00001.parquet"):
+            ProbeSetWriter(tmp_path, run_info={"k": 2})  # resuming reads the last part
+        part.write_bytes(whole)
+    assert read_probe_set(tmp_path).num_rows == 6
+    (tmp_path / f"part-00000.parquet{CHECKSUM_SUFFIX}").write_text("not a checksum\n")
+    with pytest.raises(PartChecksumError, match="part-00000.parquet.sha256 is damaged"):
+        read_probe_set(tmp_path)
+    assert issubclass(PartChecksumError, ProbeSetError)  # the CLI's one-line error
+
+
+def test_a_lost_part_whose_checksum_is_there_is_refused(tmp_path: Path) -> None:
+    with ProbeSetWriter(tmp_path, rows_per_part=2) as writer:
+        writer.add_many(row(i) for i in range(6))
+    (tmp_path / "part-00001.parquet").unlink()
+    with pytest.raises(PartChecksumError, match="part-00001.parquet is missing"):
+        read_probe_set(tmp_path)
+    with pytest.raises(PartChecksumError, match="part-00001.parquet is missing"):
+        ProbeSetWriter(tmp_path).done_ids()
+    (tmp_path / f"part-00001.parquet{CHECKSUM_SUFFIX}").unlink()  # the rows dropped knowingly
+    assert read_probe_set(tmp_path).column("query_id").to_pylist() == [0, 1, 4, 5]
+
+
+def test_parts_written_before_checksums_read_unverified_and_resume(tmp_path: Path) -> None:
+    with ProbeSetWriter(tmp_path, rows_per_part=2) as writer:
+        writer.add_many(row(i) for i in range(4))
+    expected = read_probe_set(tmp_path)
+    for sidecar in tmp_path.glob(f"*{CHECKSUM_SUFFIX}"):
+        sidecar.unlink()  # as an older version left the directory
+    assert read_probe_set(tmp_path).equals(expected)
+    with ProbeSetWriter(tmp_path, rows_per_part=2) as writer:
+        writer.add_many(row(i) for i in range(4, 6))
+    assert read_probe_set(tmp_path).num_rows == 6  # old parts unverified, the new one checked
+    assert [p.name for p in tmp_path.glob(f"*{CHECKSUM_SUFFIX}")] == [
+        f"part-00002.parquet{CHECKSUM_SUFFIX}"
+    ]
+
+
 def test_resume_with_other_settings_is_refused(tmp_path: Path) -> None:
     info = {"endpoint": "http://t", "model_tag": "abc", "k": 10, "scales": (1.0, 0.5)}
     with ProbeSetWriter(tmp_path, run_info=info) as writer:
@@ -272,9 +333,9 @@ def test_background_writer_queues_parts_before_it_waits(
     writer = ProbeSetWriter(tmp_path, rows_per_part=1, background=True)
     write_part = writer._write_part
 
-    def held(table: pa.Table, final: Path) -> Path:
+    def held(table: pa.Table, final: Path, sha256: str | None) -> bytes:
         release.wait(10)
-        return write_part(table, final)
+        return write_part(table, final, sha256)
 
     monkeypatch.setattr(writer, "_write_part", held)
     for i in range(PARTS_IN_FLIGHT):

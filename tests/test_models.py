@@ -7,8 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from seqrec.artifact_files import ArtifactChecksumError
 from seqrec.artifacts import ArtifactError, ArtifactInfo, load_artifact, save_artifact
 from seqrec.data.sequences import Sequences
+from seqrec.hashing import CHECKSUM_SUFFIX, file_sha256
 from seqrec.inference import top_k
 from seqrec.models import ModelConfig, build_model
 from seqrec.models.base import _item_rows
@@ -169,6 +171,8 @@ def test_artifact_errors(tmp_path) -> None:
     model = tiny("sasrec")
     item_ids = [str(n) for n in range(30)]
     save_artifact(tmp_path, model, ArtifactInfo(model=model.config, item_ids=item_ids))
+    for sidecar in tmp_path.glob(f"*{CHECKSUM_SUFFIX}"):
+        sidecar.unlink()  # unverified, as before checksums: the files' content is checked too
     (tmp_path / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(ArtifactError, match="cannot load the weights"):
         load_artifact(tmp_path)
@@ -180,6 +184,43 @@ def test_artifact_errors(tmp_path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"format_version": 99}))
     with pytest.raises(ArtifactError, match="format_version"):
         load_artifact(tmp_path)
+
+
+def flip_byte(path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x04
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "config.json"])
+def test_a_damaged_artifact_file_is_refused_by_name(tmp_path, name: str) -> None:
+    """A flipped byte anywhere, even in a float of the weights that still loads, is refused."""
+    model = tiny("sasrec")
+    item_ids = [str(n) for n in range(30)]
+    version = save_artifact(tmp_path, model, ArtifactInfo(model=model.config, item_ids=item_ids))
+    assert version == file_sha256(tmp_path / "model.safetensors")
+    assert (tmp_path / f"model.safetensors{CHECKSUM_SUFFIX}").read_text().startswith(version)
+    path = tmp_path / name
+    whole = path.read_bytes()
+    flip_byte(path, len(whole) - 3)  # the last weight's bytes, or the config's closing lines
+    with pytest.raises(ArtifactChecksumError, match=f"{name} is damaged"):
+        load_artifact(tmp_path)
+    path.unlink()
+    with pytest.raises(ArtifactChecksumError, match=f"{name} is missing"):
+        load_artifact(tmp_path)
+    path.write_bytes(whole)
+    assert load_artifact(tmp_path).version == version
+    assert issubclass(ArtifactChecksumError, ArtifactError)  # the CLI's one-line error
+
+
+def test_an_artifact_written_before_checksums_loads_unverified(tmp_path) -> None:
+    model = tiny("bert4rec")
+    info = ArtifactInfo(model=model.config, item_ids=[str(n) for n in range(30)])
+    version = save_artifact(tmp_path, model, info)
+    for sidecar in tmp_path.glob(f"*{CHECKSUM_SUFFIX}"):
+        sidecar.unlink()
+    loaded = load_artifact(tmp_path)
+    assert loaded.version == version and loaded.info.item_ids == info.item_ids
 
 
 def test_top_k_excludes_history_and_is_ranked() -> None:
