@@ -98,6 +98,7 @@ class Plan:
     workdir: Path
     only_budgets: tuple[int, ...] | None = None  # train these of the teacher's budgets alone
     ablation_budget: int = ABLATION_BUDGET
+    report_only: bool = False  # write what is finished; train nothing
 
     def probe_set(self, teacher: str, regime: str, seed: int) -> tuple[Path, int]:
         """The probe set of this (teacher, regime, seed) and the budget it is extracted with:
@@ -148,18 +149,12 @@ def extract_once(url: str, out: Path, budget: int, regime: str, seed: int) -> di
     return json.loads((out / SUMMARY_FILENAME).read_text())
 
 
-def student_result(
-    plan: Plan, probes: Path, out: Path, method: str, budget: int, seed: int, evaluate
-) -> tuple[dict[str, Any], bool]:
-    """Train and score one student, or read back the one a previous run finished with the
-    same objective settings and probe set (`identity`); any other is trained again."""
-    done = out / "result.json"
+def train_student(
+    plan: Plan, probes: Path, method: str, budget: int, seed: int, evaluate
+) -> dict[str, Any]:
+    """Train and score one student into the work directory (its `result.json`)."""
+    out = probes.parent / method / f"b{budget}"
     objective = ObjectiveConfig(**METHODS[method])
-    wanted = identity(plan, method, probes)
-    if done.is_file():
-        result = json.loads(done.read_text())
-        if result.get("identity") == wanted:
-            return result, True
     config = DistillConfig(
         probes=probes,
         out=out,
@@ -173,7 +168,7 @@ def student_result(
     summary = distill(config)
     report = evaluate(out)
     result = {
-        "identity": wanted,
+        "identity": identity(plan, method, probes),
         "metrics": metric_row(report, "student"),
         "heldout": summary.heldout,
         "queries": summary.queries,
@@ -182,8 +177,17 @@ def student_result(
         "epochs_run": summary.epochs_run,
         "seconds": summary.seconds,
     }
-    done.write_text(json.dumps(result, indent=2) + "\n")
-    return result, False
+    (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def finished(plan: Plan, method: str, probes: Path, budget: int) -> dict[str, Any] | None:
+    """The student of this point a previous run finished in the work directory, if any."""
+    done = probes.parent / method / f"b{budget}" / "result.json"
+    if not done.is_file():
+        return None
+    result = json.loads(done.read_text())
+    return result if result.get("identity") == identity(plan, method, probes) else None
 
 
 def identity(plan: Plan, method: str, probes: Path) -> dict[str, Any]:
@@ -237,20 +241,21 @@ def run(plan: Plan, port: int, earlier: dict[tuple, dict[str, Any]]) -> dict[str
                                 entry["identity"],
                             ) == (version, identity(plan, method, probes))
                             if not reused:
-                                extraction = extract_once(url, probes, paid, regime, seed)
-                                result, reused = student_result(
-                                    plan,
-                                    probes,
-                                    probes.parent / method / f"b{budget}",
-                                    method,
-                                    budget,
-                                    seed,
-                                    evaluate,
-                                )
+                                result = finished(plan, method, probes, budget)
+                                if result is None and plan.report_only:
+                                    continue
+                                if result is None:
+                                    extract_once(url, probes, paid, regime, seed)
+                                    result = train_student(
+                                        plan, probes, method, budget, seed, evaluate
+                                    )
+                                else:
+                                    reused = True
+                                summary = json.loads((probes / SUMMARY_FILENAME).read_text())
                                 entry = {
                                     **dict(zip(RUN_KEY, key, strict=True)),
                                     "teacher_version": version,
-                                    "extraction_paid": extraction["spent_total"],
+                                    "extraction_paid": summary["spent_total"],
                                     **result,
                                 }
                             runs.append(entry)
@@ -460,6 +465,9 @@ def main() -> None:
         default=[],
         help="results files whose finished students are reused (the --json file always is)",
     )
+    parser.add_argument(
+        "--report-only", action="store_true", help="write what is finished, train nothing"
+    )
     parser.add_argument("--workdir", type=Path, default=Path("runs/bench-leakage"))
     parser.add_argument("--port", type=int, default=18768, help="the teacher's loopback port")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -480,6 +488,7 @@ def main() -> None:
         workdir=args.workdir / ("quick" if args.quick else "full"),
         only_budgets=tuple(int(b) for b in args.budgets.split(",")) if args.budgets else None,
         ablation_budget=args.ablation_budget,
+        report_only=args.report_only,
     )
     started = time.monotonic()
     raw = run(plan, args.port, read_back([*args.read_back, args.json]))
