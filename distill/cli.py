@@ -12,53 +12,84 @@ from typing import Annotated, Any, get_args
 
 import typer
 
-from distill.config import Objective
+from distill.config import DistillConfig, Objective, ObjectiveConfig
 from extractor.cli import KEY_VARIABLES, all_or_count, api_key_from
+from seqrec.models.config import ARCHS, ModelConfig
+from seqrec.options import default_of
 
 
 def distill(
     probes: Annotated[Path, typer.Option(help="Extraction directory (`recmimic extract --out`)")],
     out: Annotated[Path, typer.Option(help="Student artifact directory to write")],
     objective: Annotated[str, typer.Option(help=" | ".join(get_args(Objective)))] = "bahsd",
-    arch: Annotated[str, typer.Option(help="Student backbone: sasrec or bert4rec")] = "sasrec",
+    arch: Annotated[str, typer.Option(help=f"Student backbone: {' | '.join(ARCHS)}")] = "sasrec",
     experts: Annotated[int, typer.Option(help="HPSERec tail experts (0 = off, else >= 2)")] = 0,
-    hidden: int | None = None,
-    max_len: int | None = None,
-    view_examples: Annotated[
-        bool | None, typer.Option(help="Also learn from each answered truncated view")
+    hidden: Annotated[
+        int | None, typer.Option(show_default=default_of(ModelConfig, "hidden"))
     ] = None,
-    reliability: Annotated[str, typer.Option(help="overlap or rbo")] = "overlap",
+    max_len: Annotated[
+        int | None,
+        typer.Option(
+            help="Most recent items seen", show_default=default_of(ModelConfig, "max_len")
+        ),
+    ] = None,
+    view_examples: Annotated[
+        bool | None,
+        typer.Option(
+            help="Also learn from each answered truncated view",
+            show_default="view-examples" if DistillConfig.view_examples else "no-view-examples",
+        ),
+    ] = None,
+    reliability: Annotated[str, typer.Option(help="overlap | rbo")] = "overlap",
     normalise_reliability: Annotated[
         bool, typer.Option(help="Length-normalised reliability")
     ] = False,
     hard_split: Annotated[bool, typer.Option(help="Confidence weight in {0, 1}")] = False,
     negatives: Annotated[
-        str | None, typer.Option(help="Sampled negatives per example, or 'all' items")
+        str | None,
+        typer.Option(
+            help="Sampled negatives per example, or 'all' items",
+            show_default=default_of(ObjectiveConfig, "n_negatives", "all"),
+        ),
     ] = None,
     answers: Annotated[
         int | None,
-        typer.Option(help="Learn from the first N answers only, as if the budget had been N"),
+        typer.Option(
+            help="Learn from the first N answers only, as if the budget had been N",
+            show_default=default_of(DistillConfig, "answers", "all"),
+        ),
     ] = None,
     kl_weight: Annotated[
         float | None,
-        typer.Option(help="bahsd_gated: weight of its KL branch against the low branch"),
+        typer.Option(
+            help="bahsd_gated: weight of its KL branch against the low branch",
+            show_default=default_of(ObjectiveConfig, "kl_weight"),
+        ),
     ] = None,
-    max_epochs: int | None = None,
-    patience: int | None = None,
-    batch_size: int | None = None,
-    lr: float | None = None,
+    max_epochs: Annotated[
+        int | None, typer.Option(show_default=default_of(DistillConfig, "max_epochs"))
+    ] = None,
+    patience: Annotated[
+        int | None,
+        typer.Option(
+            help="Epochs without a better held-out Agr@10 before stopping",
+            show_default=default_of(DistillConfig, "patience"),
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(show_default=default_of(DistillConfig, "batch_size"))
+    ] = None,
+    lr: Annotated[float | None, typer.Option(show_default=default_of(DistillConfig, "lr"))] = None,
     seed: int = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    device: Annotated[str, typer.Option(help="auto (cuda when available), cpu or cuda")] = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
 ) -> None:
     """Train a student on a probe set with BAHSD (or a baseline); writes a servable artifact.
 
     Options left out keep the defaults of `DistillConfig` and `ModelConfig`.
     """
-    from distill.config import DistillConfig, ObjectiveConfig
     from distill.probes import probe_directory
     from distill.reliability import ReliabilityConfig
-    from seqrec.models.config import ModelConfig
 
     model = given(arch=arch, experts=experts, hidden=hidden, max_len=max_len)
     schedule = given(
@@ -140,5 +171,11 @@ def evaluate(
         typer.echo(f"{who:<8} NDCG@10 {overall['NDCG@10']:.4f}  HR@10 {overall['HR@10']:.4f}")
     agreement = report["agreement"]["overall"]
     typer.echo(f"agreement Agr@1 {agreement['agr1']:.3f}  Agr@10 {agreement['agr10']:.3f}")
+    paid, budget = report["run"]["paid"], report["run"]["budget"]
+    probing = "?" if paid["probing"] is None else paid["probing"]
+    typer.echo(
+        f"paid     {probing} answers for probing (budget {'?' if budget is None else budget}),"
+        f" {paid['evaluation']} for this evaluation (one per test user from a teacher URL)"
+    )
     for kind, path in paths.items():
         typer.echo(f"{kind:<8} {path}")

@@ -162,6 +162,8 @@ def evaluate_student(config: EvaluateConfig) -> tuple[dict, dict[str, Path]]:
         teacher = rank_with_model(load_artifact(config.teacher), data, split)
     report = fidelity_report(teacher, rank_with_model(student, data, split), split)
     extraction = _extraction(student)
+    # Evaluation pays on top of probing's budget: one answer per test user from a URL teacher.
+    evaluation_paid = split.test_input.n_users if config.teacher_is_url else 0
     training = student.info.training
     report.update(
         dataset=data.card(),
@@ -172,7 +174,8 @@ def evaluate_student(config: EvaluateConfig) -> tuple[dict, dict[str, Path]]:
             "objective": training.get("objective", {}).get("name"),
             "experts": student.info.model.experts,
             "budget": extraction.get("budget"),
-            "spent": extraction.get("spent_total"),
+            "spent": extraction.get("spent_total"),  # probing's; kept for older readers
+            "paid": {"probing": extraction.get("spent_total"), "evaluation": evaluation_paid},
             "probe_set": student.info.dataset.get("probe_set"),
         },
     )

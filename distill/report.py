@@ -22,32 +22,59 @@ _LABELS = {
     "overall": "overall",
     "head_users": "head users",
     "tail_users": "tail users",
-    "head_items": "head items",
-    "tail_items": "tail items",
+    "head_items": "head-item targets",
+    "tail_items": "tail-item targets",
 }
+# What the table's terms mean; the item rows count test users, where `data stats` counts items.
+DEFINITIONS = (
+    "Terms:",
+    "",
+    "- **Agr@K**: the share of the teacher's top K the student also puts in its top K, averaged "
+    "over the test users (1 = the same K items).",
+    "- **head users** / **tail users**: users whose training history is longer than the 80th "
+    "percentile of training lengths / all the others.",
+    "- **head-item targets** / **tail-item targets**: test users whose held-out item is a head "
+    "item (training count above the 0.8 quantile of item counts) / a tail item. Their "
+    "`test users` count users, not items; `recmimic data stats` counts the head items "
+    "themselves.",
+    "- **HR@10**, **NDCG@10**: hit rate and NDCG of the held-out item in the full ranking.",
+)
+
+
+def _paid(run: dict[str, Any]) -> str:
+    """Probing (within the budget) and evaluation (one answer per test user, on top) apart."""
+    paid = run.get("paid") or {"probing": run.get("spent")}
+    probing, evaluation = paid.get("probing"), paid.get("evaluation")
+    budget = run.get("budget")
+    text = (
+        f"probing budget {budget if budget is not None else '?'} "
+        f"({probing if probing is not None else '?'} paid)"
+    )
+    if evaluation:
+        text += f", evaluation paid {evaluation} (one per test user)"
+    elif evaluation == 0:
+        text += ", evaluation paid nothing (a local teacher)"
+    return text
 
 
 def _conditions(report: dict[str, Any]) -> str:
     data, run = report["dataset"], report["run"]
-    budget = run.get("budget")
-    spent = run.get("spent")
     return (
         f"dataset {data.get('name')} (sha256 {str(data.get('sha256'))[:12]}…), "
-        f"student seed {run.get('seed')}, budget {budget if budget is not None else '?'} "
-        f"({spent if spent is not None else '?'} paid)"
+        f"student seed {run.get('seed')}, {_paid(run)}"
     )
 
 
 def markdown(report: dict[str, Any]) -> str:
-    """A table per group: teacher and student HR@10/NDCG@10, and Agr@1/Agr@10."""
+    """A table per group: teacher and student HR@10/NDCG@10, and Agr@1/Agr@10; then the terms."""
     lines = [
         "# Fidelity report",
         "",
         _conditions(report) + ".",
         f"Teacher: `{report['teacher_source']}`. Student: `{report['student_dir']}`.",
         "",
-        "| group | users | teacher HR@10 | student HR@10 | teacher NDCG@10 | student NDCG@10 "
-        "| Agr@1 | Agr@10 |",
+        "| group | test users | teacher HR@10 | student HR@10 | teacher NDCG@10 "
+        "| student NDCG@10 | Agr@1 | Agr@10 |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for group in GROUPS:
@@ -58,7 +85,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {student['HR@10']:.4f} | {teacher['NDCG@10']:.4f} | {student['NDCG@10']:.4f} "
             f"| {agreement['agr1']:.3f} | {agreement['agr10']:.3f} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, "", *DEFINITIONS]) + "\n"
 
 
 def chart(report: dict[str, Any], path: Path) -> None:

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from distill.checkpoint import (
     load_checkpoint,
@@ -34,6 +33,7 @@ from distill.checkpoint import (
 from distill.config import DistillConfig
 from distill.examples import Examples, pick_views, suffixes
 from distill.student import Batch, student_loss
+from seqrec.epoch_bar import EpochBar
 from seqrec.metrics import agreement_at_k
 from seqrec.models.base import SequentialRecommender
 from seqrec.train import numerics, resolve_device
@@ -164,7 +164,9 @@ def fit(
         best, history = meta["best"], meta["history"]
     resumed_from = epoch
 
-    bar = tqdm(total=config.max_epochs, initial=epoch, desc="distill", disable=not config.progress)
+    bar = EpochBar(
+        "distill", config.patience, config.max_epochs, config.progress, epoch, best_epoch
+    )
     while epoch < config.max_epochs and stale < config.patience:
         model.train()
         order = rng.permutation(len(train))
@@ -220,8 +222,7 @@ def fit(
                 "history": history,
             },
         )
-        bar.update(1)
-        bar.set_postfix(loss=f"{record['loss']:.3f}", agr10=f"{scores['agr10']:.3f}")
+        bar.update(epoch, best_epoch, loss=f"{record['loss']:.3f}", agr10=f"{scores['agr10']:.3f}")
         if on_epoch is not None:
             on_epoch(epoch, record)
     bar.close()

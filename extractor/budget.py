@@ -207,6 +207,20 @@ class _Syncer:
             os.fsync(self._fd)
 
 
+def read_spent(ledger_path: str | Path) -> int | None:
+    """Units spent so far by whichever run holds the ledger, read without its lock.
+
+    For progress reports from outside the run (the service's worker during probing): the
+    slots make every read consistent, since a write can only tear the slot it writes and the
+    other one still holds the previous state. None when there is no usable ledger (yet).
+    """
+    try:
+        data = Path(ledger_path).read_bytes()
+        return _parse(data, Path(ledger_path))[1]
+    except (OSError, BudgetError):
+        return None
+
+
 def _write_slot(fd: int, seq: int, spent: int, answered: int) -> None:
     state = _STATE.pack(seq, spent, answered)
     record = _SLOT.pack(seq, spent, answered, zlib.crc32(state))

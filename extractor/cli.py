@@ -31,7 +31,11 @@ def extract(
     ] = None,
     source: Annotated[str, typer.Option(help=" | ".join(SOURCES))] = "seeded",
     dataset: Annotated[
-        str | None, typer.Option(help="Seeded: ml-100k, synthetic[:USERS:ITEMS] or a file")
+        str | None,
+        typer.Option(
+            help="Seeded: ml-100k, synthetic[:USERS:ITEMS] or a file (default: none; seeded "
+            "needs one)"
+        ),
     ] = None,
     n_sequences: Annotated[int, typer.Option(help="Data-free: sequences to grow")] = 1000,
     min_length: Annotated[int, typer.Option(help="Data-free: shortest sequence")] = 1,
@@ -54,6 +58,8 @@ def extract(
     progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
 ) -> None:
     """Query the black box for a probe set, within the budget; resumes an interrupted run."""
+    if budget < 1:  # before anything is written: a budget of 0 leaves a probe set of nothing
+        raise ValueError(f"--budget must be at least 1 paid answer, got {budget}")
     from extractor.run import extract as run_extract
 
     config = ExtractConfig(

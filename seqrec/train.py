@@ -14,43 +14,17 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from seqrec.data.dataset import LeaveOneOutSplit
 from seqrec.data.sequences import Sequences, padded_windows
+from seqrec.epoch_bar import EpochBar
 from seqrec.evaluate import evaluate
 from seqrec.models.base import SequentialRecommender
-
-
-@dataclass
-class TrainConfig:
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    batch_size: int = 128
-    max_epochs: int = 200
-    patience: int = 10  # epochs without a better validation NDCG@10 before stopping
-    min_window: int = 2  # shortest window (in items, input + target) worth training on
-    window_ends: Literal["tiled", "random"] = "tiled"  # see the module docstring
-    seed: int = 0
-    device: str = "auto"  # "auto" = cuda when available, else cpu
-    progress: bool = True
-
-    @classmethod
-    def for_arch(cls, arch: str, **given: Any) -> TrainConfig:
-        """The defaults for backbone `arch` (ARCH_DEFAULTS), with the given fields on top."""
-        return cls(**{**ARCH_DEFAULTS.get(arch, {}), **given})
-
-
-# Where a backbone trains best away from the TrainConfig defaults. BERT4Rec's cloze loss has only
-# about mask_ratio of each window's items as targets, plus its last one: with the same fixed
-# windows every epoch it reached 75% of SASRec's NDCG@10 on ML-100k. Windows ending at random
-# items, and the longer patience its slow climb needs (100+ epochs), are what closed that gap
-# (README, "Teacher quality").
-ARCH_DEFAULTS: dict[str, dict[str, Any]] = {"bert4rec": {"window_ends": "random", "patience": 20}}
+from seqrec.train_config import TrainConfig  # its home is torch-free; imported from here too
 
 
 @dataclass
@@ -139,8 +113,8 @@ def train_model(
         tiled = training_windows(split.train, width, config.min_window)
     best_state, best_ndcg, best_epoch, history = None, -1.0, 0, []
     start = time.perf_counter()
-    bar = tqdm(range(1, config.max_epochs + 1), desc="train", disable=not config.progress)
-    for epoch in bar:
+    bar = EpochBar("train", config.patience, config.max_epochs, enabled=config.progress)
+    for epoch in range(1, config.max_epochs + 1):
         model.train()
         windows = tiled
         if windows is None:  # random ends: new windows every epoch
@@ -160,9 +134,10 @@ def train_model(
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "valid_ndcg10": ndcg})
         if ndcg > best_ndcg:
             best_state, best_ndcg, best_epoch = copy.deepcopy(model.state_dict()), ndcg, epoch
-        bar.set_postfix(loss=f"{np.mean(losses):.3f}", ndcg10=f"{ndcg:.4f}", best=best_epoch)
+        bar.update(epoch, best_epoch, loss=f"{np.mean(losses):.3f}", ndcg10=f"{ndcg:.4f}")
         if epoch - best_epoch >= config.patience:
             break
+    bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()

@@ -18,6 +18,12 @@ import typer
 
 from distill.cli import distill, evaluate
 from extractor.cli import extract
+from seqrec.data.readers import FORMATS
+from seqrec.models.config import ARCHS, ModelConfig
+from seqrec.options import default_of
+from seqrec.serving.ports import check_port_free
+from seqrec.train_config import ARCH_DEFAULTS, TrainConfig
+from service.demo_config import DemoConfig
 from teacher_mock.cli import serve as teacher_serve
 
 app = typer.Typer(
@@ -36,6 +42,28 @@ teacher_app.command("serve")(teacher_serve)
 app.command("extract")(extract)
 app.command("distill")(distill)
 app.command("evaluate")(evaluate)
+
+FMT_HELP = f"File format when not detectable from the name or first line: {' | '.join(FORMATS)}"
+DATASET_HELP = "ml-100k, synthetic[:USERS:ITEMS] or a file"
+ARCH_HELP = " | ".join(ARCHS)
+DEVICE_HELP = "auto (cuda when available), cpu or cuda"
+
+
+@app.callback()
+def options(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", help="Also show libraries' logs: alembic migrations, uvicorn access"
+        ),
+    ] = False,
+) -> None:
+    """Extract a black-box sequential recommender into a local student model."""
+
+
+def is_verbose(ctx: typer.Context) -> bool:
+    """The global `--verbose` (given before the subcommand)."""
+    return bool(ctx.find_root().params.get("verbose"))
 
 
 def main() -> None:
@@ -70,6 +98,32 @@ def overrides(cls: type, factory: Callable[..., Any] | None = None, **values: An
     return (factory or cls)(**{k: v for k, v in values.items() if v is not None and k in names})
 
 
+def model_default(name: str) -> str:
+    return default_of(ModelConfig, name)
+
+
+def train_default(name: str) -> str:
+    """The trainer's default, and where a backbone's own differs (`ARCH_DEFAULTS`)."""
+    own = [f"{arch}: {given[name]}" for arch, given in ARCH_DEFAULTS.items() if name in given]
+    default = default_of(TrainConfig, name)
+    return f"{default} ({', '.join(own)})" if own else default
+
+
+def demo_default(name: str) -> str:
+    return default_of(DemoConfig, name)
+
+
+def announce_home(home: Path) -> None:
+    """Create the service's data directory now, saying so on stderr: a `./recmimic-data`
+    appearing unannounced wherever a command ran is a surprise (RECMIMIC_HOME moves it)."""
+    if home.exists():
+        return
+    home.mkdir(parents=True)
+    typer.echo(
+        f"created the data directory {home.resolve()} (RECMIMIC_HOME sets another)", err=True
+    )
+
+
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2))
@@ -88,10 +142,10 @@ def data_fetch(name: Annotated[str, typer.Argument(help="Dataset name: ml-100k")
 
 @data_app.command("stats")
 def data_stats(
-    dataset: Annotated[str, typer.Argument(help="ml-100k, synthetic[:USERS:ITEMS] or a file")],
-    fmt: Annotated[str | None, typer.Option(help="File format when not detectable")] = None,
-    min_user: int = 5,
-    min_item: int = 5,
+    dataset: Annotated[str, typer.Argument(help=DATASET_HELP)],
+    fmt: Annotated[str | None, typer.Option(help=FMT_HELP, show_default="detected")] = None,
+    min_user: Annotated[int, typer.Option(help="k-core: fewest interactions per user")] = 5,
+    min_item: Annotated[int, typer.Option(help="k-core: fewest interactions per item")] = 5,
 ) -> None:
     """Size, sparsity, history lengths and the head/tail cut of a dataset."""
     from seqrec.data.loading import load_dataset
@@ -105,40 +159,65 @@ def data_stats(
 
 @teacher_app.command("train")
 def teacher_train(
-    dataset: Annotated[str, typer.Option(help="ml-100k, synthetic[:USERS:ITEMS] or a file")],
+    dataset: Annotated[str, typer.Option(help=DATASET_HELP)],
     out: Annotated[Path, typer.Option(help="Artifact directory to write")] = Path("runs/teacher"),
-    arch: Annotated[str, typer.Option(help="sasrec or bert4rec")] = "sasrec",
+    arch: Annotated[str, typer.Option(help=ARCH_HELP)] = "sasrec",
+    fmt: Annotated[str | None, typer.Option(help=FMT_HELP, show_default="detected")] = None,
     seed: int = 0,
     json_path: Annotated[
-        Path | None, typer.Option("--json", help="Write test metrics here")
+        Path | None, typer.Option("--json", help="Write test metrics here (default: none)")
     ] = None,
-    hidden: int | None = None,
-    n_blocks: int | None = None,
-    n_heads: int | None = None,
-    max_len: int | None = None,
-    dropout: float | None = None,
-    mask_ratio: float | None = None,
+    hidden: Annotated[int | None, typer.Option(show_default=model_default("hidden"))] = None,
+    n_blocks: Annotated[int | None, typer.Option(show_default=model_default("n_blocks"))] = None,
+    n_heads: Annotated[int | None, typer.Option(show_default=model_default("n_heads"))] = None,
+    max_len: Annotated[
+        int | None,
+        typer.Option(help="Most recent items seen", show_default=model_default("max_len")),
+    ] = None,
+    dropout: Annotated[float | None, typer.Option(show_default=model_default("dropout"))] = None,
+    mask_ratio: Annotated[
+        float | None,
+        typer.Option(
+            help="bert4rec: share of items masked", show_default=model_default("mask_ratio")
+        ),
+    ] = None,
     experts: Annotated[
-        int | None, typer.Option(help="HPSERec long-tail experts (>= 2; sasrec only)")
+        int | None,
+        typer.Option(
+            help="HPSERec long-tail experts (0 = off, else >= 2; sasrec only)",
+            show_default=model_default("experts"),
+        ),
     ] = None,
-    lr: float | None = None,
-    weight_decay: float | None = None,
-    batch_size: int | None = None,
-    max_epochs: int | None = None,
-    patience: int | None = None,
-    device: str | None = None,
-    min_user: int = 5,
-    min_item: int = 5,
+    lr: Annotated[float | None, typer.Option(show_default=train_default("lr"))] = None,
+    weight_decay: Annotated[
+        float | None, typer.Option(show_default=train_default("weight_decay"))
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(show_default=train_default("batch_size"))
+    ] = None,
+    max_epochs: Annotated[
+        int | None, typer.Option(help="Cap on epochs", show_default=train_default("max_epochs"))
+    ] = None,
+    patience: Annotated[
+        int | None,
+        typer.Option(
+            help="Epochs without a better validation NDCG@10 before stopping",
+            show_default=train_default("patience"),
+        ),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help=DEVICE_HELP, show_default=train_default("device"))
+    ] = None,
+    min_user: Annotated[int, typer.Option(help="k-core: fewest interactions per user")] = 5,
+    min_item: Annotated[int, typer.Option(help="k-core: fewest interactions per item")] = 5,
 ) -> None:
     """Train a SASRec or BERT4Rec teacher with early stopping; evaluate on the test split."""
     from seqrec.data.loading import load_dataset
-    from seqrec.models.config import ModelConfig
 
     options = locals()
     model_config = overrides(ModelConfig, **options)  # checked before torch is imported
-    data = load_dataset(dataset, min_user=min_user, min_item=min_item)
+    data = load_dataset(dataset, fmt=fmt, min_user=min_user, min_item=min_item)
     from seqrec.supervised import train_supervised
-    from seqrec.train import TrainConfig
 
     train_config = overrides(TrainConfig, partial(TrainConfig.for_arch, arch), **options)
     summary = train_supervised(data, model_config, train_config, out)
@@ -164,13 +243,17 @@ def keys_create(
     from service.keys import create_key
     from service.settings import ServiceSettings
 
-    engine = make_engine(ServiceSettings().database())
+    settings = ServiceSettings()
+    if settings.database_url is None:  # the default SQLite file lives in the data directory
+        announce_home(settings.home)
+    engine = make_engine(settings.database())
     migrate(engine)
     typer.echo(create_key(session_factory(engine), tenant))
 
 
 @app.command("serve")
 def serve(
+    ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8080,
     worker: Annotated[
@@ -178,27 +261,39 @@ def serve(
     ] = True,
 ) -> None:
     """Serve the jobs and students API (settings from RECMIMIC_* variables or recmimic.env)."""
-    from service.server import serve as serve_api
+    check_port_free(host, port)
     from service.settings import ServiceSettings
 
-    serve_api(ServiceSettings(), host, port, worker)
+    settings = ServiceSettings()
+    announce_home(settings.home)
+    from service.server import serve as serve_api
+
+    serve_api(settings, host, port, worker, verbose=is_verbose(ctx))
 
 
 @app.command("worker")
 def worker(
+    ctx: typer.Context,
     once: Annotated[bool, typer.Option(help="Run at most one job, then exit")] = False,
     poll_s: Annotated[
-        float | None, typer.Option(min=0.01, help="Seconds between looks at an empty queue")
+        float | None,
+        typer.Option(
+            min=0.01,
+            help="Seconds between looks at an empty queue (default: RECMIMIC_POLL_S, else 2.0)",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
     """Claim extraction jobs from the database and run them (RECMIMIC_* settings, like serve)."""
     from service.settings import ServiceSettings
-    from service.worker import run_worker
 
     settings = ServiceSettings()
+    announce_home(settings.home)
     if poll_s is not None:
         settings = settings.model_copy(update={"poll_s": poll_s})
-    run_worker(settings, once)
+    from service.worker import run_worker
+
+    run_worker(settings, once, verbose=is_verbose(ctx))
 
 
 @app.command("demo")
@@ -206,24 +301,51 @@ def demo(
     workdir: Annotated[Path, typer.Option(help="Where the teacher, service and reports go")] = Path(
         "runs/demo"
     ),
-    dataset: Annotated[str, typer.Option(help="Dataset name or file")] = "ml-100k",
-    arch: Annotated[str, typer.Option(help="Teacher backbone: sasrec or bert4rec")] = "sasrec",
+    dataset: Annotated[str, typer.Option(help=DATASET_HELP)] = "ml-100k",
+    arch: Annotated[str, typer.Option(help=f"Teacher backbone: {ARCH_HELP}")] = "sasrec",
     seed: int = 0,
     retrain: Annotated[bool, typer.Option(help="Train the teacher even if one exists")] = False,
-    max_epochs: Annotated[int | None, typer.Option(help="Cap teacher training epochs")] = None,
-    port: Annotated[int | None, typer.Option(help="Local port of the demo's black box")] = None,
-    source: Annotated[
-        str | None, typer.Option(help="Job's queries: seeded, autoregressive or frequency")
+    max_epochs: Annotated[
+        int | None,
+        typer.Option(help="Cap teacher training epochs", show_default=train_default("max_epochs")),
     ] = None,
-    budget: Annotated[int | None, typer.Option(help="Job's paid answers for probing")] = None,
-    n_sequences: Annotated[int | None, typer.Option(help="Data-free sequences to grow")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Cap student training epochs")] = None,
-    poll_s: Annotated[float | None, typer.Option(help="Seconds between job status reads")] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(help="Local port of the demo's black box", show_default=demo_default("port")),
+    ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            help="Job's queries: seeded | autoregressive | frequency",
+            show_default=demo_default("source"),
+        ),
+    ] = None,
+    budget: Annotated[
+        int | None,
+        typer.Option(
+            help="Job's paid answers for probing (evaluation pays one per test user on top)",
+            show_default=demo_default("budget"),
+        ),
+    ] = None,
+    n_sequences: Annotated[
+        int | None,
+        typer.Option(help="Data-free sequences to grow", show_default=demo_default("n_sequences")),
+    ] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option(help="Cap student training epochs", show_default=demo_default("epochs")),
+    ] = None,
+    poll_s: Annotated[
+        float | None,
+        typer.Option(help="Seconds between job status reads", show_default=demo_default("poll_s")),
+    ] = None,
 ) -> None:
     """Run the pipeline end to end on MovieLens-100k through the service and print the report."""
-    from service.demo import DemoConfig, run_demo
+    config = overrides(DemoConfig, **locals())
+    check_port_free("127.0.0.1", config.port)  # before minutes of teacher training, not after
+    from service.demo import run_demo
 
-    run_demo(overrides(DemoConfig, **locals()))
+    run_demo(config)
 
 
 if __name__ == "__main__":

@@ -20,9 +20,8 @@ import json
 import secrets
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -37,6 +36,7 @@ from seqrec.supervised import train_supervised
 from seqrec.train import TrainConfig
 from service.api.app import create_app as create_service_app
 from service.api.schemas import JobRequest
+from service.demo_config import DemoConfig
 from service.keys import create_key
 from service.pipeline import job_paths
 from service.settings import ServiceSettings
@@ -49,28 +49,6 @@ FINISHED = ("done", "failed", "cancelled")
 TENANT = "demo"
 TEACHER_KEY_FILE = "black-box.key"
 WORKER_STOP_TIMEOUT_S = 30.0
-
-
-@dataclass
-class DemoConfig:
-    """Every setting of the demo; the CLI's options override these defaults."""
-
-    workdir: Path = Path("runs/demo")
-    dataset: str = "ml-100k"
-    arch: str = "sasrec"
-    seed: int = 0
-    retrain: bool = False
-    max_epochs: int | None = None  # teacher; None: the trainer's default (early stopping decides)
-    port: int = 18765  # fixed, so a resumed job asks the same endpoint its cache knows
-    # The job. Seeded: the attacker holds ML-100k's training split and asks its prefixes.
-    source: Literal["seeded", "autoregressive", "frequency"] = "seeded"
-    budget: int = 8000  # paid answers for probing (evaluation pays one per test user on top)
-    n_sequences: int = 200  # data-free sources only: sequences grown from random start items
-    # Cap on the student's epochs, so the whole demo stays well under 15 minutes on 2 cores: an
-    # epoch takes about 9 s there (24 s before the CPU dropout and last-position shortcut), and
-    # with 24 the best epoch was still the last one.
-    epochs: int = 40
-    poll_s: float = 3.0  # how often the job's status is read and shown
 
 
 def say(message: str) -> None:
@@ -188,7 +166,7 @@ def run_job(
         origin = "queued" if created else "the same settings' job, found again"
         typer.echo(
             f"      job {job['id']} ({origin}): {config.source} queries, budget {config.budget} "
-            f"answers, student epochs <= {config.epochs}; POST {url}/v1/jobs"
+            f"answers for probing, student epochs <= {config.epochs}; POST {url}/v1/jobs"
         )
         thread.start()
         try:
@@ -227,14 +205,19 @@ def post_job(api: httpx.Client, body: dict[str, Any], replay_key: str) -> tuple[
 
 
 def follow(api: httpx.Client, job: dict[str, Any], config: DemoConfig) -> dict[str, Any]:
-    """Poll the job every `poll_s` and print a line whenever it moved; the finished job."""
+    """Poll the job every `poll_s` and print a line whenever it moved; the finished job.
+
+    A stage that began and ended between two reads still gets its line, so every stage the
+    job ran is shown, however short.
+    """
     started = time.monotonic()
-    last = None
+    last, shown_stage = None, None
     while True:
-        line = progress_line(job, config.epochs)
-        if line != last:
-            typer.echo(f"      {time.monotonic() - started:5.0f}s  {line}")
-            last = line
+        for line in progress_lines(job, config.epochs, shown_stage):
+            if line != last:
+                typer.echo(f"      {time.monotonic() - started:5.0f}s  {line}")
+                last = line
+        shown_stage = job["status"]
         if job["status"] in FINISHED:
             return job
         time.sleep(config.poll_s)
@@ -243,14 +226,39 @@ def follow(api: httpx.Client, job: dict[str, Any], config: DemoConfig) -> dict[s
         job = response.json()
 
 
+STAGE_ORDER = ("queued", "probing", "training", "evaluating", "done")
+
+
+def progress_lines(job: dict[str, Any], epochs: int, shown_stage: str | None) -> list[str]:
+    """The job's status line, after a `done` line for each stage run since `shown_stage`."""
+    skipped: list[str] = []
+    if shown_stage in STAGE_ORDER and job["status"] in STAGE_ORDER:
+        between = STAGE_ORDER[STAGE_ORDER.index(shown_stage) + 1 : STAGE_ORDER.index(job["status"])]
+        evaluates = bool(job["request"].get("dataset"))
+        skipped = [stage for stage in between if stage != "evaluating" or evaluates]
+    lines = [f"{stage + ' done':<22} {paid_line(job)}" for stage in skipped]
+    return [*lines, progress_line(job, epochs)]
+
+
 def progress_line(job: dict[str, Any], epochs: int) -> str:
+    """Stage (training: the epoch running now, 1 to `epochs`), paid answers, cache hits."""
     stage = job["status"]
     if stage == "training":
-        stage += f" epoch {round(job['progress'] * epochs)}/{epochs}"
-    elif stage in ("probing", "evaluating"):
-        stage += f" {job['progress']:.0%}"
-    line = f"{stage:<22} paid {job['paid']}, cached {job['cached']}"
+        finished = round(job["progress"] * epochs)  # the worker reports epochs finished
+        stage += f" epoch {min(finished + 1, epochs)}/{epochs}"
+    line = f"{stage:<22} {paid_line(job)}"
     return f"{line}; {job['error']}" if job["error"] else line
+
+
+def paid_line(job: dict[str, Any]) -> str:
+    """Paid answers split by what they paid for: probing (within the budget) and evaluation
+    (one per test user, on top), never one sum that looks like an overspent budget."""
+    metrics = job.get("metrics") or {}
+    probing = metrics.get("probing", {}).get("spent_total", job["paid"])
+    line = f"paid {probing} of {job['request']['budget']} for probing"
+    if "evaluation" in metrics:
+        line += f" + {metrics['evaluation']['paid']} for evaluation"
+    return f"{line}, cached {job['cached']}"
 
 
 def black_box_usage(url: str, key: str) -> int:
@@ -270,8 +278,13 @@ def show_report(job: dict[str, Any], paid_now: int) -> None:
     who = "seeded from the training split" if source == "seeded" else f"data-free ({source})"
     typer.echo(
         f"      student: {training['queries']} queries ({who}), best epoch "
-        f"{training['best_epoch']} of {training['epochs_run']}; "
-        f"job paid {job['paid']} answers, this run {paid_now}"
+        f"{training['best_epoch']} of {training['epochs_run']}"
+    )
+    evaluation = job["metrics"].get("evaluation", {}).get("paid", 0)
+    typer.echo(
+        f"      job paid {job['metrics']['probing']['spent_total']} answers for probing "
+        f"(budget {job['request']['budget']}) + {evaluation} for evaluation (one per test "
+        f"user); the black box counted {paid_now} of them this run"
     )
     typer.echo("      group       | teacher NDCG@10 HR@10 | student NDCG@10 HR@10 | Agr@10")
     for group in ("overall", "tail_users"):

@@ -29,8 +29,14 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """JSON lines on stderr for the service and uvicorn (called once by `recmimic serve`)."""
+# Libraries whose INFO lines are their own business, not the user's: alembic's migration steps
+# at every start, uvicorn's line per request, httpx's line per request.
+LIBRARY_LOGGERS = ("alembic", "uvicorn.access", "httpx", "httpcore")
+
+
+def configure_logging(level: str = "INFO", verbose: bool = False) -> None:
+    """JSON lines on stderr for the service and uvicorn (called once by `recmimic serve` and
+    `recmimic worker`); the libraries' own logs only at WARNING unless `verbose`."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
@@ -39,3 +45,5 @@ def configure_logging(level: str = "INFO") -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers = []
         logging.getLogger(name).propagate = True
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)

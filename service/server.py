@@ -36,9 +36,12 @@ WORKER_STOP_TIMEOUT_S = 30.0
 API_WORKER_START_S = 60  # a process imports torch and builds the app before it answers
 
 
-def serve(settings: ServiceSettings, host: str, port: int, worker: bool = True) -> None:
-    """Migrate the database, then serve (and work) until interrupted."""
-    configure_logging(settings.log_level)
+def serve(
+    settings: ServiceSettings, host: str, port: int, worker: bool = True, verbose: bool = False
+) -> None:
+    """Migrate the database, then serve (and work) until interrupted; `verbose` shows the
+    libraries' logs too (alembic's migration steps among them)."""
+    configure_logging(settings.log_level, verbose)
     # Like the teacher: student forward passes leave a core to the loop (the embedded worker's
     # training shares this process, and this cap, unless RECMIMIC_TORCH_THREADS says otherwise).
     torch.set_num_threads(settings.torch_threads or default_torch_threads(settings.api_workers))
@@ -52,7 +55,7 @@ def serve(settings: ServiceSettings, host: str, port: int, worker: bool = True) 
         if settings.api_workers == 1:
             app = create_app(settings, store)
             freeze_startup_objects()
-            uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+            uvicorn.run(app, host=host, port=port, log_config=None, access_log=verbose)
         else:
             with shared_between_processes():
                 uvicorn.run(
@@ -62,7 +65,7 @@ def serve(settings: ServiceSettings, host: str, port: int, worker: bool = True) 
                     port=port,
                     workers=settings.api_workers,
                     log_config=None,
-                    access_log=False,
+                    access_log=verbose,
                     timeout_worker_healthcheck=API_WORKER_START_S,
                 )
     finally:

@@ -3,8 +3,8 @@
 A job goes probing -> training -> evaluating (only when it names a dataset) -> done. Each stage
 resumes from the job's folder (`service.pipeline`), and a job claimed again after its worker
 died starts at the stage its row says, so a crash costs at most the answers in flight and one
-training epoch. `progress` is the current stage's fraction: probing reports it when the
-extraction ends, training after every epoch.
+training epoch. `progress` is the current stage's fraction: probing reports the share of its
+budget paid (and `paid`) every second, training the share of its epoch cap after every epoch.
 
 While a job runs, a `Lease` thread renews its lease every `heartbeat_s` and checks every
 `cancel_check_s` whether the job was cancelled. When it was, when the lease is lost (another
@@ -43,9 +43,10 @@ from distill.run import SUMMARY_FILENAME as DISTILL_SUMMARY
 from distill.run import distill
 from distill.train import Cancelled
 from extractor import destinations
+from extractor.budget import read_spent
 from extractor.client import BUDGET_REFUSED
+from extractor.run import LEDGER_FILENAME, extract
 from extractor.run import SUMMARY_FILENAME as EXTRACT_SUMMARY
-from extractor.run import extract
 from extractor.tasks import run_event_loop
 from service.db.models import EVALUATING, PROBING, TRAINING, Job
 from service.logs import configure_logging
@@ -59,6 +60,7 @@ T = TypeVar("T")
 STAGES = (PROBING, TRAINING, EVALUATING)
 MAX_ERROR_LENGTH = 500
 STOP_CHECK_S = 0.2  # how often the extraction's supervisor looks at the stop flag
+PROGRESS_S = 1.0  # how often probing's paid answers are recorded while it runs
 
 
 class Stopped(Exception):
@@ -130,13 +132,24 @@ class Lease:
                     self.lost()
 
 
-def run_until_stopped(work: Coroutine[Any, Any, T], should_stop: Callable[[], bool]) -> T:
-    """Run `work` in a fresh event loop; cancel it and raise `Stopped` once `should_stop()`."""
+def run_until_stopped(
+    work: Coroutine[Any, Any, T],
+    should_stop: Callable[[], bool],
+    on_tick: Callable[[], None] | None = None,
+) -> T:
+    """Run `work` in a fresh event loop; cancel it and raise `Stopped` once `should_stop()`.
+
+    `on_tick`, when given, is called about every `PROGRESS_S` while the work runs.
+    """
 
     async def supervise() -> T:
         task = asyncio.ensure_future(work)
+        last_tick = time.monotonic()
         while not task.done():
             await asyncio.wait({task}, timeout=STOP_CHECK_S)
+            if on_tick is not None and time.monotonic() - last_tick >= PROGRESS_S:
+                on_tick()
+                last_tick = time.monotonic()
             if should_stop() and not task.done():
                 task.cancel()
                 try:
@@ -190,7 +203,7 @@ class JobRun:
                 evaluate_config(self.request, self.key, self.settings, self.paths)
             )
             self.lease.check()
-            evaluation_paid = report["dataset"]["users"]  # one query per test history
+            evaluation_paid = report["run"]["paid"]["evaluation"]  # one per test history
             metrics["evaluation"] = {
                 "paid": evaluation_paid,
                 "agreement": report["agreement"]["overall"],
@@ -213,7 +226,17 @@ class JobRun:
 
     def _probe(self) -> None:
         config = extract_config(self.request, self.key, self.settings, self.paths)
-        summary = run_until_stopped(extract(config, progress=False), self.lease.should_stop)
+        ledger = config.out / LEDGER_FILENAME
+
+        def report_spend() -> None:
+            """Paid answers so far, so a job's status shows probing move while it runs."""
+            spent = read_spent(ledger)
+            if spent is not None:
+                self._update(progress=min(1.0, spent / config.budget), paid=spent)
+
+        summary = run_until_stopped(
+            extract(config, progress=False), self.lease.should_stop, report_spend
+        )
         if summary.stopped not in (None, BUDGET_REFUSED):
             raise JobFailed(f"the teacher stopped answering: {summary.stopped}")
         self._update(progress=1.0, paid=summary.spent_total, cached=summary.cached)
@@ -329,13 +352,13 @@ def _one_line(exc: BaseException, key: str) -> str:
     return text[:MAX_ERROR_LENGTH]
 
 
-def run_worker(settings: ServiceSettings, once: bool = False) -> None:
+def run_worker(settings: ServiceSettings, once: bool = False, verbose: bool = False) -> None:
     """`recmimic worker`: work until SIGINT/SIGTERM, which stops the running job's stage.
 
     Jobs run in a thread of their own so that the main thread keeps the signal handlers (the
     extractor installs its own only on the main thread).
     """
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, verbose)
     worker = Worker(settings, open_store(settings))
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: worker.shutdown.set())

@@ -13,8 +13,20 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from seqrec.serving.ports import check_port_free
+
+
+def _default(name: str, value: str) -> str:
+    """A setting's default as `--help` shows it; $RECMIMIC_TEACHER_<NAME> overrides it.
+
+    Stated here rather than read from `TeacherSettings`: importing pydantic-settings with the
+    command line made the process abort at exit, now and then, after torch and pyarrow had
+    loaded (`tests/test_cli.py` checks that these values are the settings' defaults)."""
+    return f"{value} or $RECMIMIC_TEACHER_{name.upper()}"
+
 
 def serve(
+    ctx: typer.Context,
     model: Annotated[
         Path | None,
         typer.Option(help="Model artifact directory (default: $RECMIMIC_TEACHER_MODEL_DIR)."),
@@ -23,23 +35,66 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     api_key: Annotated[
         list[str] | None,
-        typer.Option(metavar="KEY", help="Accepted API key (repeatable).", show_default=False),
+        typer.Option(
+            metavar="KEY",
+            help="Accepted API key (repeatable; default: $RECMIMIC_TEACHER_API_KEYS).",
+            show_default=False,
+        ),
     ] = None,
     api_keys_file: Annotated[
-        Path | None, typer.Option(help="File with one API key per line.")
+        Path | None,
+        typer.Option(
+            help="File with one API key per line (default: $RECMIMIC_TEACHER_API_KEYS_FILE)."
+        ),
     ] = None,
-    quota: Annotated[int | None, typer.Option(help="Answered histories per key.")] = None,
-    rate: Annotated[float | None, typer.Option(help="Requests per second per key.")] = None,
-    burst: Annotated[int | None, typer.Option(help="Rate-limit burst per key.")] = None,
-    latency_ms: Annotated[float | None, typer.Option(help="Latency added per request.")] = None,
-    error_rate: Annotated[float | None, typer.Option(help="Share of requests failing 503.")] = None,
+    quota: Annotated[
+        int | None,
+        typer.Option(
+            help="Answered histories per key.", show_default=_default("quota", "unlimited")
+        ),
+    ] = None,
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            help="Requests per second per key.", show_default=_default("rate", "unlimited")
+        ),
+    ] = None,
+    burst: Annotated[
+        int | None,
+        typer.Option(
+            help="Rate-limit burst per key.", show_default=_default("burst", "one second of --rate")
+        ),
+    ] = None,
+    latency_ms: Annotated[
+        float | None,
+        typer.Option(help="Latency added per request.", show_default=_default("latency_ms", "0")),
+    ] = None,
+    error_rate: Annotated[
+        float | None,
+        typer.Option(
+            help="Share of requests failing 503.", show_default=_default("error_rate", "0")
+        ),
+    ] = None,
     timeout_rate: Annotated[
-        float | None, typer.Option(help="Share of requests that hang, then 504.")
+        float | None,
+        typer.Option(
+            help="Share of requests that hang, then 504.",
+            show_default=_default("timeout_rate", "0"),
+        ),
     ] = None,
     truncate_rate: Annotated[
-        float | None, typer.Option(help="Share of answers cut in half (invalid JSON).")
+        float | None,
+        typer.Option(
+            help="Share of answers cut in half (invalid JSON).",
+            show_default=_default("truncate_rate", "0"),
+        ),
     ] = None,
-    fault_seed: Annotated[int | None, typer.Option(help="Seed of the fault draws.")] = None,
+    fault_seed: Annotated[
+        int | None,
+        typer.Option(
+            help="Seed of the fault draws.", show_default=_default("fault_seed", "random")
+        ),
+    ] = None,
     workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
 ) -> None:
     """Serve a trained model as a black-box top-k recommendation API."""
@@ -64,6 +119,7 @@ def serve(
         settings = TeacherSettings(**{name: v for name, v in given.items() if v is not None})
     except ValidationError as exc:
         raise typer.BadParameter(describe_errors(exc.errors())) from None
+    check_port_free(host, port)  # before the model loads, not after
     try:
         artifact_directory(settings.model_dir)  # before torch loads: a bad path fails at once
         from seqrec.artifacts import load_artifact
@@ -73,4 +129,5 @@ def serve(
     except ArtifactError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
-    serve_teacher(settings, host, port, workers, artifact=artifact)
+    verbose = bool(ctx.find_root().params.get("verbose"))  # the global --verbose
+    serve_teacher(settings, host, port, workers, artifact=artifact, access_log=verbose)

@@ -33,11 +33,13 @@ def serve(
     port: int,
     workers: int = 1,
     artifact: Artifact | None = None,
+    access_log: bool = False,
 ) -> None:
     """Serve until interrupted. Raises `ArtifactError` at once when the model cannot load.
 
     `artifact`, when given, is served as is by a single worker; several workers each load
-    their own copy from `settings.model_dir`.
+    their own copy from `settings.model_dir`. `access_log`: uvicorn's line per request, off
+    unless asked for (`recmimic --verbose`): thousands of probes made thousands of lines.
     """
     _configure_logging()
     threads = settings.torch_threads or default_torch_threads(workers)
@@ -46,7 +48,7 @@ def serve(
         torch.set_num_threads(threads)
         app = create_app(settings, artifact)
         freeze_startup_objects()
-        uvicorn.run(app, host=host, port=port, log_level="info")
+        uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log)
         return
     if artifact is None:  # fail here, once, rather than in every worker
         load_artifact(settings.model_dir, settings.device)
@@ -62,6 +64,7 @@ def serve(
         port=port,
         workers=workers,
         log_level="info",
+        access_log=access_log,
         timeout_worker_healthcheck=60,  # a worker imports torch and loads the model first
     )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -247,6 +248,15 @@ def test_a_student_learns_to_agree_with_its_teacher(
     assert not (tmp_path / CHECKPOINT_DIR).exists()
 
 
+def test_the_students_bar_shows_epochs_and_patience_without_an_eta(
+    probe_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    distill(config_for(probe_dir, tmp_path, max_epochs=3, patience=2, progress=True))
+    shown = capsys.readouterr().err
+    assert "distill: epoch 1 (best 1, stops in 2 without a better one; cap 3)" in shown
+    assert re.search(r"\d\d:\d\d<", shown) is None  # tqdm's "elapsed<remaining"
+
+
 def test_an_interrupted_run_resumes_to_the_same_student(probe_dir: Path, tmp_path: Path):
     whole = distill(config_for(probe_dir, tmp_path / "whole"))
 
@@ -310,6 +320,12 @@ def test_a_model_compared_with_itself_agrees_fully(teacher_dir: Path, tmp_path: 
     assert {path.name for path in paths.values()} == {"report.json", "report.md", "report.png"}
     assert paths["png"].read_bytes()[:4] == b"\x89PNG"
     assert report["dataset"]["name"].startswith("synthetic") and "sha256" in report["dataset"]
+    # The report says what its terms mean, and that its item rows count users, not items.
+    markdown = paths["markdown"].read_text()
+    assert "| group | test users |" in markdown and "| head-item targets |" in markdown
+    for term in ("**Agr@K**", "**head users**", "**head-item targets**", "counts the head items"):
+        assert term in markdown
+    assert "evaluation paid nothing (a local teacher)" in markdown
 
 
 def test_a_teacher_over_http_ranks_like_the_same_model_on_disk(teacher_dir: Path, teacher_url: str):
@@ -379,3 +395,27 @@ def test_cli_distills_and_evaluates(probe_dir: Path, teacher_dir: Path, tmp_path
     report = json.loads((student / "report" / "report.json").read_text())
     assert report["run"]["objective"] == "dfme"
     assert report["run"]["budget"] == 1500
+    assert report["run"]["paid"]["evaluation"] == 0  # a local teacher costs nothing
+    spent = report["run"]["spent"]
+    assert f"paid     {spent} answers for probing (budget 1500), 0 for this" in result.output
+
+
+def test_evaluate_says_what_a_teacher_url_was_paid(
+    probe_dir: Path, teacher_dir: Path, teacher_url: str, tmp_path: Path
+):
+    """Evaluating against a URL pays one answer per test user, on top of probing's budget;
+    `recmimic evaluate` once said nothing about it."""
+    student = tmp_path / "student"
+    distill(config_for(probe_dir, student, max_epochs=1))
+    result = CliRunner().invoke(
+        app,
+        ["evaluate", "--teacher", teacher_url, "--student", str(student), "--dataset", DATASET]
+        + ["--api-key", KEY],
+    )
+    assert result.exit_code == 0, result.output
+    users = load_dataset(DATASET).n_users
+    assert f", {users} for this evaluation (one per test user" in result.output
+    report = json.loads((student / "report" / "report.json").read_text())
+    assert report["run"]["paid"] == {"probing": report["run"]["spent"], "evaluation": users}
+    markdown = (student / "report" / "report.md").read_text()
+    assert f"evaluation paid {users} (one per test user)" in markdown

@@ -649,7 +649,7 @@ def test_an_unusable_dataset_or_out_directory_fails_before_anything_is_written(
     directory is not made; an out path under a file is one line, not an errno tuple."""
     out = tmp_path / "run"
     unreachable = "http://127.0.0.1:9"
-    with pytest.raises(ValueError, match="unknown dataset"):
+    with pytest.raises(ValueError, match="file not found: no-such-file.csv"):
         extract_command_function(**options(unreachable, out, dataset="no-such-file.csv"))
     assert not out.exists()
     (tmp_path / "file").write_text("")

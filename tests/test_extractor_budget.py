@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from extractor.budget import _FILE_SIZE, _SLOT, _SLOT_OFFSETS, Budget, BudgetError
+from extractor.budget import _FILE_SIZE, _SLOT, _SLOT_OFFSETS, Budget, BudgetError, read_spent
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -363,3 +363,17 @@ def test_an_earlier_ledger_in_use_is_not_imported(tmp_path: Path) -> None:
     budget = Budget(10, ledger)
     assert (budget.spent, budget.answered) == (4, 1)
     budget.close()
+
+
+def test_the_spend_can_be_read_while_a_run_holds_the_ledger(tmp_path: Path) -> None:
+    """The worker reports probing's paid answers from outside the run that holds the lock."""
+    ledger = tmp_path / "budget.ledger"
+    assert read_spent(ledger) is None  # no run has started yet
+    with_budget = Budget(10, ledger)
+    try:
+        assert with_budget.reserve(4) == 4 and read_spent(ledger) == 4
+        with_budget.settle(4, answered=3, charged=4)
+        assert with_budget.reserve(2) == 2 and read_spent(ledger) == 6
+    finally:
+        with_budget.close()
+    assert read_spent(ledger) == 6

@@ -92,3 +92,10 @@ def test_fallback_download_is_stored_and_then_cached(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ml-100k.inter", "source.json"]
     monkeypatch.setattr(fetch, "_from_recbole_wheel", unreachable)
     assert fetch_ml100k(tmp_path) == first
+
+
+def test_the_suite_keeps_its_dataset_cache_in_a_temporary_folder(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Tests once wrote processed datasets into the user's RECMIMIC_CACHE (conftest.py)."""
+    assert cache_dir().resolve().is_relative_to(tmp_path_factory.getbasetemp().resolve())

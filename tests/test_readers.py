@@ -123,7 +123,7 @@ def test_bad_input_names_the_file(
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(DataFormatError, match="no such file"):
+    with pytest.raises(DataFormatError, match="^file not found: "):
         read_interactions(tmp_path / "absent.inter")
 
 

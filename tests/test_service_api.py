@@ -257,6 +257,9 @@ def test_cancel_a_queued_job(alice: httpx.Client) -> None:
     [
         ({"teacher_url": "ftp://teacher"}, "body.teacher_url: must be an http:// or https:// URL"),
         ({"budget": 0}, "body.budget: Input should be greater than or equal to 1"),
+        ({"budget": 1e3}, "body.budget: Input should be a valid integer"),
+        ({"budget": True}, "body.budget: Input should be a valid integer"),
+        ({"budget": "100"}, "body.budget: Input should be a valid integer"),
         ({"budget": 1001}, "body.budget: at most 1000, got 1001"),
         ({"k": 101}, "body.k: at most 100, got 101"),
         ({"source": "seeded"}, "the seeded source needs a dataset"),

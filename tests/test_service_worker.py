@@ -26,7 +26,7 @@ from service_stack import (
 )
 
 from distill.run import SUMMARY_FILENAME as DISTILL_SUMMARY
-from service.db.models import CANCELLED, DONE, FAILED, PROBING, TERMINAL, TRAINING
+from service.db.models import CANCELLED, DONE, FAILED, PROBING, TERMINAL, TRAINING, Job
 from service.pipeline import job_paths
 
 SLOW_MS = 250.0  # per teacher request: probing lasts a few seconds, time enough to kill it
@@ -107,6 +107,23 @@ def test_a_worker_stopped_by_sigterm_hands_its_job_back_at_once(
     done = service.wait_status(job_id, TERMINAL, timeout_s=60)
     assert done.status == DONE, (done.error, service.logs())
     assert_paid_once(service, job_id, slow_teacher, key)
+
+
+def test_probing_reports_its_paid_answers_while_it_runs(
+    service: Service, slow_teacher: str
+) -> None:
+    """A job's status showed probing at 0% and paid 0 until probing ended, so a client polling
+    every few seconds could miss the stage altogether."""
+    key = TEACHER_KEYS[4]
+    job_id = submit(service, "alice", job_request(slow_teacher, key))
+    service.start("worker")
+
+    def moving() -> Job | None:
+        job = service.job(job_id)
+        return job if job.status == PROBING and job.paid > 0 and job.progress < 1 else None
+
+    job = wait_for(moving, 60, "probing's paid answers while it runs", every_s=0.05)
+    assert job.progress == job.paid / job.request["budget"]
 
 
 def test_a_worker_killed_mid_training_resumes_from_the_checkpoint(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from seqrec.data.dataset import SequenceDataset, build_dataset
 from seqrec.data.fetch import fetch_ml100k
 from seqrec.data.processed import load_processed, processed_key, store_processed
-from seqrec.data.readers import detect_format, read_interactions
+from seqrec.data.readers import DataFormatError, detect_format, read_interactions
 from seqrec.data.synthetic import generate_synthetic
 from seqrec.hashing import file_sha256
 
@@ -40,7 +41,7 @@ def load_dataset(
         )
     path = Path(name_or_path).expanduser()
     if not path.is_file():
-        raise ValueError(f"unknown dataset {name_or_path!r}: expected {ACCEPTED}")
+        raise DataFormatError(_not_loadable(name_or_path, path))
     return _load_file(
         path,
         fmt or detect_format(path),
@@ -64,6 +65,16 @@ def _load_file(
     data = build_dataset(frame, name, min_user, min_item, sha256=sha256, origin=origin)
     store_processed(key, data)
     return data
+
+
+def _not_loadable(name: str, path: Path) -> str:
+    """Why `name` is neither a known dataset nor a readable file, as one line: a path that
+    is missing is "file not found", not an unknown dataset; a bare word may be either."""
+    if path.is_dir():
+        return f"{path} is a directory; expected an interaction file"
+    if path.suffix or os.sep in name or name.startswith(("~", ".")):
+        return f"file not found: {path}"
+    return f"unknown dataset {name!r} (and no file of that name): expected {ACCEPTED}"
 
 
 def _synthetic_size(name: str) -> tuple[int, int]:

@@ -42,7 +42,7 @@ def read_interactions(
     """
     path = Path(path)
     if not path.is_file():
-        raise DataFormatError(f"{path}: no such file")
+        raise DataFormatError(f"file not found: {path}")
     explicit = user_col is not None or item_col is not None or time_col is not None
     if explicit and fmt not in (None, "csv"):
         raise ValueError(f"column names can only be given for fmt='csv', not {fmt!r}")
@@ -73,7 +73,10 @@ def detect_format(path: Path) -> str:
         return "csv"
     if len(fields) == 4 and _is_number(fields[3]):
         return "amazon"
-    raise DataFormatError(f"{path}: cannot detect the format of {line[:60]!r}; pass fmt=")
+    raise DataFormatError(
+        f"{path}: cannot detect the format of {line[:60]!r}; name it with --fmt "
+        f"({', '.join(FORMATS)})"
+    )
 
 
 def read_atomic(path: str | Path) -> pd.DataFrame:

@@ -47,7 +47,13 @@ class JobRequest(BaseModel):
 
     teacher_url: str = Field(max_length=2048, description="base URL of the black box (http/https)")
     teacher_api_key: SecretStr = Field(description="write-only; forgotten when the job ends")
-    budget: int = Field(ge=1, description="paid answers at most (capped by the service)")
+    # Strict: 1e3 or true is not a count of answers (lax mode took 1e3 as 1000).
+    budget: int = Field(
+        ge=1,
+        strict=True,
+        description="paid answers for probing at most (capped by the service); evaluating "
+        "pays one more per test user",
+    )
     source: Literal["autoregressive", "frequency", "seeded"] = "autoregressive"
     dataset: str | None = Field(default=None, max_length=200, pattern=DATASET_PATTERN)
     scales: list[float] = Field(default=list(DEFAULT_SCALES), min_length=1, max_length=8)
@@ -126,7 +132,10 @@ class JobView(BaseModel):
     id: str
     status: Status
     progress: float
-    paid: int = Field(description="answers paid for so far")
+    paid: int = Field(
+        description="answers paid for so far: probing's, then evaluation's added when the job "
+        "is done (`metrics` has them apart: probing.spent_total, evaluation.paid)"
+    )
     cached: int = Field(description="answers served by the cache, free")
     cancel_requested: bool
     attempts: int = Field(description="how many times a worker claimed the job")
