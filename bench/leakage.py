@@ -394,8 +394,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {teacher} | {row['NDCG@10']:.4f} | {row['HR@10']:.4f} | "
             f"{row['tail-user NDCG@10']:.4f} |"
         )
-    lines += ["", "| regime | teacher | method | paid | " + " | ".join(shown) + " |"]
-    lines.append("|---|---|---|---:|" + "---:|" * len(shown))
+    lines += ["", "| regime | teacher | method | paid | seeds | " + " | ".join(shown) + " |"]
+    lines.append("|---|---|---|---:|---:|" + "---:|" * len(shown))
     for regime, by_teacher in results["curves"].items():
         for teacher, methods in by_teacher.items():
             for method, points in methods.items():
@@ -403,7 +403,8 @@ def markdown(results: dict[str, Any]) -> str:
                     cells = " | ".join(
                         f"{stats[s]['mean']:.4f} ± {stats[s]['std']:.4f}" for s in shown
                     )
-                    lines.append(f"| {regime} | {teacher} | {method} | {budget} | {cells} |")
+                    n = len(stats["Agr@10"]["runs"])
+                    lines.append(f"| {regime} | {teacher} | {method} | {budget} | {n} | {cells} |")
     lines += ["", "Targets:", ""] + [f"- {line}" for line in results["targets"]]
     return "\n".join(lines) + "\n"
 
@@ -497,7 +498,7 @@ def main() -> None:
         "dataset": load_dataset(DATASET).card(),
         "command": "python bench/leakage.py " + " ".join(_argv()),
         "quick": plan.quick,
-        "seeds": plan.seeds,
+        "seeds": sorted({run["seed"] for run in raw["runs"]}),
         "default_method": DEFAULT_METHOD,
         "methods": {name: METHODS[name] for name in plan.methods},
         "teachers": raw["teachers"],
