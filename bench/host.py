@@ -2,7 +2,7 @@
 
 Figures from different hosts differ in speed and, for training, in the weights themselves:
 torch picks its CPU kernels by the vector instructions the CPU offers, and the demo's student
-trained with AVX512 differs from the one trained with AVX2 (README, quick start). So every
+trained with AVX512 differs from the one trained with AVX2 (bench/results/demo-history.md). So every
 benchmark keeps the CPU model and torch's CPU capability with its results.
 """
 

@@ -10,8 +10,8 @@ above SASRec's while its head-item HR@10 stays at or above 0.98x SASRec's.
 `--quick` caps training at 3 epochs (a smoke run, not a quality figure). `--threads` sets torch's
 intra-op threads in each run (default 1: on a small shared machine more threads spin-wait).
 
-Results, with the build and settings they came from: README, "HPSERec as a supervised long-tail
-recommender".
+Results: docs/benchmarks.md, "HPSERec as a supervised long-tail recommender"; with the builds
+they came from: bench/results/hpserec-history.md.
 """
 
 from __future__ import annotations

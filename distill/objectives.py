@@ -31,7 +31,7 @@ needed: on ML-100k seeded probe sets (5,000 paid answers, seeds 0 and 1) held-ou
 from dfme's 0.733 to 0.777 (test Agr@10 0.639 to 0.703). Weighting the top 10 slots above the
 rest lowered it (0.756 with the rest at 0.3, 0.715 with the top 10 alone), so every slot counts
 alike by default; the tilt, the temperature and InfoNCE moved held-out agreement by less than
-its noise there (bench/results/leakage-variants-5000.md; the leakage curve in the README).
+its noise there (bench/results/leakage-variants-5000.md; the curve: bench/results/leakage.md).
 
 Baselines: `dfme` L_rank alone; `kl` KL at the fixed temperature `kl_tau`; `listwise` L_list
 alone. Ablation: `bahsd_noprobe` (c = 0.5 for every query: no tilt, one temperature). Terms an

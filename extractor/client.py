@@ -29,7 +29,7 @@ the wrong number of answers is retried, never patched up.
 HTTP goes through `extractor.http`, a small keep-alive HTTP/1.1 client, not httpx.AsyncClient
 as DESIGN.md section 5 says: httpx spent 25 to 60 times its client CPU per request, which left
 the single endpoint at a quarter of the teacher's capacity (the measurements are in that module
-and in the README, "Extraction throughput").
+and in docs/benchmarks.md, "Extraction throughput").
 
 The API key is sent in the `Authorization` header only; it is kept out of reprs and logs.
 """

@@ -5,10 +5,10 @@ the teacher share, httpx 0.28 with httpcore 1.0 spent 1.7 ms of client CPU per r
 connection and 3.7 to 4.4 ms over 16 against a stub server (the pool re-scans, and polls with a
 system call, every idle connection each time it hands one out; without `sniffio` installed
 httpcore also retries a failing import on every lock), 0.6 ms even with its transport replaced,
-and aiohttp 0.3 ms. This client spends 0.07 ms (README, "Extraction throughput"), which is what
-lets single-history requests come near the teacher's capacity. It does only what the extractor
-needs: one request at a time per connection, bodies in full (Content-Length or chunked, as
-httptools decodes them), http and https.
+and aiohttp 0.3 ms. This client spends 0.07 ms (docs/benchmarks.md, "Extraction
+throughput"), which is what lets single-history requests come near the teacher's capacity.
+It does only what the extractor needs: one request at a time per connection, bodies in full
+(Content-Length or chunked, as httptools decodes them), http and https.
 
 Failures raise `TransportError`; its `sent` says whether the request may have reached the
 server, which decides whether a budget unit can be given back. A connection that times out, is

@@ -33,5 +33,5 @@ class TrainConfig:
 # about mask_ratio of each window's items as targets, plus its last one: with the same fixed
 # windows every epoch it reached 75% of SASRec's NDCG@10 on ML-100k. Windows ending at random
 # items, and the longer patience its slow climb needs (100+ epochs), are what closed that gap
-# (README, "Teacher quality").
+# (docs/benchmarks.md, "Teacher quality").
 ARCH_DEFAULTS: dict[str, dict[str, Any]] = {"bert4rec": {"window_ends": "random", "patience": 20}}
