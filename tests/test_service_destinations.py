@@ -8,17 +8,15 @@ step fails the test (instead of connecting) if any non-loopback address reaches 
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from destination_stubs import NAME, FakeDNS, spy_on_connects
 from fastapi import FastAPI, Request, Response
 
-from extractor.http import HTTPClient
 from service.api.app import create_app
 from service.db.models import FAILED, QUEUED
 from service.keys import create_key
@@ -27,40 +25,12 @@ from service.store import JobStore
 from service.worker import Worker
 from teacher_mock.server import running
 
-NAME = "teacher.test"
 TEACHER_KEY = "teacher-key-5b2d"
-
-
-class FakeDNS:
-    """`socket.getaddrinfo` answering `address` for `NAME`; other names resolve as usual."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, address: str) -> None:
-        self.address = address
-        real = socket.getaddrinfo
-
-        def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
-            if host != NAME:
-                return real(host, port, *args, **kwargs)
-            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (self.address, int(port or 0)))]
-
-        monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
 
 @pytest.fixture
 def connects(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every address the worker's client tries to connect to (never a non-loopback one)."""
-    tried: list[str] = []
-    real = HTTPClient._connect
-
-    async def spy(self: HTTPClient, addresses: list[str], deadline: float) -> Any:
-        tried.extend(addresses)
-        for address in addresses:
-            if not ipaddress.ip_address(address).is_loopback:
-                raise AssertionError(f"tried to connect to {address}")
-        return await real(self, addresses, deadline)
-
-    monkeypatch.setattr(HTTPClient, "_connect", spy)
-    return tried
+    return spy_on_connects(monkeypatch)
 
 
 @pytest.fixture(scope="module")
