@@ -2,21 +2,25 @@
 
 Thin: options become an `ExtractConfig`, `extractor.run.extract` does the work. Known failures
 (bad options, unreachable teacher, refused key, a locked or unusable out directory) become one
-line on stderr and exit code 2. The API key is read from the option or the environment and is
-never printed.
+line on stderr and exit code 2; so does a run the black box stopped part way (401, 403), after
+its summary and with what was paid kept on disk. The API key is read from the option or the
+environment and is never printed.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
 from extractor.config import SOURCES, ExtractConfig, parse_scales
 from extractor.errors import BlackBoxError
 from extractor.tasks import run_event_loop
+
+if TYPE_CHECKING:
+    from extractor.run import ExtractSummary
 
 KEY_VARIABLES = ("RECMIMIC_API_KEY", "RECMIMIC_TEACHER_API_KEY")
 
@@ -60,6 +64,7 @@ def extract(
     """Query the black box for a probe set, within the budget; resumes an interrupted run."""
     if budget < 1:  # before anything is written: a budget of 0 leaves a probe set of nothing
         raise ValueError(f"--budget must be at least 1 paid answer, got {budget}")
+    from extractor.client import BUDGET_REFUSED
     from extractor.run import extract as run_extract
 
     config = ExtractConfig(
@@ -89,6 +94,8 @@ def extract(
         raise ValueError(_black_box_message(teacher_url, exc)) from None
     for name, value in summary.to_dict().items():
         typer.echo(f"{name:<16} {value}")
+    if summary.stopped not in (None, BUDGET_REFUSED, "interrupted"):  # 401, 403: refused
+        raise BlackBoxError(_stopped_message(teacher_url, out, summary), _status(summary.stopped))
 
 
 def api_key_from(given: str | None) -> str:
@@ -114,3 +121,24 @@ def _black_box_message(url: str, exc: BlackBoxError) -> str:
     if exc.status is None:
         return f"cannot reach the teacher at {url}: {exc}"
     return f"the teacher at {url} refused the run: {exc}"
+
+
+def _stopped_message(url: str, out: Path, summary: ExtractSummary) -> str:
+    """One line for a run the black box refused part way; the paid answers stay on disk."""
+    status = _status(summary.stopped)
+    if status == 403:
+        what = "refused the quota (403)"
+    elif status == 401:
+        what = "refused the API key (401)"
+    else:
+        what = f"stopped the run ({summary.stopped})"
+    return (
+        f"the teacher at {url} {what} after {summary.paid} paid answers; the probe set in {out} "
+        f"keeps them ({summary.queries_written} queries written, a rerun resumes)"
+    )
+
+
+def _status(stopped: str | None) -> int | None:
+    """The HTTP status of a client stop reason (`extractor.client._describe`), if it has one."""
+    head = (stopped or "").split(":", 1)[0]
+    return int(head) if head.isdigit() else None

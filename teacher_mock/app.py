@@ -34,7 +34,7 @@ from seqrec.serving.contract import (
 )
 from teacher_mock.errors import BodyTooLarge, InvalidRequest, TeacherError
 from teacher_mock.faults import truncate
-from teacher_mock.schemas import ItemsPage, UsageReport
+from teacher_mock.schemas import ErrorDetail, ItemsPage, UsageReport
 from teacher_mock.settings import TeacherSettings
 from teacher_mock.teacher import Teacher
 
@@ -103,13 +103,49 @@ ApiKey = Annotated[str, Depends(api_key)]
 MeteredKey = Annotated[str, Depends(metered_key)]
 
 
+def _refusal(description: str, headers: dict[str, tuple[str, str]] | None = None) -> dict[str, Any]:
+    """An error response as OpenAPI shows it: `{"detail": str}`, and the headers it carries
+    (name -> description and JSON type)."""
+    doc: dict[str, Any] = {"model": ErrorDetail, "description": description}
+    if headers:
+        doc["headers"] = {
+            name: {"description": text, "schema": {"type": kind}}
+            for name, (text, kind) in headers.items()
+        }
+    return doc
+
+
+_UNAUTHORIZED: dict[int | str, Any] = {
+    401: _refusal(
+        "Missing or unknown API key",
+        {"WWW-Authenticate": ("The scheme to use: Bearer", "string")},
+    )
+}
+_RATE_LIMITED: dict[int | str, Any] = {
+    429: _refusal(
+        "The key's rate limit is reached; retrying after Retry-After seconds succeeds",
+        {"Retry-After": ("Seconds to wait before retrying", "integer")},
+    )
+}
+_BAD_INPUT: dict[int | str, Any] = {422: _refusal("The body or query is malformed or out of range")}
+_METERED = {**_UNAUTHORIZED, **_RATE_LIMITED, **_BAD_INPUT}
+_RECOMMEND = {
+    **_METERED,
+    403: _refusal("The key's quota of answered histories is spent"),
+    413: _refusal("The body exceeds the size limit"),
+}
+
+
 def _add_routes(app: FastAPI) -> None:
     @app.get("/healthz")
     async def healthz(teacher: TeacherDep) -> dict[str, Any]:
         return {"status": "ok", "model_version": teacher.version, "items": len(teacher.catalogue)}
 
     @app.post(
-        "/v1/recommend", response_model=Recommendation, openapi_extra=_body_doc(RecommendRequest)
+        "/v1/recommend",
+        response_model=Recommendation,
+        responses=_RECOMMEND,
+        openapi_extra=_body_doc(RecommendRequest),
     )
     async def recommend(request: Request, teacher: TeacherDep, key: MeteredKey) -> Response:
         """The top-k unseen items for one history (oldest item first), best first."""
@@ -120,6 +156,7 @@ def _add_routes(app: FastAPI) -> None:
     @app.post(
         "/v1/recommend/batch",
         response_model=BatchRecommendation,
+        responses=_RECOMMEND,
         openapi_extra=_body_doc(BatchRecommendRequest),
     )
     async def recommend_batch(request: Request, teacher: TeacherDep, key: MeteredKey) -> Response:
@@ -129,7 +166,7 @@ def _add_routes(app: FastAPI) -> None:
         results = [result.model_dump(exclude_none=True) for result in answer.results]
         return _json({"results": results}, answer.truncate)
 
-    @app.get("/v1/items")
+    @app.get("/v1/items", responses=_METERED)
     async def items(
         teacher: TeacherDep,
         key: MeteredKey,
@@ -143,7 +180,7 @@ def _add_routes(app: FastAPI) -> None:
         next_offset = end if end < len(teacher.catalogue) else None
         return ItemsPage(items=page, total=len(teacher.catalogue), next_offset=next_offset)
 
-    @app.get("/v1/usage")
+    @app.get("/v1/usage", responses=_UNAUTHORIZED)
     async def usage(teacher: TeacherDep, key: ApiKey) -> UsageReport:
         """This key's quota counter: answered histories so far (not rate limited)."""
         used = teacher.quota.usage(key)

@@ -16,3 +16,9 @@ class UsageReport(BaseModel):
     used: int
     quota: int | None
     remaining: int | None
+
+
+class ErrorDetail(BaseModel):
+    """Every refusal's body: `{"detail": "<one-line message>"}`."""
+
+    detail: str

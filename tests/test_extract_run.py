@@ -47,7 +47,7 @@ from teacher_mock.settings import TeacherSettings
 
 DATASET = "synthetic:30:20"
 K = 10
-KEYS = [f"extract-test-key-{i}" for i in range(13)]
+KEYS = [f"extract-test-key-{i}" for i in range(14)]
 StartTeacher = Callable[..., str]
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -670,6 +670,36 @@ def test_a_refused_key_exits_2_with_one_line_on_stderr(
     stderr = capsys.readouterr().err
     assert stderr.startswith("error: ") and len(stderr.strip().splitlines()) == 1
     assert "not-a-key" not in stderr
+
+
+def test_a_quota_stopped_run_exits_2_with_one_line_and_keeps_what_was_paid(
+    start_teacher: StartTeacher,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The black box's quota (403) runs out before the budget: the command fails, after its
+    summary, and the queries answered before the refusal stay in the probe set."""
+    key, quota = KEYS[13], 6
+    url = start_teacher(quota=quota)
+    monkeypatch.setenv("RECMIMIC_API_KEY", key)
+    args = ["recmimic", "extract", "--teacher-url", url, "--budget", "1000", "--out", str(tmp_path)]
+    args += ["--dataset", DATASET, "--prefixes", "4", "--k", str(K), "--no-progress"]
+    args += ["--scales", "1", "--batch-size", "1", "--concurrency", "1"]
+    monkeypatch.setattr(sys, "argv", args)
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: ") and len(captured.err.strip().splitlines()) == 1
+    assert "refused the quota (403)" in captured.err and key not in captured.err
+    summary = json.loads((tmp_path / SUMMARY_FILENAME).read_text())
+    assert summary["stopped"].startswith("403") and summary["paid"] == quota == usage(url, key)
+    assert f"after {quota} paid answers" in captured.err
+    assert "queries_written" in captured.out  # the summary is still shown
+    table = read_probe_set(tmp_path)
+    assert table.num_rows == summary["queries_written"] == quota
+    assert all(items is not None for items in table.column("items").to_pylist())
 
 
 def test_config_keeps_the_key_secret_and_checks_scales() -> None:

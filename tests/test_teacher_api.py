@@ -326,6 +326,38 @@ def test_a_history_longer_than_max_len_uses_its_last_items(
     assert items == expected(reference, [history], 5)[0]
 
 
+def test_an_empty_history_is_a_422_with_a_detail_string(client: httpx.Client) -> None:
+    answer = client.post("/v1/recommend", json={"history": [], "k": 5})
+    assert answer.status_code == 422
+    assert list(answer.json()) == ["detail"] and isinstance(answer.json()["detail"], str)
+    assert "history is empty" in answer.json()["detail"]
+
+
+def test_openapi_documents_the_refusals_the_routes_give(client: httpx.Client) -> None:
+    """The schema says what the app does: `{"detail": str}` errors, no FastAPI list-of-errors
+    422 body, Retry-After on 429, and no empty history."""
+    spec = client.get("/openapi.json").json()
+    detail = spec["components"]["schemas"]["ErrorDetail"]
+    assert detail["required"] == ["detail"] and detail["properties"]["detail"]["type"] == "string"
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    expected_statuses = {
+        ("/v1/recommend", "post"): {"401", "403", "413", "422", "429"},
+        ("/v1/recommend/batch", "post"): {"401", "403", "413", "422", "429"},
+        ("/v1/items", "get"): {"401", "422", "429"},
+        ("/v1/usage", "get"): {"401"},
+    }
+    for (path, method), statuses in expected_statuses.items():
+        responses = spec["paths"][path][method]["responses"]
+        assert set(responses) == {"200", *statuses}, path
+        for status in statuses:
+            schema = responses[status]["content"]["application/json"]["schema"]
+            assert schema == {"$ref": "#/components/schemas/ErrorDetail"}, (path, status)
+        if "429" in statuses:
+            assert "Retry-After" in responses["429"]["headers"]
+    body = spec["paths"]["/v1/recommend"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"]["properties"]["history"]["minItems"] == 1
+
+
 # --- quota and rate limit -------------------------------------------------------------------
 
 

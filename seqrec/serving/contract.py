@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, StrictInt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 
 from seqrec.serving.catalogue import Catalogue, ContractError
 
@@ -25,10 +25,19 @@ def _raw_id(value: object) -> str:
 ItemId = Annotated[str, BeforeValidator(_raw_id)]
 
 
+def _not_empty(value: object) -> object:
+    """The message `check_request` gives an empty history, before pydantic's own `min_length`
+    (which the schema shows as `minItems: 1`) would word it."""
+    if isinstance(value, list) and not value:
+        raise ValueError("history is empty")
+    return value
+
+
 class RecommendRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    history: list[ItemId]  # oldest first
+    # oldest first
+    history: Annotated[list[ItemId], BeforeValidator(_not_empty), Field(min_length=1)]
     k: StrictInt = 100
 
 
