@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -496,7 +497,7 @@ def main() -> None:
     table = curves(raw["runs"])
     results = {
         "dataset": load_dataset(DATASET).card(),
-        "command": "python bench/leakage.py " + " ".join(_argv()),
+        "command": "python bench/leakage.py " + " ".join(sys.argv[1:]),
         "quick": plan.quick,
         "seeds": sorted({run["seed"] for run in raw["runs"]}),
         "default_method": DEFAULT_METHOD,
@@ -516,12 +517,6 @@ def main() -> None:
     plot(results, args.json.with_suffix(".png"))
     print(text)
     print(f"wall time {results['wall_s']:.0f}s")
-
-
-def _argv() -> list[str]:
-    import sys
-
-    return sys.argv[1:]
 
 
 if __name__ == "__main__":
