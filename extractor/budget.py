@@ -8,10 +8,12 @@ certainly did not charge them (the client's `charged_for` decides); anything unc
 after sending, a truncated body, an unknown 5xx) stays spent. The extractor reserves per attempt,
 so a retry of a request that was billed and lost is paid again, as the black box would bill it.
 
-Only what can overspend is written at once. A settlement can only give units back or count
-answers, so losing it to a kill errs on the safe side (units stay spent): it is written with the
-next write or by `close`. A reservation is written only when it goes past the spent count already
-in the ledger (units given back leave room that needs no write).
+Every change is written at once: a reservation before its request leaves, a settlement as soon
+as the request's fate is known. So after a kill the ledger holds what was charged plus what was
+on the wire, nothing more. (Settlements once waited for the next reservation: a run killed while
+a rate-limited teacher answered 429 to most of its requests kept every refused reservation, 3,000
+units in the ledger against 1,727 billed.) What was on the wire at a kill is settled later with the
+black box's own usage count, where it reports one (`reconcile`, `extractor.usage`).
 
 The ledger file is 80 bytes: a 16-byte header (magic and format version), then two 32-byte slots
 A and B, each (sequence number, spent, answered, CRC-32 of those three). Writes go to the slots
@@ -28,7 +30,7 @@ under load on 2 cores during a real extraction, about 10% of the client's CPU pe
 Durability. The page cache survives the death of the process (SIGKILL, a crash, Ctrl-C), so a
 reservation is durable against those when `reserve` returns. Only a crash of the machine itself
 can lose it, so a background thread fsyncs the file at most `sync_interval_s` after a write, and
-`close` writes the last settlements and fsyncs: after a power loss, at most that last interval's
+`close` fsyncs: after a power loss, at most that last interval's
 reservations can be forgotten. A new file is fsynced, with its directory, before first use.
 
 The ledger is held with an exclusive `flock` for the life of the `Budget`, so two live runs can
@@ -136,8 +138,7 @@ class Budget:
         """Close a reservation: `answered` got answers, `charged` may have been paid.
 
         Requires `answered <= charged <= reserved`; the `reserved - charged` units the server
-        certainly did not charge are given back. Reaches the ledger with the next write or
-        `close` (see the module docstring).
+        certainly did not charge are given back, in the ledger before this returns.
         """
         if not 0 <= answered <= charged <= reserved:
             raise ValueError(f"need 0 <= answered ({answered}) <= charged ({charged}) <= reserved")
@@ -146,6 +147,22 @@ class Budget:
         self._outstanding -= reserved
         self._spent -= reserved - charged
         self._answered += answered
+        if (self._spent, self._answered) != self._in_ledger:
+            self._write(self._spent, self._answered)
+
+    def reconcile(self, billed: int) -> int:
+        """Take the black box's count of what it billed this ledger's runs, when it is lower:
+        units reserved by a killed run whose requests never reached it (or were refused) are
+        given back, never below the answers received. Returns the units given back; call only
+        with nothing in flight."""
+        if self._outstanding:
+            raise ValueError(f"cannot reconcile with {self._outstanding} units in flight")
+        settled = max(self._answered, min(self._spent, billed))
+        given_back = self._spent - settled
+        if given_back:
+            self._spent = settled
+            self._write(self._spent, self._answered)
+        return given_back
 
     def _write(self, spent: int, answered: int) -> None:
         """Write the state into the slot not holding the current one, then wake the syncer."""
@@ -156,7 +173,8 @@ class Budget:
         self._syncer.wake()
 
     def close(self) -> None:
-        """Write the last settlements, make the ledger durable and release its lock."""
+        """Make the ledger durable (after one last write, if a settlement's failed) and release
+        its lock."""
         if self._closed:
             return
         self._closed = True

@@ -42,6 +42,7 @@ from extractor.prefixes import History, Prefixes
 from extractor.probeset import ProbeSetWriter, probe_table
 from extractor.sources import Answer, AutoregressiveConfig, autoregressive, seeded_queries
 from extractor.tasks import gather_or_cancel
+from extractor.usage import settle_with_usage
 from extractor.views import ProbePlan, plan_probes
 
 LEDGER_FILENAME = "budget.ledger"
@@ -87,6 +88,7 @@ class ExtractSummary:
     wall_s: float
     model_tag: str | None
     stopped: str | None  # why the run ended before its last query; None when it finished
+    usage: str | None = None  # what settling with the black box's usage count found on resume
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -360,7 +362,9 @@ class _Run:
         self.bar.set_postfix(hits=f"{hit_rate:.0%}", budget_left=self.budget.remaining)
         self.bar.update(written)
 
-    def summary(self, spent_before: int, wall_s: float, interrupted: bool) -> ExtractSummary:
+    def summary(
+        self, spent_before: int, wall_s: float, interrupted: bool, settled: str | None
+    ) -> ExtractSummary:
         counts = self.counts
         return ExtractSummary(
             paid=self.budget.spent - spent_before,
@@ -374,6 +378,7 @@ class _Run:
             wall_s=round(wall_s, 3),
             model_tag=self.tag,
             stopped="interrupted" if interrupted else self.stopped,
+            usage=settled,
         )
 
 
@@ -505,7 +510,6 @@ async def extract(config: ExtractConfig, progress: bool = True) -> ExtractSummar
     async with AsyncExitStack() as stack:
         budget = Budget(config.budget, config.out / LEDGER_FILENAME)
         stack.callback(budget.close)
-        spent_before = budget.spent
         cache = await open_cache(config.cache, config.out)
         stack.push_async_callback(cache.close)
         client = BlackBoxClient(_client_config(config), BudgetGate(budget))
@@ -522,6 +526,10 @@ async def extract(config: ExtractConfig, progress: bool = True) -> ExtractSummar
             )
         if items:
             _write_json(config.out / CATALOGUE_FILENAME, items)
+        settled = await settle_with_usage(client, budget, config.out, quiet_s=config.timeout_s)
+        if settled:
+            log.info("%s", settled)
+        spent_before = budget.spent
         writer = ProbeSetWriter(
             config.out,
             rows_per_part=config.chunk_size,
@@ -534,7 +542,7 @@ async def extract(config: ExtractConfig, progress: bool = True) -> ExtractSummar
         work = run.seeded(seeded) if seeded is not None else run.data_free(items or [])
         with _older_objects_frozen():
             interrupted = await _until_signal(work)
-        summary = run.summary(spent_before, time.monotonic() - started, interrupted)
+        summary = run.summary(spent_before, time.monotonic() - started, interrupted, settled)
     _write_json(config.out / SUMMARY_FILENAME, summary.to_dict())
     return summary
 

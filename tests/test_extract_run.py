@@ -31,6 +31,7 @@ from fastapi import FastAPI, Request, Response
 from tiny_teacher import save_tiny_teacher
 from typer.testing import CliRunner
 
+from extractor.budget import Budget, read_spent
 from extractor.cache import EmbeddedCache, cache_keys
 from extractor.cli import extract as extract_command_function
 from extractor.config import ExtractConfig, parse_scales
@@ -47,7 +48,7 @@ from teacher_mock.settings import TeacherSettings
 
 DATASET = "synthetic:30:20"
 K = 10
-KEYS = [f"extract-test-key-{i}" for i in range(14)]
+KEYS = [f"extract-test-key-{i}" for i in range(17)]
 StartTeacher = Callable[..., str]
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -557,6 +558,76 @@ def test_sigterm_flushes_complete_queries_and_writes_a_summary(
     assert summary["stopped"] == "interrupted" and "interrupted" in stdout
     assert read_probe_set(out).num_rows == summary["queries_written"] > 0
     assert usage(url, key) <= summary["paid"]
+
+
+def test_a_run_killed_against_a_rate_limited_teacher_holds_only_what_was_billed(
+    start_teacher: StartTeacher, tmp_path: Path
+) -> None:
+    """Seven of every eight requests are refused (429, free) and wait a second to retry: their
+    units must leave the ledger when they are refused, so a kill during the wait leaves in it
+    what the teacher billed and at most one request more (before, each refused reservation
+    stayed until the next one: the whole budget of 16 against 8 billed)."""
+    key = KEYS[14]
+    url = start_teacher(rate=1.0, burst=1)
+    out = tmp_path / "limited"
+    batch_size, budget = 4, 16
+    args = ["--teacher-url", url, "--budget", str(budget), "--out", str(out)]
+    args += ["--dataset", DATASET, "--prefixes", "4", "--k", str(K), "--concurrency", "8"]
+    args += ["--batch-size", str(batch_size), "--timeout", "1", "--no-progress"]
+    entry = "import typer; from extractor.cli import extract; typer.run(extract)"
+    env = {**os.environ, "RECMIMIC_API_KEY": key}
+    process = subprocess.Popen([sys.executable, "-c", entry, *args], env=env, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        while usage(url, key) < 2 * batch_size and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)  # the refused requests wait out their Retry-After
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    billed = usage(url, key)
+    spent = read_spent(out / LEDGER_FILENAME)
+    assert spent is not None and billed <= spent <= billed + batch_size < budget
+
+    time.sleep(1.0)  # a request's timeout: the killed run's requests are all over
+    resumed = run(config(url, key, out, budget=budget, batch_size=batch_size, timeout_s=1.0))
+    assert resumed.usage is not None and ("matches" in resumed.usage or "settled" in resumed.usage)
+    assert resumed.spent_total == usage(url, key) == budget
+
+
+def _kill_with_unsent_requests(out: Path, units: int) -> None:
+    """What a run killed with `units` reserved whose requests never reached the black box
+    leaves in its ledger (their units stay spent)."""
+    budget = Budget(10_000, out / LEDGER_FILENAME)
+    budget.reserve(units)
+    budget.close()
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_a_resumed_run_settles_its_ledger_with_the_teachers_usage(
+    clean: str, tmp_path: Path, quiet: bool
+) -> None:
+    key = KEYS[15] if quiet else KEYS[16]
+    out = tmp_path / "run"
+    first = run(config(clean, key, out, budget=30))
+    assert first.usage is None and first.spent_total == usage(clean, key) == 30
+    _kill_with_unsent_requests(out, 7)
+    if quiet:  # the killed run stopped longer ago than a request's timeout
+        old = time.time() - 60
+        os.utime(out / LEDGER_FILENAME, (old, old))
+    resumed = run(config(clean, key, out, budget=60, timeout_s=5.0))
+    billed = usage(clean, key)
+    if quiet:
+        assert resumed.usage == (
+            "settled with the black box's usage: 7 units the ledger held as spent were never "
+            "billed and are given back (spent 37 -> 30)"
+        )
+        assert resumed.spent_total == billed == 60 and resumed.paid == 30
+    else:
+        assert resumed.usage is not None and resumed.usage.startswith("not settled yet")
+        assert resumed.spent_total == 60 and billed == 53  # the 7 stay spent, for now
 
 
 def test_a_cached_rerun_of_the_command_imports_neither_pandas_nor_redis(
