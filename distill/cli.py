@@ -149,11 +149,25 @@ def evaluate(
         str | None,
         typer.Option(help=f"Teacher URL's API key (default: ${KEY_VARIABLES[0]})"),
     ] = None,
+    budget: Annotated[
+        int | None,
+        typer.Option(
+            help="Most answers to pay a teacher URL for this evaluation, all runs (default: one "
+            "per test user; answers lost on the way are billed too)"
+        ),
+    ] = None,
 ) -> None:
-    """Accuracy of teacher and student on the real test split, and their agreement, per group."""
+    """Accuracy of teacher and student on the real test split, and their agreement, per group.
+
+    A teacher URL's answers are kept under OUT/teacher-answers: a rerun pays nothing more, and
+    a killed evaluation resumes."""
     from seqrec.artifact_files import artifact_directory
 
+    if budget is not None and budget < 1:
+        raise ValueError(f"--budget must be at least 1 paid answer, got {budget}")
     if not teacher.startswith(("http://", "https://")):  # a mistyped path fails before torch
+        if budget is not None:
+            raise ValueError("--budget applies to a teacher URL: a local teacher is not paid")
         artifact_directory(teacher)
     artifact_directory(student)
     from distill.fidelity import EvaluateConfig, evaluate_student
@@ -164,6 +178,7 @@ def evaluate(
         dataset=dataset,
         out=out if out is not None else student / "report",
         api_key=api_key_from(api_key) if teacher.startswith(("http://", "https://")) else None,
+        budget=budget,
     )
     report, paths = evaluate_student(config)
     for who in ("teacher", "student"):
@@ -171,11 +186,18 @@ def evaluate(
         typer.echo(f"{who:<8} NDCG@10 {overall['NDCG@10']:.4f}  HR@10 {overall['HR@10']:.4f}")
     agreement = report["agreement"]["overall"]
     typer.echo(f"agreement Agr@1 {agreement['agr1']:.3f}  Agr@10 {agreement['agr10']:.3f}")
-    paid, budget = report["run"]["paid"], report["run"]["budget"]
+    run = report["run"]
+    paid, probing_budget = run["paid"], run["budget"]
     probing = "?" if paid["probing"] is None else paid["probing"]
+    evaluation = (
+        f"{paid['evaluation']} for evaluation (budget {run['evaluation_budget']}, one per test "
+        "user)"
+        if config.teacher_is_url
+        else "nothing for evaluation (a local teacher)"
+    )
     typer.echo(
-        f"paid     {probing} answers for probing (budget {'?' if budget is None else budget}),"
-        f" {paid['evaluation']} for this evaluation (one per test user from a teacher URL)"
+        f"paid     {probing} answers for probing (budget "
+        f"{'?' if probing_budget is None else probing_budget}), {evaluation}"
     )
     for kind, path in paths.items():
         typer.echo(f"{kind:<8} {path}")

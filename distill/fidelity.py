@@ -4,26 +4,31 @@ Both models are ranked in the DATASET's id space, so a teacher and a student wit
 catalogues (a student knows only the items the black box showed it) are compared on the same
 items: a model's scores are re-indexed through the raw item ids, and an item a model does not
 know is ranked last by it. A teacher given as a URL is asked over HTTP for its top-K of every
-test history (paid queries, one per test user) and ranked by its answer lists, which makes its
-HR and NDCG exact at every cut-off up to K, with one difference a black box imposes: it masks
-every history item, so a user whose test item repeats an earlier one counts as a miss for it
-(local models never mask the target).
+test history and ranked by its answer lists, which makes its HR and NDCG exact at every cut-off
+up to K, with one difference a black box imposes: it masks every history item, so a user whose
+test item repeats an earlier one counts as a miss for it (local models never mask the target).
+Those answers are paid like probing, through the extractor (budget ledger, answer cache, parts
+on disk), under a budget of their own: one answer per test user, never paid twice.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import torch
 
 from distill.report import write_report
-from extractor.client import BlackBoxClient, ClientConfig
+from extractor.client import BUDGET_REFUSED
+from extractor.config import TEST_HISTORIES, ExtractConfig
 from extractor.errors import BlackBoxError
+from extractor.probeset import ANSWERED, read_probe_set
 from extractor.run import SUMMARY_FILENAME as EXTRACT_SUMMARY
+from extractor.run import ExtractSummary, extract
+from extractor.tasks import run_event_loop
 from seqrec.artifacts import Artifact, load_artifact
 from seqrec.data.dataset import LeaveOneOutSplit, SequenceDataset, leave_one_out
 from seqrec.data.loading import load_dataset
@@ -32,6 +37,7 @@ from seqrec.inference import batches, model_device
 from seqrec.metrics import DEFAULT_KS, agreement_at_k, history_mask, target_ranks
 
 TOP = max(DEFAULT_KS)  # list length compared: enough for every reported cut-off
+TEACHER_ANSWERS = "teacher-answers"  # under the report directory
 
 
 @dataclass(frozen=True)
@@ -85,26 +91,62 @@ def ranked_from_lists(lists: np.ndarray, targets: np.ndarray) -> Ranked:
     return Ranked(ranks, lists)
 
 
-async def _ask(url: str, api_key: str, histories: list[list[str]]) -> list[list[str] | None]:
-    async with BlackBoxClient(ClientConfig(base_url=url, api_key=api_key)) as client:
-        outcomes = await client.recommend_many(histories, TOP)
-    if client.stopped:
-        raise BlackBoxError(f"the teacher refused the evaluation queries: {client.stopped}")
-    return [outcome.items for outcome in outcomes]
+def ask_test_histories(
+    url: str,
+    api_key: str,
+    dataset: str,
+    answers: Path,
+    budget: int | None = None,
+    cache: str | None = None,
+) -> ExtractSummary:
+    """Pay the black box for its top-K of every test history, at most once each.
+
+    An extraction of its own (`TEST_HISTORIES`) into `answers`, under its own `budget` (None:
+    one answer per test user): its ledger and parts make a killed evaluation resume where it
+    stopped, and its answer cache (`cache`, else embedded under `answers`) means a rerun pays
+    nothing.
+    """
+    n_users = leave_one_out(load_dataset(dataset)).test_input.n_users
+    config = ExtractConfig(
+        teacher_url=url,
+        api_key=api_key,
+        budget=n_users if budget is None else budget,
+        out=answers,
+        source=TEST_HISTORIES,
+        dataset=dataset,
+        scales=(1.0,),
+        k=TOP,
+        cache=cache,
+    )
+    summary = run_event_loop(extract(config, progress=False))
+    if summary.stopped == BUDGET_REFUSED:
+        raise BlackBoxError(
+            f"the evaluation's budget of {config.budget} answers is spent and "
+            f"{summary.queries_left} test histories are still unanswered (answers lost on the "
+            f"way are billed too); a larger budget resumes from {answers}"
+        )
+    if summary.stopped is not None:
+        raise BlackBoxError(
+            f"the teacher did not answer every test history ({summary.stopped}); the "
+            f"{summary.spent_total} answers paid so far are kept in {answers}, a rerun resumes"
+        )
+    return summary
 
 
-def rank_with_black_box(
-    url: str, api_key: str, data: SequenceDataset, split: LeaveOneOutSplit
-) -> Ranked:
-    """Answers of a teacher behind HTTP, one paid query per test history."""
-    histories = [data.item_ids[np.asarray(seq) - 1].tolist() for seq in split.test_input.to_lists()]
-    answers = asyncio.run(_ask(url, api_key, histories))
-    failed = sum(answer is None for answer in answers)
-    if failed:
-        raise BlackBoxError(f"the teacher did not answer {failed} of {len(answers)} test histories")
+def rank_with_black_box(answers: Path, data: SequenceDataset, split: LeaveOneOutSplit) -> Ranked:
+    """The black box's answers to the test histories (`ask_test_histories`), as a ranking."""
+    table = read_probe_set(answers)
+    wanted = split.test_input.n_users
+    answered = int(pc.sum(pc.equal(table.column("status"), ANSWERED)).as_py() or 0)
+    if answered != wanted:
+        raise BlackBoxError(
+            f"the teacher did not answer {wanted - answered} of {wanted} test histories; what "
+            f"it answered is kept in {answers} (remove that folder to ask every one again)"
+        )
     to_data = {raw: i for i, raw in enumerate(data.item_ids.tolist(), start=1)}
-    lists = np.zeros((len(answers), TOP), dtype=np.int64)
-    for row, answer in enumerate(answers):
+    lists = np.zeros((table.num_rows, TOP), dtype=np.int64)
+    users = table.column("query_id").to_numpy()
+    for row, answer in zip(users.tolist(), table.column("items").to_pylist(), strict=True):
         dense = [to_data.get(str(raw), 0) for raw in answer[:TOP]]
         lists[row, : len(dense)] = dense
     return ranked_from_lists(lists, split.test_target)
@@ -136,6 +178,13 @@ class EvaluateConfig:
     dataset: str
     out: Path
     api_key: str | None = field(default=None, repr=False)
+    budget: int | None = None  # a URL teacher's paid answers, all runs; None: one per test user
+    cache: str | None = None  # a URL teacher's answer cache (redis:// or a file; None: embedded)
+
+    @property
+    def answers(self) -> Path:
+        """Where a URL teacher's paid answers, ledger and cache are kept: reruns pay nothing."""
+        return self.out / TEACHER_ANSWERS
 
     @property
     def teacher_is_url(self) -> bool:
@@ -154,16 +203,24 @@ def evaluate_student(config: EvaluateConfig) -> tuple[dict, dict[str, Path]]:
     data = load_dataset(config.dataset)
     split = leave_one_out(data)
     student = load_artifact(config.student)
+    evaluation_paid = evaluation_budget = 0  # a local teacher is not paid
     if config.teacher_is_url:
         if not config.api_key:
             raise ValueError("a teacher URL needs an API key (--api-key or $RECMIMIC_API_KEY)")
-        teacher = rank_with_black_box(config.teacher, config.api_key, data, split)
+        asked = ask_test_histories(
+            config.teacher,
+            config.api_key,
+            config.dataset,
+            config.answers,
+            config.budget,
+            config.cache,
+        )
+        evaluation_paid, evaluation_budget = asked.spent_total, asked.budget
+        teacher = rank_with_black_box(config.answers, data, split)
     else:
         teacher = rank_with_model(load_artifact(config.teacher), data, split)
     report = fidelity_report(teacher, rank_with_model(student, data, split), split)
     extraction = _extraction(student)
-    # Evaluation pays on top of probing's budget: one answer per test user from a URL teacher.
-    evaluation_paid = split.test_input.n_users if config.teacher_is_url else 0
     training = student.info.training
     report.update(
         dataset=data.card(),
@@ -175,7 +232,9 @@ def evaluate_student(config: EvaluateConfig) -> tuple[dict, dict[str, Path]]:
             "experts": student.info.model.experts,
             "budget": extraction.get("budget"),
             "spent": extraction.get("spent_total"),  # probing's; kept for older readers
+            # Evaluation has a budget of its own, one answer per test user, apart from probing's.
             "paid": {"probing": extraction.get("spent_total"), "evaluation": evaluation_paid},
+            "evaluation_budget": evaluation_budget,
             "probe_set": student.info.dataset.get("probe_set"),
         },
     )

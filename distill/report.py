@@ -42,7 +42,7 @@ DEFINITIONS = (
 
 
 def _paid(run: dict[str, Any]) -> str:
-    """Probing (within the budget) and evaluation (one answer per test user, on top) apart."""
+    """Probing and evaluation apart, each with its own budget."""
     paid = run.get("paid") or {"probing": run.get("spent")}
     probing, evaluation = paid.get("probing"), paid.get("evaluation")
     budget = run.get("budget")
@@ -51,7 +51,8 @@ def _paid(run: dict[str, Any]) -> str:
         f"({probing if probing is not None else '?'} paid)"
     )
     if evaluation:
-        text += f", evaluation paid {evaluation} (one per test user)"
+        own = run.get("evaluation_budget")
+        text += f", evaluation budget {own if own is not None else '?'} ({evaluation} paid)"
     elif evaluation == 0:
         text += ", evaluation paid nothing (a local teacher)"
     return text

@@ -13,8 +13,11 @@ from typing import Any, Literal
 from extractor.cache import redact_url
 from extractor.views import DEFAULT_SCALES
 
-Source = Literal["autoregressive", "frequency", "seeded"]
-SOURCES: tuple[str, ...] = ("autoregressive", "frequency", "seeded")
+Source = Literal["autoregressive", "frequency", "seeded", "test-histories"]
+SOURCES: tuple[str, ...] = ("autoregressive", "frequency", "seeded")  # what users choose from
+# Each test user's history before its test item, one query each in user order: what an
+# evaluation against the black box asks (`distill.fidelity`), paid like any probing.
+TEST_HISTORIES = "test-histories"
 
 
 @dataclass(frozen=True)
@@ -63,10 +66,10 @@ class ExtractConfig:
             return f"teacher URL must start with http:// or https://, got {self.teacher_url!r}"
         if not self.api_key:
             return "no API key given"
-        if self.source not in SOURCES:
+        if self.source not in (*SOURCES, TEST_HISTORIES):
             return f"source must be one of {', '.join(SOURCES)}, got {self.source!r}"
-        if self.source == "seeded" and not self.dataset:
-            return "the seeded source needs a dataset (a name or a file)"
+        if self.source in ("seeded", TEST_HISTORIES) and not self.dataset:
+            return f"the {self.source} source needs a dataset (a name or a file)"
         if self.budget < 0:
             return f"budget must be >= 0, got {self.budget}"
         if 1.0 not in self.scales:
@@ -81,7 +84,7 @@ class ExtractConfig:
             return f"prefixes must be at least 1, got {self.prefixes}"
         if self.max_history is not None and self.max_history < 1:
             return f"max_history must be at least 1, got {self.max_history}"
-        if self.max_history is not None and self.source != "seeded":
+        if self.max_history is not None and self.source not in ("seeded", TEST_HISTORIES):
             return "max_history applies to the seeded source (data-free ones use max_length)"
         if not 1 <= self.min_length <= self.max_length:
             return f"need 1 <= min_length <= max_length, got {self.min_length}, {self.max_length}"
@@ -94,6 +97,11 @@ class ExtractConfig:
 
     def query_source(self) -> dict[str, Any]:
         """What fixes the queries and their ids; a resumed run must match it exactly."""
+        if self.source == TEST_HISTORIES:
+            fixed = {"source": self.source, "dataset": self.dataset}
+            if self.max_history is not None:
+                fixed["max_history"] = self.max_history
+            return fixed
         if self.source == "seeded":
             fixed = {
                 "source": self.source,

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from extractor.budget import Budget
 from extractor.cache import AnswerCache, json_cache_keys, open_cache
 from extractor.client import BUDGET_REFUSED, BlackBoxClient, ClientConfig, Outcome, catalogue
-from extractor.config import ExtractConfig
+from extractor.config import TEST_HISTORIES, ExtractConfig
 from extractor.part_memo import RememberedPart, pack, part_key, unpack
 from extractor.prefixes import History, Prefixes
 from extractor.probeset import ProbeSetWriter, probe_table
@@ -408,18 +408,24 @@ def _chunk_table(
 
 
 def load_seeded(config: ExtractConfig) -> Prefixes:
-    """Prefix queries from the dataset's TRAINING split, in the black box's raw ids; with
-    `max_history`, each cut to its most recent items, as a black box that caps histories
-    needs (the mock teacher refuses more than 1,000 with a 422)."""
+    """Queries from the dataset, in the black box's raw ids: prefixes of its TRAINING split
+    (the seeded source), or each test user's history before its test item, in user order
+    (`TEST_HISTORIES`). With `max_history`, each is cut to its most recent items, as a black
+    box that caps histories needs (the mock teacher refuses more than 1,000 with a 422)."""
     from seqrec.data.dataset import leave_one_out
     from seqrec.data.loading import load_dataset
 
     assert config.dataset is not None
     data = load_dataset(config.dataset)
-    train = leave_one_out(data).train
+    split = leave_one_out(data)
     catalogue = data.item_ids.astype(object)  # one str per item, shared by every query
-    users = Prefixes(catalogue[train.items - 1], train.offsets[:-1], train.lengths)
-    queries = seeded_queries(users, config.prefixes, seed=config.seed)
+    given = split.test_input if config.source == TEST_HISTORIES else split.train
+    users = Prefixes(catalogue[given.items - 1], given.offsets[:-1], given.lengths)
+    queries = (
+        users
+        if config.source == TEST_HISTORIES
+        else seeded_queries(users, config.prefixes, seed=config.seed)
+    )
     if config.max_history is None:
         return queries
     return queries.tails(np.arange(len(queries)), np.minimum(queries.length, config.max_history))
@@ -502,7 +508,7 @@ async def extract(config: ExtractConfig, progress: bool = True) -> ExtractSummar
     """
     started = time.monotonic()
     # A dataset that cannot be read fails here, before the out directory or the black box.
-    seeded = load_seeded(config) if config.source == "seeded" else None
+    seeded = load_seeded(config) if config.source in ("seeded", TEST_HISTORIES) else None
     try:
         config.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -515,7 +521,7 @@ async def extract(config: ExtractConfig, progress: bool = True) -> ExtractSummar
         client = BlackBoxClient(_client_config(config), BudgetGate(budget))
         stack.push_async_callback(client.aclose)
         items = await catalogue(client)  # also learns the model tag, for the cache keys
-        if config.source != "seeded" and not items:
+        if seeded is None and not items:
             raise ValueError(
                 "the black box lists no catalogue (GET /v1/items); use --source seeded"
             )

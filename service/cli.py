@@ -323,7 +323,7 @@ def demo(
     budget: Annotated[
         int | None,
         typer.Option(
-            help="Job's paid answers for probing (evaluation pays one per test user on top)",
+            help="Job's paid answers for probing (evaluation has its own: one per test user)",
             show_default=demo_default("budget"),
         ),
     ] = None,

@@ -252,7 +252,7 @@ def progress_line(job: dict[str, Any], epochs: int) -> str:
 
 def paid_line(job: dict[str, Any]) -> str:
     """Paid answers split by what they paid for: probing (within the budget) and evaluation
-    (one per test user, on top), never one sum that looks like an overspent budget."""
+    (its own budget, one per test user), never one sum that looks like an overspent budget."""
     metrics = job.get("metrics") or {}
     probing = metrics.get("probing", {}).get("spent_total", job["paid"])
     line = f"paid {probing} of {job['request']['budget']} for probing"

@@ -21,7 +21,9 @@ class DemoConfig:
     port: int = 18765  # fixed, so a resumed job asks the same endpoint its cache knows
     # The job. Seeded: the attacker holds ML-100k's training split and asks its prefixes.
     source: Literal["seeded", "autoregressive", "frequency"] = "seeded"
-    budget: int = 8000  # paid answers for probing (evaluation pays one per test user on top)
+    budget: int = (
+        8000  # paid answers for probing (evaluation has its own budget: one per test user)
+    )
     n_sequences: int = 200  # data-free sources only: sequences grown from random start items
     # Cap on the student's epochs, so the whole demo stays well under 15 minutes on 2 cores: an
     # epoch takes about 9 s there (24 s before the CPU dropout and last-position shortcut), and

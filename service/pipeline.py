@@ -111,4 +111,6 @@ def evaluate_config(
         dataset=resolve_dataset(request["dataset"], settings),
         out=paths.report,
         api_key=teacher_key,
+        budget=request.get("evaluation_budget"),  # absent from jobs made before the field
+        cache=settings.redis_url,  # None: embedded under the report's teacher answers
     )

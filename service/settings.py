@@ -75,7 +75,9 @@ class ServiceSettings(BaseSettings):
     worker_device: str = Field(default="auto", description="training: auto = GPU when present")
 
     # Request limits.
-    max_budget: int = Field(default=1_000_000, ge=1, description="paid answers per job")
+    max_budget: int = Field(
+        default=1_000_000, ge=1, description="a job's paid answers for probing, and for evaluating"
+    )
     max_k: int = Field(default=100, ge=1, description="capped at a student's catalogue size")
     max_history: int = Field(default=1000, ge=1)
     max_batch: int = Field(default=256, ge=1)

@@ -203,9 +203,10 @@ class JobRun:
                 evaluate_config(self.request, self.key, self.settings, self.paths)
             )
             self.lease.check()
-            evaluation_paid = report["run"]["paid"]["evaluation"]  # one per test history
+            evaluation_paid = report["run"]["paid"]["evaluation"]  # its own budget, all runs
             metrics["evaluation"] = {
                 "paid": evaluation_paid,
+                "budget": report["run"]["evaluation_budget"],
                 "agreement": report["agreement"]["overall"],
                 "student": report["student"]["overall"],
                 "teacher": report["teacher"]["overall"],

@@ -12,6 +12,7 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import torch
@@ -19,7 +20,13 @@ from typer.testing import CliRunner
 
 from distill.config import DistillConfig, ObjectiveConfig
 from distill.examples import answered_view_examples, heldout_split, query_examples, suffixes
-from distill.fidelity import EvaluateConfig, evaluate_student, rank_with_black_box, rank_with_model
+from distill.fidelity import (
+    EvaluateConfig,
+    ask_test_histories,
+    evaluate_student,
+    rank_with_black_box,
+    rank_with_model,
+)
 from distill.probes import (
     PAD_BLOCK_VALUES,
     ProbeData,
@@ -40,7 +47,7 @@ from seqrec.data.loading import load_dataset
 from seqrec.models import ModelConfig
 from seqrec.supervised import train_supervised
 from seqrec.train import TrainConfig
-from service.cli import app
+from service.cli import app, is_user_error
 from teacher_mock.app import create_app
 from teacher_mock.server import running
 from teacher_mock.settings import TeacherSettings
@@ -328,11 +335,14 @@ def test_a_model_compared_with_itself_agrees_fully(teacher_dir: Path, tmp_path: 
     assert "evaluation paid nothing (a local teacher)" in markdown
 
 
-def test_a_teacher_over_http_ranks_like_the_same_model_on_disk(teacher_dir: Path, teacher_url: str):
+def test_a_teacher_over_http_ranks_like_the_same_model_on_disk(
+    teacher_dir: Path, teacher_url: str, tmp_path: Path
+):
     data = load_dataset(DATASET)
     split = leave_one_out(data)
     local = rank_with_model(load_artifact(teacher_dir), data, split)
-    remote = rank_with_black_box(teacher_url, KEY, data, split)
+    ask_test_histories(teacher_url, KEY, DATASET, tmp_path / "answers")
+    remote = rank_with_black_box(tmp_path / "answers", data, split)
     assert np.array_equal(remote.top, local.top)
     # The black box masks every history item, so a target the user already had is never in
     # its list; every other user's target has the same rank.
@@ -397,25 +407,44 @@ def test_cli_distills_and_evaluates(probe_dir: Path, teacher_dir: Path, tmp_path
     assert report["run"]["budget"] == 1500
     assert report["run"]["paid"]["evaluation"] == 0  # a local teacher costs nothing
     spent = report["run"]["spent"]
-    assert f"paid     {spent} answers for probing (budget 1500), 0 for this" in result.output
+    assert f"paid     {spent} answers for probing (budget 1500), nothing for" in result.output
 
 
 def test_evaluate_says_what_a_teacher_url_was_paid(
     probe_dir: Path, teacher_dir: Path, teacher_url: str, tmp_path: Path
 ):
-    """Evaluating against a URL pays one answer per test user, on top of probing's budget;
-    `recmimic evaluate` once said nothing about it."""
+    """Evaluating against a URL pays one answer per test user under a budget of its own
+    (`recmimic evaluate` once said nothing about it), and a rerun pays nothing (it once paid
+    every answer again)."""
     student = tmp_path / "student"
     distill(config_for(probe_dir, student, max_epochs=1))
-    result = CliRunner().invoke(
-        app,
-        ["evaluate", "--teacher", teacher_url, "--student", str(student), "--dataset", DATASET]
-        + ["--api-key", KEY],
-    )
-    assert result.exit_code == 0, result.output
+    command = ["evaluate", "--teacher", teacher_url, "--student", str(student)]
+    command += ["--dataset", DATASET, "--api-key", KEY]
     users = load_dataset(DATASET).n_users
-    assert f", {users} for this evaluation (one per test user" in result.output
-    report = json.loads((student / "report" / "report.json").read_text())
-    assert report["run"]["paid"] == {"probing": report["run"]["spent"], "evaluation": users}
-    markdown = (student / "report" / "report.md").read_text()
-    assert f"evaluation paid {users} (one per test user)" in markdown
+    before = usage(teacher_url)
+    for _ in range(2):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 0, result.output
+        assert f", {users} for evaluation (budget {users}, one per test user" in result.output
+        assert usage(teacher_url) == before + users
+        report = json.loads((student / "report" / "report.json").read_text())
+        assert report["run"]["paid"] == {"probing": report["run"]["spent"], "evaluation": users}
+        assert report["run"]["evaluation_budget"] == users
+        markdown = (student / "report" / "report.md").read_text()
+        assert f"evaluation budget {users} ({users} paid)" in markdown
+
+
+def usage(teacher_url: str) -> int:
+    reply = httpx.get(f"{teacher_url}/v1/usage", headers={"Authorization": f"Bearer {KEY}"})
+    return reply.json()["used"]
+
+
+def test_evaluate_refuses_a_budget_it_cannot_use(teacher_dir: Path, teacher_url: str) -> None:
+    for teacher, budget, message in [
+        (teacher_url, "0", "--budget must be at least 1 paid answer, got 0"),
+        (str(teacher_dir), "10", "--budget applies to a teacher URL"),
+    ]:
+        command = ["evaluate", "--teacher", teacher, "--student", str(teacher_dir)]
+        result = CliRunner().invoke(app, [*command, "--dataset", DATASET, "--budget", budget])
+        assert isinstance(result.exception, ValueError) and is_user_error(result.exception)
+        assert message in str(result.exception)

@@ -11,6 +11,7 @@ import asyncio
 import ipaddress
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -262,14 +263,15 @@ def test_a_refused_black_box_stops_the_client_without_a_request(
     assert all(o.ok for o in ok) and len(paths) == before + 2
 
 
-def test_the_evaluation_client_follows_the_policy_in_force(
-    local_teacher: tuple[str, list[str]], connects: list[str]
+def test_evaluation_against_a_url_follows_the_policy_in_force(
+    local_teacher: tuple[str, list[str]], connects: list[str], tmp_path: Path
 ) -> None:
-    """distill.fidelity builds its own client, with no policy argument: `applied` covers it."""
+    """distill.fidelity asks through an extraction given no policy: `applied` covers it."""
     url, paths = local_teacher
     before = len(paths)
     with destinations.applied(PUBLIC_ONLY), pytest.raises(BlackBoxError, match=SETTING):
-        asyncio.run(fidelity._ask(url, "k", [["a"]]))
+        fidelity.ask_test_histories(url, "k", "synthetic:6:10", tmp_path / "refused")
     assert len(paths) == before and connects == []
     with destinations.applied(LOOPBACK_V4):
-        assert asyncio.run(fidelity._ask(url, "k", [["a"]])) == [["x"]]
+        asked = fidelity.ask_test_histories(url, "k", "synthetic:6:10", tmp_path / "allowed")
+    assert asked.stopped is None and asked.spent_total == 6  # one answer per test user

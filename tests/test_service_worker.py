@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from service_stack import (
+    DATASET,
     TEACHER_KEYS,
     Service,
     cached_answers,
@@ -25,8 +26,18 @@ from service_stack import (
     wait_for,
 )
 
+from distill.fidelity import TEACHER_ANSWERS
 from distill.run import SUMMARY_FILENAME as DISTILL_SUMMARY
-from service.db.models import CANCELLED, DONE, FAILED, PROBING, TERMINAL, TRAINING, Job
+from service.db.models import (
+    CANCELLED,
+    DONE,
+    EVALUATING,
+    FAILED,
+    PROBING,
+    TERMINAL,
+    TRAINING,
+    Job,
+)
 from service.pipeline import job_paths
 
 SLOW_MS = 250.0  # per teacher request: probing lasts a few seconds, time enough to kill it
@@ -150,6 +161,38 @@ def test_a_worker_killed_mid_training_resumes_from_the_checkpoint(
     summary = json.loads((student / DISTILL_SUMMARY).read_text())
     assert summary["resumed_from_epoch"] >= 1
     assert_paid_once(service, job_id, slow_teacher, key)
+
+
+def test_a_worker_killed_mid_evaluation_resumes_it_paying_only_what_was_lost(
+    service: Service, slow_teacher: str
+) -> None:
+    """Evaluation is paid like probing, under a budget of its own: a worker killed while the
+    teacher holds the evaluation's answers leaves them billed and lost; the next worker settles
+    the evaluation's ledger with the teacher, asks those again and nothing else, and the job's
+    paid count is the teacher's bill."""
+    key = TEACHER_KEYS[5]
+    users = 120  # the dataset's test users, one evaluation answer each
+    request = job_request(slow_teacher, key, dataset=DATASET, evaluation_budget=2 * users)
+    job_id = submit(service, "alice", request)
+    service.start("worker")
+    service.start("worker")
+    service.wait_status(job_id, (EVALUATING,), timeout_s=90)
+    probing = service.job(job_id).paid
+    wait_for(lambda: usage(slow_teacher, key) > probing, 60, "a paid evaluation answer", 0.02)
+    first = service.owner(job_id)
+    first.kill()
+    first.wait()
+    done = service.wait_status(job_id, TERMINAL, timeout_s=90)
+    assert done.status == DONE, (done.error, service.logs())
+    assert done.attempts == 2
+    evaluation = done.metrics["evaluation"]
+    assert evaluation["budget"] == 2 * users and users <= evaluation["paid"] <= 2 * users
+    billed = usage(slow_teacher, key)
+    assert done.paid == billed == probing + evaluation["paid"]
+    answers = job_paths(service.settings, job_id).report / TEACHER_ANSWERS
+    spent, answered = ledger(answers)
+    assert spent == evaluation["paid"] and answered == users  # each test history answered once
+    assert cached_answers(answers) == users
 
 
 def test_cancel_stops_a_running_job_within_seconds_and_failures_are_one_line(

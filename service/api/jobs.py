@@ -63,6 +63,10 @@ def create_job(
 def _check_limits(body: JobRequest, settings: ServiceSettings) -> None:
     if body.budget > settings.max_budget:
         raise Invalid(f"body.budget: at most {settings.max_budget}, got {body.budget}")
+    if body.evaluation_budget is not None and body.evaluation_budget > settings.max_budget:
+        raise Invalid(
+            f"body.evaluation_budget: at most {settings.max_budget}, got {body.evaluation_budget}"
+        )
     if body.k > settings.max_k:
         raise Invalid(f"body.k: at most {settings.max_k}, got {body.k}")
 

@@ -51,8 +51,16 @@ class JobRequest(BaseModel):
     budget: int = Field(
         ge=1,
         strict=True,
-        description="paid answers for probing at most (capped by the service); evaluating "
-        "pays one more per test user",
+        description="paid answers for probing at most (capped by the service); evaluation "
+        "has a budget of its own (evaluation_budget)",
+    )
+    evaluation_budget: int | None = Field(
+        default=None,
+        ge=1,
+        strict=True,
+        description="paid answers for evaluating against the dataset's test users, apart from "
+        "probing's budget; null = one per test user (answers lost on the way are billed, so "
+        "a job killed while evaluating may need more)",
     )
     source: Literal["autoregressive", "frequency", "seeded"] = "autoregressive"
     dataset: str | None = Field(default=None, max_length=200, pattern=DATASET_PATTERN)
@@ -119,6 +127,8 @@ class JobRequest(BaseModel):
             raise ValueError("the seeded source needs a dataset")
         if self.source != "seeded" and self.max_history is not None:
             raise ValueError("max_history applies to the seeded source")
+        if self.evaluation_budget is not None and not self.dataset:
+            raise ValueError("evaluation_budget needs a dataset (nothing is evaluated without)")
         return self
 
     def stored(self) -> dict[str, Any]:
