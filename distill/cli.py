@@ -199,5 +199,10 @@ def evaluate(
         f"paid     {probing} answers for probing (budget "
         f"{'?' if probing_budget is None else probing_budget}), {evaluation}"
     )
+    if run["unknown_teacher_items"]:
+        typer.echo(
+            f"note     {run['unknown_teacher_items']} of the teacher's answer slots name items "
+            f"the dataset does not have; they count as misses"
+        )
     for kind, path in paths.items():
         typer.echo(f"{kind:<8} {path}")

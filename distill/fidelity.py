@@ -133,8 +133,12 @@ def ask_test_histories(
     return summary
 
 
-def rank_with_black_box(answers: Path, data: SequenceDataset, split: LeaveOneOutSplit) -> Ranked:
-    """The black box's answers to the test histories (`ask_test_histories`), as a ranking."""
+def rank_with_black_box(
+    answers: Path, data: SequenceDataset, split: LeaveOneOutSplit
+) -> tuple[Ranked, int]:
+    """The black box's answers to the test histories (`ask_test_histories`), as a ranking, and
+    how many answer slots name an item the dataset does not have (ranked as no item: a miss
+    for both metrics and agreement; an answer once lost them without a word)."""
     table = read_probe_set(answers)
     wanted = split.test_input.n_users
     answered = int(pc.sum(pc.equal(table.column("status"), ANSWERED)).as_py() or 0)
@@ -146,10 +150,12 @@ def rank_with_black_box(answers: Path, data: SequenceDataset, split: LeaveOneOut
     to_data = {raw: i for i, raw in enumerate(data.item_ids.tolist(), start=1)}
     lists = np.zeros((table.num_rows, TOP), dtype=np.int64)
     users = table.column("query_id").to_numpy()
+    unknown = 0
     for row, answer in zip(users.tolist(), table.column("items").to_pylist(), strict=True):
         dense = [to_data.get(str(raw), 0) for raw in answer[:TOP]]
+        unknown += dense.count(0)
         lists[row, : len(dense)] = dense
-    return ranked_from_lists(lists, split.test_target)
+    return ranked_from_lists(lists, split.test_target), unknown
 
 
 def fidelity_report(teacher: Ranked, student: Ranked, split: LeaveOneOutSplit) -> dict:
@@ -203,7 +209,7 @@ def evaluate_student(config: EvaluateConfig) -> tuple[dict, dict[str, Path]]:
     data = load_dataset(config.dataset)
     split = leave_one_out(data)
     student = load_artifact(config.student)
-    evaluation_paid = evaluation_budget = 0  # a local teacher is not paid
+    evaluation_paid = evaluation_budget = unknown = 0  # a local teacher is not paid
     if config.teacher_is_url:
         if not config.api_key:
             raise ValueError("a teacher URL needs an API key (--api-key or $RECMIMIC_API_KEY)")
@@ -216,7 +222,7 @@ def evaluate_student(config: EvaluateConfig) -> tuple[dict, dict[str, Path]]:
             config.cache,
         )
         evaluation_paid, evaluation_budget = asked.spent_total, asked.budget
-        teacher = rank_with_black_box(config.answers, data, split)
+        teacher, unknown = rank_with_black_box(config.answers, data, split)
     else:
         teacher = rank_with_model(load_artifact(config.teacher), data, split)
     report = fidelity_report(teacher, rank_with_model(student, data, split), split)
@@ -235,6 +241,7 @@ def evaluate_student(config: EvaluateConfig) -> tuple[dict, dict[str, Path]]:
             # Evaluation has a budget of its own, one answer per test user, apart from probing's.
             "paid": {"probing": extraction.get("spent_total"), "evaluation": evaluation_paid},
             "evaluation_budget": evaluation_budget,
+            "unknown_teacher_items": unknown,  # answer slots naming items the dataset lacks
             "probe_set": student.info.dataset.get("probe_set"),
         },
     )

@@ -62,8 +62,15 @@ def _conditions(report: dict[str, Any]) -> str:
     data, run = report["dataset"], report["run"]
     return (
         f"dataset {data.get('name')} (sha256 {str(data.get('sha256'))[:12]}…), "
-        f"student seed {run.get('seed')}, {_paid(run)}"
+        f"student seed {run.get('seed')}, {_paid(run)}{_unknown(run)}"
     )
+
+
+def _unknown(run: dict[str, Any]) -> str:
+    unknown = run.get("unknown_teacher_items")
+    if not unknown:
+        return ""
+    return f"; {unknown} teacher answer slots name items the dataset lacks (counted as misses)"
 
 
 def markdown(report: dict[str, Any]) -> str:

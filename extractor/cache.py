@@ -75,6 +75,24 @@ def json_cache_keys(
     return keys
 
 
+def model_tag_key(endpoint: str) -> str:
+    """Where a cache keeps the model tag an endpoint's answers named last, beside its answers
+    (a one-id list): a black box that names its model only in answers (not on its catalogue)
+    would otherwise make every new run look answers up without a tag, and miss them all."""
+    text = CANONICAL_JSON.encode([KEY_VERSION, endpoint.rstrip("/"), "model-tag"])
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+async def remembered_model_tag(cache: AnswerCache, endpoint: str) -> str | None:
+    """The model tag this endpoint's answers named last (`model_tag_key`), if any."""
+    value = (await cache.get_many([model_tag_key(endpoint)]))[0]
+    return value[0] if value and len(value) == 1 else None
+
+
+async def remember_model_tag(cache: AnswerCache, endpoint: str, tag: str) -> None:
+    await cache.put_many({model_tag_key(endpoint): [tag]})
+
+
 class AnswerCache(Protocol):
     """What the client needs from a cache: batched reads and writes of top-k lists, under keys
     made by `cache_key` (hex digests)."""

@@ -272,6 +272,17 @@ def _read_part(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
         raise ProbeSetError(f"probe-set part {path} is unreadable: {exc}") from None
 
 
+def _same_settings(previous: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Whether a run may add to parts written under `previous` settings: the same in all but a
+    model tag one of them did not know (a black box that names its model only in answers
+    gives the first run none, a later run the tag it remembered); two known tags must match."""
+    if previous.get("model_tag") is None or current.get("model_tag") is None:
+        previous, current = dict(previous), dict(current)
+        previous.pop("model_tag", None)
+        current.pop("model_tag", None)
+    return previous == current
+
+
 def _run_info(schema: pa.Schema) -> dict[str, Any] | None:
     raw = (schema.metadata or {}).get(RUN_INFO_KEY)
     return None if raw is None else json.loads(raw)
@@ -342,7 +353,7 @@ class ProbeSetWriter:
         self._next_index = parts[-1][0] + 1 if parts else 0
         if parts and self.run_info is not None:
             previous = _run_info(_read_part(parts[-1][1], columns=["query_id"]).schema)
-            if previous is not None and previous != self.run_info:
+            if previous is not None and not _same_settings(previous, self.run_info):
                 raise ProbeSetError(
                     f"{self.directory} holds a probe set from other settings: {previous} "
                     f"(this run: {self.run_info}); use a new directory"

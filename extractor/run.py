@@ -34,7 +34,13 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from extractor.budget import Budget
-from extractor.cache import AnswerCache, json_cache_keys, open_cache
+from extractor.cache import (
+    AnswerCache,
+    json_cache_keys,
+    open_cache,
+    remember_model_tag,
+    remembered_model_tag,
+)
 from extractor.client import BUDGET_REFUSED, BlackBoxClient, ClientConfig, Outcome, catalogue
 from extractor.config import TEST_HISTORIES, ExtractConfig
 from extractor.part_memo import RememberedPart, pack, part_key, unpack
@@ -114,6 +120,7 @@ class _Run:
         budget: Budget,
         writer: ProbeSetWriter,
         bar: tqdm,
+        tag: str | None,
     ) -> None:
         self.config = config
         self.client = client
@@ -121,7 +128,9 @@ class _Run:
         self.budget = budget
         self.writer = writer
         self.bar = bar
-        self.tag = client.model_tag
+        self.start_tag = tag  # the model tag the probe set's settings name (run_info)
+        self.tag = tag  # the one cache keys are made with: the start tag, or the first answer's
+        self.remembered_tag = tag
         self.done = writer.done_ids()
         self.counts = _Counts()
         self.stopped: str | None = None
@@ -262,7 +271,7 @@ class _Run:
     def _all_answered(self, outcomes: list[Outcome]) -> bool:
         """Every history answered under the run's model tag, so that a copy of the chunk's
         part says what a rebuild from the cache would."""
-        return all(outcome.ok and outcome.model_tag == self.tag for outcome in outcomes)
+        return all(outcome.ok and outcome.model_tag == self.start_tag for outcome in outcomes)
 
     async def _resolve(self, histories: Prefixes, texts: list[str]) -> list[Outcome]:
         """One outcome per history (`texts`: their `history_json`): from the cache, else paid
@@ -271,7 +280,8 @@ class _Run:
         Chunks overlap, so a history can be wanted by two at once: the first claims its key
         before looking it up, and the other awaits that claim's outcome instead of paying again.
         """
-        keys = json_cache_keys(self.config.teacher_url, self.config.k, texts, self.tag)
+        tag = self.tag
+        keys = json_cache_keys(self.config.teacher_url, self.config.k, texts, tag)
         loop = asyncio.get_running_loop()
         claimed: dict[int, asyncio.Future[Outcome]] = {}
         mine: list[int] = []
@@ -286,7 +296,7 @@ class _Run:
             claimed[i] = waiter
         outcomes: list[Outcome] | None = None
         try:
-            outcomes = await self._look_up_or_pay(histories, keys, claimed.keys())
+            outcomes = await self._look_up_or_pay(histories, keys, tag, claimed.keys())
         finally:
             for i in mine:
                 waiter = self._claims.pop(keys[i])
@@ -301,10 +311,11 @@ class _Run:
         return outcomes
 
     async def _look_up_or_pay(
-        self, histories: Prefixes, keys: list[str], skip: Collection[int]
+        self, histories: Prefixes, keys: list[str], tag: str | None, skip: Collection[int]
     ) -> list[Outcome]:
         """Outcomes of the histories not in `skip` (claimed elsewhere; theirs are placeholders
-        here): cached answers free, the misses paid for in batch-sized pieces."""
+        here): cached answers free, the misses paid for in batch-sized pieces. `keys` are made
+        with the model tag `tag`."""
         own = [i for i in range(len(histories)) if i not in skip]
         hits = await self.cache.get_many([keys[i] for i in own])
         misses = [i for i, items in zip(own, hits, strict=True) if items is None]
@@ -312,22 +323,23 @@ class _Run:
         size = self.client.config.batch_size
         pieces = [misses[start : start + size] for start in range(0, len(misses), size)]
         answered = await gather_or_cancel(
-            [self._pay(histories.subset(piece), [keys[i] for i in piece]) for piece in pieces]
+            [self._pay(histories.subset(piece), [keys[i] for i in piece], tag) for piece in pieces]
         )
         outcomes = [_CLAIMED] * len(histories)
         for i, items in zip(own, hits, strict=True):
             if items is not None:
-                outcomes[i] = Outcome(items=items, model_tag=self.tag)
+                outcomes[i] = Outcome(items=items, model_tag=tag)
         for piece, outs in zip(pieces, answered, strict=True):
             for i, outcome in zip(piece, outs, strict=True):
                 outcomes[i] = outcome
         return outcomes
 
-    async def _pay(self, histories: Prefixes, keys: list[str]) -> list[Outcome]:
+    async def _pay(self, histories: Prefixes, keys: list[str], tag: str | None) -> list[Outcome]:
         """Ask the black box, then cache what it answered before anything else happens.
 
-        `keys` are the histories' cache keys under the run's model tag; an answer given under
-        another tag (the model changed mid-run) is stored under that tag's key.
+        `keys` are the histories' cache keys under the model tag `tag`; an answer given under
+        another tag (the model changed mid-run, or named itself only in its answers) is stored
+        under that tag's key.
         """
         outcomes = await self.client.recommend_many(histories, self.config.k)
         self.counts.asked += len(histories)
@@ -336,7 +348,7 @@ class _Run:
         for i, outcome in enumerate(outcomes):
             if outcome.items is None:
                 continue
-            if outcome.model_tag == self.tag:
+            if outcome.model_tag == tag:
                 answered[keys[i]] = outcome.items
             else:
                 retagged.setdefault(outcome.model_tag, []).append(i)
@@ -344,7 +356,22 @@ class _Run:
             tagged = self._keys(histories.subset(rows), tag)
             answered.update((key, outcomes[i].items) for key, i in zip(tagged, rows, strict=True))
         await self.cache.put_many(answered)
+        await self._learn_tag(outcomes)
         return outcomes
+
+    async def _learn_tag(self, outcomes: list[Outcome]) -> None:
+        """Take the model tag an answer names when the run began without one (a black box that
+        names its model only in answers), so later lookups find what was paid under it; and
+        remember it in the cache, for the next run of this endpoint to start with."""
+        named = [o.model_tag for o in outcomes if o.items is not None and o.model_tag]
+        if not named:
+            return
+        if self.tag is None:
+            self.tag = named[-1]
+            log.info("the black box names its model in its answers: %s", self.tag)
+        if named[-1] != self.remembered_tag:
+            self.remembered_tag = named[-1]
+            await remember_model_tag(self.cache, self.config.teacher_url, named[-1])
 
     def _keys(self, histories: Prefixes, tag: str | None) -> list[str]:
         return json_cache_keys(self.config.teacher_url, self.config.k, histories.texts(), tag)
@@ -536,15 +563,18 @@ async def extract(config: ExtractConfig, progress: bool = True) -> ExtractSummar
         if settled:
             log.info("%s", settled)
         spent_before = budget.spent
+        # Where neither the catalogue nor anything before named the model: the tag this
+        # endpoint's answers named last time, so what was paid under it is found again.
+        tag = client.model_tag or await remembered_model_tag(cache, config.teacher_url)
         writer = ProbeSetWriter(
             config.out,
             rows_per_part=config.chunk_size,
-            run_info=_run_info(config, client.model_tag),
+            run_info=_run_info(config, tag),
             background=True,
         )
         stack.callback(writer.close)
         bar = stack.enter_context(tqdm(desc="extract", unit="q", disable=not progress))
-        run = _Run(config, client, cache, budget, writer, bar)
+        run = _Run(config, client, cache, budget, writer, bar, tag)
         work = run.seeded(seeded) if seeded is not None else run.data_free(items or [])
         with _older_objects_frozen():
             interrupted = await _until_signal(work)

@@ -16,11 +16,13 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from tiny_teacher import save_tiny_teacher
 from typer.testing import CliRunner
 
 from distill.config import DistillConfig, ObjectiveConfig
 from distill.examples import answered_view_examples, heldout_split, query_examples, suffixes
 from distill.fidelity import (
+    TEACHER_ANSWERS,
     EvaluateConfig,
     ask_test_histories,
     evaluate_student,
@@ -39,7 +41,7 @@ from distill.run import build_student, distill, item_popularity
 from distill.student import restrict_answers
 from distill.train import CHECKPOINT_DIR, Cancelled, heldout_agreement
 from extractor.config import ExtractConfig
-from extractor.probeset import ProbeRow, ProbeSetWriter, ViewAnswer
+from extractor.probeset import ProbeRow, ProbeSetWriter, ViewAnswer, read_probe_set
 from extractor.run import CATALOGUE_FILENAME, extract
 from seqrec.artifacts import load_artifact
 from seqrec.data.dataset import leave_one_out
@@ -342,7 +344,8 @@ def test_a_teacher_over_http_ranks_like_the_same_model_on_disk(
     split = leave_one_out(data)
     local = rank_with_model(load_artifact(teacher_dir), data, split)
     ask_test_histories(teacher_url, KEY, DATASET, tmp_path / "answers")
-    remote = rank_with_black_box(tmp_path / "answers", data, split)
+    remote, unknown = rank_with_black_box(tmp_path / "answers", data, split)
+    assert unknown == 0
     assert np.array_equal(remote.top, local.top)
     # The black box masks every history item, so a target the user already had is never in
     # its list; every other user's target has the same rank.
@@ -437,6 +440,29 @@ def test_evaluate_says_what_a_teacher_url_was_paid(
 def usage(teacher_url: str) -> int:
     reply = httpx.get(f"{teacher_url}/v1/usage", headers={"Authorization": f"Bearer {KEY}"})
     return reply.json()["used"]
+
+
+def test_answers_naming_items_the_dataset_lacks_are_counted(
+    teacher_dir: Path, tmp_path: Path
+) -> None:
+    """A black box whose catalogue holds items the evaluation's dataset does not: those answer
+    slots are misses, and the report and the command line say how many."""
+    ids = [str(raw) for raw in load_dataset(DATASET).item_ids] + [f"ghost-{i}" for i in range(40)]
+    wider = save_tiny_teacher(tmp_path / "wider", ids)
+    with running(create_app(TeacherSettings(model_dir=wider, api_keys=[KEY]))) as url:
+        command = ["evaluate", "--teacher", url, "--student", str(teacher_dir)]
+        command += ["--dataset", DATASET, "--api-key", KEY, "--out", str(tmp_path / "report")]
+        result = CliRunner().invoke(app, command)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    table = read_probe_set(tmp_path / "report" / TEACHER_ANSWERS)
+    ghosts = sum(
+        str(item).startswith("ghost-") for row in table.column("items").to_pylist() for item in row
+    )
+    assert ghosts > 0 and report["run"]["unknown_teacher_items"] == ghosts
+    assert f"note     {ghosts} of the teacher's answer slots name items" in result.output
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert f"{ghosts} teacher answer slots name items the dataset lacks" in markdown
 
 
 def test_evaluate_refuses_a_budget_it_cannot_use(teacher_dir: Path, teacher_url: str) -> None:

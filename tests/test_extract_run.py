@@ -359,6 +359,34 @@ def test_answers_from_a_model_changed_mid_run_are_cached_under_its_own_tag(
     assert under_run == [None] * len(run_keys)
 
 
+def test_a_model_named_only_in_answers_is_found_again_by_the_next_run(
+    start_teacher: StartTeacher, tmp_path: Path
+) -> None:
+    """A black box that sends its model version on the recommend routes but not on its
+    catalogue: the second extraction into a new directory, with the same cache, paid every
+    answer again (it looked them up without a tag); now it pays nothing, and a resume of the
+    first directory is accepted."""
+
+    def versioned_answers_only(app: FastAPI) -> None:
+        @app.middleware("http")
+        async def strip(request: Request, call_next: Callable[..., Any]) -> Response:
+            response = await call_next(request)
+            if not request.url.path.startswith("/v1/recommend"):
+                del response.headers["X-Model-Version"]
+            return response
+
+    url = start_teacher(middleware=versioned_answers_only)
+    key, cache = KEYS[13], str(tmp_path / "shared.sqlite3")
+    first = run(config(url, key, tmp_path / "a", budget=1000, prefixes=2, cache=cache))
+    assert first.paid > 0 and first.model_tag is not None  # learnt from the answers
+    second = run(config(url, key, tmp_path / "b", budget=1000, prefixes=2, cache=cache))
+    assert second.paid == 0 and second.model_tag == first.model_tag
+    assert usage(url, key) == first.paid
+    assert read_probe_set(tmp_path / "b").equals(read_probe_set(tmp_path / "a"))
+    again = run(config(url, key, tmp_path / "a", budget=1000, prefixes=2, cache=cache))
+    assert again.paid == 0 and again.queries_written == 0
+
+
 def test_a_redis_cache_serves_a_second_run(clean: str, tmp_path: Path) -> None:
     """Keys hold the teacher's URL (a fresh port), so nothing from another run is reused."""
     cache = "redis://127.0.0.1:6379/0"

@@ -257,6 +257,10 @@ def test_resume_with_other_settings_is_refused(tmp_path: Path) -> None:
     ProbeSetWriter(tmp_path, run_info={**info, "scales": [1.0, 0.5]})  # same after JSON
     with pytest.raises(ProbeSetError, match="other settings"):
         ProbeSetWriter(tmp_path, run_info={**info, "model_tag": "def"})
+    # A tag one run did not know is no conflict; anything else that differs still is.
+    ProbeSetWriter(tmp_path, run_info={**info, "model_tag": None})
+    with pytest.raises(ProbeSetError, match="other settings"):
+        ProbeSetWriter(tmp_path, run_info={**info, "model_tag": None, "k": 20})
     assert read_probe_set(tmp_path).schema.metadata is not None
 
 
