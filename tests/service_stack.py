@@ -33,7 +33,7 @@ from teacher_mock.server import running
 from teacher_mock.settings import TeacherSettings
 
 DATASET = "synthetic:120:50"
-TEACHER_KEYS = [f"teacher-key-{i}-9c1e" for i in range(6)]
+TEACHER_KEYS = [f"teacher-key-{i}-9c1e" for i in range(12)]
 FAST = {"lease_s": "2", "heartbeat_s": "0.5", "cancel_check_s": "0.3", "poll_s": "0.3"}
 LOCAL_TEACHERS = {"teacher_allow": "127.0.0.1"}  # the teachers run on loopback, refused by default
 T = TypeVar("T")

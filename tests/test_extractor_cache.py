@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from backends import REDIS_URL, needs_redis
 
 from extractor.cache import (
     AnswerCache,
@@ -29,21 +30,7 @@ from extractor.cache import (
 )
 from extractor.redis_cache import RedisCache
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 ENDPOINT = "http://teacher.test:8000"
-
-
-def _redis_reachable() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-needs_redis = pytest.mark.skipif(
-    not _redis_reachable(), reason="no Redis server answers at 127.0.0.1:6379"
-)
 Opener = Callable[[], Awaitable[AnswerCache]]
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
+from backends import REDIS_URL, needs_pg, needs_redis
 from cryptography.fernet import Fernet
 from service_stack import (
     DATASET,
@@ -26,24 +26,9 @@ from service_stack import (
     usage,
     wait_for,
 )
-from test_service_store import needs_pg, pg_url  # noqa: F401  (a fixture)
+from test_service_store import pg_url  # noqa: F401  (a fixture)
 
 from service.keys import create_key
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-def _redis_reachable() -> bool:
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except redis.RedisError:
-        return False
-    return True
-
-
-needs_redis = pytest.mark.skipif(
-    not _redis_reachable(), reason="no Redis server answers at 127.0.0.1:6379"
-)
 
 
 @pytest.fixture(scope="module")

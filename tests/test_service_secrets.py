@@ -24,11 +24,12 @@ import httpx
 import psycopg
 import pytest
 from alembic import command
+from backends import PG_ADMIN, needs_pg
 from cryptography.fernet import Fernet
 from fastapi import FastAPI
 from sqlalchemy import Engine, MetaData, Table, inspect, select, update
 from sqlalchemy.exc import SQLAlchemyError
-from test_service_store import PG_ADMIN, needs_pg, pg_url  # noqa: F401  (a fixture)
+from test_service_store import pg_url  # noqa: F401  (a fixture)
 
 from service.api.app import create_app
 from service.crypto import KEY_FILENAME, KeyCipher, UnreadableKey, teacher_key_cipher

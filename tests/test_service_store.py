@@ -7,13 +7,12 @@ skip when no server answers at 127.0.0.1:5432.
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import psycopg
 import pytest
+from backends import fresh_database, needs_pg
 from cryptography.fernet import Fernet
 from sqlalchemy import Engine, text
 
@@ -25,39 +24,15 @@ from service.keys import create_key, key_digest, tenant_of
 from service.settings import ServiceSettings
 from service.store import JobStore
 
-PG_ADMIN = "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=3"
 REQUEST = {"teacher_url": "http://teacher", "budget": 10}
 CIPHER = KeyCipher([Fernet.generate_key()])
-
-
-def _pg_reachable() -> bool:
-    try:
-        psycopg.connect(PG_ADMIN).close()
-    except psycopg.Error:
-        return False
-    return True
-
-
-needs_pg = pytest.mark.skipif(
-    not _pg_reachable(), reason="no PostgreSQL server answers at 127.0.0.1:5432 (database test)"
-)
 
 
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
     """A database of its own for this module, migrated once, dropped at the end."""
-    name = f"recmimic_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = f"postgresql://postgres@127.0.0.1:5432/{name}"
-    engine = make_engine(ServiceSettings(database_url=url).database())
-    migrate(engine)
-    engine.dispose()
-    try:
+    with fresh_database() as url:
         yield url
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class Clock:

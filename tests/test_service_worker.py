@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from backends import REDIS_URL, fresh_database, needs_pg, needs_redis
+from cryptography.fernet import Fernet
 from service_stack import (
     DATASET,
     TEACHER_KEYS,
@@ -61,6 +63,29 @@ def service(tmp_path: Path) -> Iterator[Service]:
     service.stop()
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql+redis", marks=[needs_pg, needs_redis])])
+def any_service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Service]:
+    """A service on SQLite with the embedded cache, or on a PostgreSQL database of its own
+    with Redis: the kill tests run on both."""
+    if request.param == "sqlite":
+        service = Service(tmp_path / "home")
+        yield service
+        service.stop()
+        return
+    with fresh_database() as url:
+        key = Fernet.generate_key().decode()  # required with PostgreSQL
+        service = Service(
+            tmp_path / "home", database_url=url, redis_url=REDIS_URL, encryption_key=key
+        )
+        yield service
+        service.stop()
+
+
+def key_for(service: Service, i: int) -> str:
+    """Teacher key `i` of this backend: each backend's jobs are billed to keys of their own."""
+    return TEACHER_KEYS[i + (0 if service.settings.redis_url is None else 6)]
+
+
 def submit(service: Service, tenant: str, request: dict) -> str:
     stored = {k: v for k, v in request.items() if k != "teacher_api_key"}
     full = {"source": "autoregressive", "scales": [1.0, 0.5, 0.25], "dataset": None, **stored}
@@ -74,7 +99,8 @@ def assert_paid_once(service: Service, job_id: str, teacher_url: str, key: str) 
     job = service.job(job_id)
     spent, answered = ledger(job_paths(service.settings, job_id).probes)
     assert usage(teacher_url, key) == job.paid == spent <= job.request["budget"]
-    assert answered == cached_answers(job_paths(service.settings, job_id).probes)
+    if service.settings.redis_url is None:  # Redis is shared: only the embedded cache counts
+        assert answered == cached_answers(job_paths(service.settings, job_id).probes)
 
 
 def probing_under_two_workers(
@@ -92,17 +118,17 @@ def probing_under_two_workers(
 
 
 def test_a_worker_killed_mid_probing_is_replaced_without_paying_twice(
-    service: Service, slow_teacher: str
+    any_service: Service, slow_teacher: str
 ) -> None:
-    key = TEACHER_KEYS[0]
-    job_id, first = probing_under_two_workers(service, slow_teacher, key)
+    key = key_for(any_service, 0)
+    job_id, first = probing_under_two_workers(any_service, slow_teacher, key)
     first.kill()
     first.wait()
-    assert service.job(job_id).status == PROBING
-    done = service.wait_status(job_id, TERMINAL, timeout_s=60)
-    assert done.status == DONE, (done.error, service.logs())
+    assert any_service.job(job_id).status == PROBING
+    done = any_service.wait_status(job_id, TERMINAL, timeout_s=60)
+    assert done.status == DONE, (done.error, any_service.logs())
     assert done.attempts == 2
-    assert_paid_once(service, job_id, slow_teacher, key)
+    assert_paid_once(any_service, job_id, slow_teacher, key)
 
 
 def test_a_worker_stopped_by_sigterm_hands_its_job_back_at_once(
@@ -138,61 +164,62 @@ def test_probing_reports_its_paid_answers_while_it_runs(
 
 
 def test_a_worker_killed_mid_training_resumes_from_the_checkpoint(
-    service: Service, slow_teacher: str
+    any_service: Service, slow_teacher: str
 ) -> None:
-    key = TEACHER_KEYS[1]
-    job_id = submit(service, "alice", job_request(slow_teacher, key, epochs=4))
-    service.start("worker")
-    service.start("worker")
+    key = key_for(any_service, 1)
+    job_id = submit(any_service, "alice", job_request(slow_teacher, key, epochs=4))
+    any_service.start("worker")
+    any_service.start("worker")
 
     def training_started() -> bool:
-        job = service.job(job_id)
+        job = any_service.job(job_id)
         return job.status == TRAINING and job.progress > 0
 
     wait_for(training_started, 90, "the first epoch", every_s=0.05)
-    paid = service.job(job_id).paid
-    first = service.owner(job_id)
+    paid = any_service.job(job_id).paid
+    first = any_service.owner(job_id)
     first.kill()
     first.wait()
-    done = service.wait_status(job_id, TERMINAL, timeout_s=90)
-    assert done.status == DONE, (done.error, service.logs())
+    done = any_service.wait_status(job_id, TERMINAL, timeout_s=90)
+    assert done.status == DONE, (done.error, any_service.logs())
     assert done.attempts == 2 and done.paid == paid
-    student = job_paths(service.settings, job_id).student
+    student = job_paths(any_service.settings, job_id).student
     summary = json.loads((student / DISTILL_SUMMARY).read_text())
     assert summary["resumed_from_epoch"] >= 1
-    assert_paid_once(service, job_id, slow_teacher, key)
+    assert_paid_once(any_service, job_id, slow_teacher, key)
 
 
 def test_a_worker_killed_mid_evaluation_resumes_it_paying_only_what_was_lost(
-    service: Service, slow_teacher: str
+    any_service: Service, slow_teacher: str
 ) -> None:
     """Evaluation is paid like probing, under a budget of its own: a worker killed while the
     teacher holds the evaluation's answers leaves them billed and lost; the next worker settles
     the evaluation's ledger with the teacher, asks those again and nothing else, and the job's
     paid count is the teacher's bill."""
-    key = TEACHER_KEYS[5]
+    key = key_for(any_service, 5)
     users = 120  # the dataset's test users, one evaluation answer each
     request = job_request(slow_teacher, key, dataset=DATASET, evaluation_budget=2 * users)
-    job_id = submit(service, "alice", request)
-    service.start("worker")
-    service.start("worker")
-    service.wait_status(job_id, (EVALUATING,), timeout_s=90)
-    probing = service.job(job_id).paid
+    job_id = submit(any_service, "alice", request)
+    any_service.start("worker")
+    any_service.start("worker")
+    any_service.wait_status(job_id, (EVALUATING,), timeout_s=90)
+    probing = any_service.job(job_id).paid
     wait_for(lambda: usage(slow_teacher, key) > probing, 60, "a paid evaluation answer", 0.02)
-    first = service.owner(job_id)
+    first = any_service.owner(job_id)
     first.kill()
     first.wait()
-    done = service.wait_status(job_id, TERMINAL, timeout_s=90)
-    assert done.status == DONE, (done.error, service.logs())
+    done = any_service.wait_status(job_id, TERMINAL, timeout_s=90)
+    assert done.status == DONE, (done.error, any_service.logs())
     assert done.attempts == 2
     evaluation = done.metrics["evaluation"]
     assert evaluation["budget"] == 2 * users and users <= evaluation["paid"] <= 2 * users
     billed = usage(slow_teacher, key)
     assert done.paid == billed == probing + evaluation["paid"]
-    answers = job_paths(service.settings, job_id).report / TEACHER_ANSWERS
+    answers = job_paths(any_service.settings, job_id).report / TEACHER_ANSWERS
     spent, answered = ledger(answers)
     assert spent == evaluation["paid"] and answered == users  # each test history answered once
-    assert cached_answers(answers) == users
+    if any_service.settings.redis_url is None:
+        assert cached_answers(answers) == users
 
 
 def test_cancel_stops_a_running_job_within_seconds_and_failures_are_one_line(
