@@ -45,6 +45,13 @@ def extract(
     min_length: Annotated[int, typer.Option(help="Data-free: shortest sequence")] = 1,
     max_length: Annotated[int, typer.Option(help="Data-free: longest sequence")] = 50,
     prefixes: Annotated[str, typer.Option(help="Seeded: 'all' or prefixes per user")] = "all",
+    whole_first: Annotated[
+        bool,
+        typer.Option(
+            "--whole-first",
+            help="Seeded: ask each user's whole history before any shorter prefix",
+        ),
+    ] = False,
     max_history: Annotated[
         int | None,
         typer.Option(help="Seeded: ask at most a query's most recent N items (default: all)"),
@@ -78,6 +85,7 @@ def extract(
         min_length=min_length,
         max_length=max_length,
         prefixes=all_or_count(prefixes, "--prefixes"),
+        whole_first=whole_first,
         max_history=max_history,
         scales=parse_scales(scales),
         k=k,

@@ -26,8 +26,9 @@ class ExtractConfig:
 
     Data-free sources ("autoregressive", "frequency") use `n_sequences`, `min_length` and
     `max_length`; "seeded" uses `dataset` (a name or file for `load_dataset`, training split
-    only), `prefixes` ("all" or that many prefixes per user) and `max_history` (ask at most a
-    query's most recent N items; None: all of them).
+    only), `prefixes` ("all" or that many prefixes per user), `whole_first` (each user's whole
+    history before any shorter prefix) and `max_history` (ask at most a query's most recent N
+    items; None: all of them).
     """
 
     teacher_url: str
@@ -41,6 +42,7 @@ class ExtractConfig:
     min_length: int = 1
     max_length: int = 50
     prefixes: Literal["all"] | int = "all"
+    whole_first: bool = False  # seeded: each user's whole history before shorter prefixes
     max_history: int | None = None
     scales: tuple[float, ...] = DEFAULT_SCALES
     k: int = 100
@@ -84,6 +86,8 @@ class ExtractConfig:
             return f"prefixes must be at least 1, got {self.prefixes}"
         if self.max_history is not None and self.max_history < 1:
             return f"max_history must be at least 1, got {self.max_history}"
+        if self.whole_first and self.source != "seeded":
+            return "whole_first applies to the seeded source"
         if self.max_history is not None and self.source not in ("seeded", TEST_HISTORIES):
             return "max_history applies to the seeded source (data-free ones use max_length)"
         if not 1 <= self.min_length <= self.max_length:
@@ -111,6 +115,8 @@ class ExtractConfig:
             }
             if self.max_history is not None:  # absent when unset: older probe sets still resume
                 fixed["max_history"] = self.max_history
+            if self.whole_first:  # the same
+                fixed["whole_first"] = True
             return fixed
         return {
             "source": self.source,

@@ -451,7 +451,9 @@ def load_seeded(config: ExtractConfig) -> Prefixes:
     queries = (
         users
         if config.source == TEST_HISTORIES
-        else seeded_queries(users, config.prefixes, seed=config.seed)
+        else seeded_queries(
+            users, config.prefixes, seed=config.seed, whole_first=config.whole_first
+        )
     )
     if config.max_history is None:
         return queries

@@ -33,11 +33,15 @@ def seeded_queries(
     prefixes: Literal["all"] | int = "all",
     min_length: int = 1,
     seed: int = 0,
+    whole_first: bool = False,
 ) -> Prefixes:
     """Prefixes of real histories as queries, in a seeded random order.
 
     The order is shuffled so that a budget smaller than the whole set spreads over every user
-    instead of exhausting itself on the first users' prefixes.
+    instead of exhausting itself on the first users' prefixes. `whole_first`: every user's
+    whole history comes before any shorter prefix (each group shuffled), and a sample of
+    `prefixes` per user always holds it; a budget that cannot buy everything then buys first
+    the histories a replica will be asked about, the users' current ones.
 
     Pass the TRAINING split only (for leave-one-out data: each history without its validation
     and test items), as lists of id strings or as `Prefixes` of whole histories. Every query is
@@ -62,13 +66,22 @@ def seeded_queries(
         per_user = []
         for n in whole.length.tolist():  # one draw per user with more prefixes than asked
             candidates = np.arange(min_length, n + 1)
-            if len(candidates) > prefixes:
+            if len(candidates) > prefixes and whole_first:  # the whole history, and a sample
+                shorter = rng.choice(candidates[:-1], size=prefixes - 1, replace=False)
+                candidates = np.sort(np.append(shorter, n))
+            elif len(candidates) > prefixes:
                 candidates = np.sort(rng.choice(candidates, size=prefixes, replace=False))
             per_user.append(candidates)
         counts = np.fromiter(map(len, per_user), np.int64, len(per_user))
         lengths = np.concatenate([np.zeros(0, np.int64), *per_user])
     order = rng.permutation(len(lengths))
-    return whole.heads(np.repeat(np.arange(len(whole)), counts)[order], lengths[order])
+    users = np.repeat(np.arange(len(whole)), counts)[order]
+    lengths = lengths[order]
+    if whole_first:
+        is_whole = lengths == whole.length[users]
+        order = np.concatenate([np.flatnonzero(is_whole), np.flatnonzero(~is_whole)])
+        users, lengths = users[order], lengths[order]
+    return whole.heads(users, lengths)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from extractor.config import ExtractConfig, parse_scales
 from extractor.probeset import read_probe_set
 from extractor.run import LEDGER_FILENAME, SUMMARY_FILENAME, ExtractSummary, extract, load_seeded
 from seqrec.artifacts import Artifact, load_artifact
+from seqrec.data.dataset import leave_one_out
 from seqrec.data.loading import load_dataset
 from seqrec.data.sequences import Sequences
 from seqrec.inference import top_k
@@ -48,7 +49,7 @@ from teacher_mock.settings import TeacherSettings
 
 DATASET = "synthetic:30:20"
 K = 10
-KEYS = [f"extract-test-key-{i}" for i in range(17)]
+KEYS = [f"extract-test-key-{i}" for i in range(18)]
 StartTeacher = Callable[..., str]
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -385,6 +386,19 @@ def test_a_model_named_only_in_answers_is_found_again_by_the_next_run(
     assert read_probe_set(tmp_path / "b").equals(read_probe_set(tmp_path / "a"))
     again = run(config(url, key, tmp_path / "a", budget=1000, prefixes=2, cache=cache))
     assert again.paid == 0 and again.queries_written == 0
+
+
+def test_whole_first_spends_a_small_budget_on_the_users_current_histories(
+    clean: str, tmp_path: Path
+) -> None:
+    whole = sorted(leave_one_out(load_dataset(DATASET)).train.lengths.tolist())
+    n = len(whole)  # the first chunk: the whole histories, the second: shorter prefixes
+    cfg = config(clean, KEYS[17], tmp_path / "run", budget=2 * n, scales=(1.0,), chunk_size=n)
+    summary = run(replace(cfg, whole_first=True))
+    assert summary.stopped == "budget exhausted" and summary.paid == 2 * n
+    rows = read_probe_set(tmp_path / "run").to_pylist()
+    assert sorted(len(row["history"]) for row in rows if row["query_id"] < n) == whole
+    assert all(row["status"] == "answered" for row in rows)
 
 
 def test_a_redis_cache_serves_a_second_run(clean: str, tmp_path: Path) -> None:

@@ -109,6 +109,28 @@ def test_seeded_sampled_prefixes_are_seeded_and_bounded() -> None:
     assert len(lengths) == len(set(lengths))  # distinct prefixes
 
 
+@pytest.mark.parametrize("prefixes", ["all", 3])
+def test_whole_first_asks_every_whole_history_before_any_shorter_prefix(
+    prefixes: str | int,
+) -> None:
+    plain = seeded_queries(TRAINING, prefixes, seed=3)  # type: ignore[arg-type]
+    first = seeded_queries(TRAINING, prefixes, seed=3, whole_first=True)  # type: ignore[arg-type]
+    head = first[: len(TRAINING)]
+    assert sorted(head) == sorted(TRAINING)  # each user's whole history, first
+    assert all(
+        len(query) < len(next(h for h in TRAINING if h[0] == query[0]))
+        for query in first[len(TRAINING) :]
+    )
+    if prefixes == "all":  # the same queries, in another order
+        assert sorted(first) == sorted(plain) and first != plain
+    else:  # the same count per user, the whole history always among them
+        users = [h[0] for h in TRAINING]
+        assert [sum(q[0] == u for q in first) for u in users] == [
+            sum(q[0] == u for q in plain) for u in users
+        ]
+    assert first == seeded_queries(TRAINING, prefixes, seed=3, whole_first=True)  # type: ignore[arg-type]
+
+
 def test_seeded_queries_never_hold_an_item_beyond_the_given_histories() -> None:
     held_out = {"u3-9", "u4-30"}  # what a leave-one-out split keeps back
     given = set().union(*TRAINING)
