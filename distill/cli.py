@@ -125,6 +125,11 @@ def distill(
         f"  Agr@1 {summary.heldout['agr1']:.3f}  ({summary.examples} examples,"
         f" best epoch {summary.best_epoch}, {summary.seconds:.0f}s)"
     )
+    if summary.unlisted_items:
+        typer.echo(
+            f"note: the answers named {summary.unlisted_items} items the black box's catalogue "
+            "listing lacks; the student learnt them too"
+        )
 
 
 def negatives_from(text: str) -> int | None:

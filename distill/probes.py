@@ -47,6 +47,7 @@ class ProbeData:
     view_lengths: np.ndarray  # [Q, V] length of each truncated view, 0 where none
     view_topk: np.ndarray  # [Q, V, k] each view's answer, 0 where none or failed
     run_info: dict[str, Any]
+    unlisted_items: int | None = None  # ids the probes name that the listing lacked (no list: None)
 
     @property
     def n_items(self) -> int:
@@ -63,7 +64,9 @@ class ProbeData:
         return answered & (self.view_lengths > 0) & (self.view_lengths < self.lengths[:, None])
 
 
-def _catalogue(directory: Path, table: pa.Table) -> list[str]:
+def _catalogue(directory: Path, table: pa.Table) -> tuple[list[str], int | None]:
+    """The student's raw ids, and how many of them the black box's listing lacked (None: no
+    listing)."""
     # Each column's distinct ids first, then theirs: a chunked array built from the columns
     # themselves (`pa.chunked_array` of ChunkedArrays) took 27 s on 38.9 million ids, through
     # a slow conversion; 0.6 s this way.
@@ -77,8 +80,8 @@ def _catalogue(directory: Path, table: pa.Table) -> list[str]:
     if listed_path.is_file():
         listed = [str(item) for item in json.loads(listed_path.read_text())]
         missing = pc.filter(seen, pc.invert(pc.is_in(seen, pa.array(listed, pa.string()))))
-        return listed + sorted(missing.to_pylist())
-    return sorted(seen.to_pylist())
+        return listed + sorted(missing.to_pylist()), len(missing)
+    return sorted(seen.to_pylist()), None
 
 
 def _dense(values: pa.Array, catalogue: pa.Array) -> np.ndarray:
@@ -140,7 +143,7 @@ def load_probes(directory: str | Path, max_history: int = 200) -> ProbeData:
     if table.num_rows == 0:
         raise ProbeDataError(f"{directory} holds no answered queries; run `recmimic extract`")
     run_info = json.loads((table.schema.metadata or {}).get(RUN_INFO_KEY, b"{}"))
-    item_ids = _catalogue(directory, table)
+    item_ids, unlisted = _catalogue(directory, table)
     catalogue = pa.array(item_ids, pa.string())
 
     lengths = pc.list_value_length(table.column("history")).to_numpy().astype(np.int64)
@@ -171,6 +174,7 @@ def load_probes(directory: str | Path, max_history: int = 200) -> ProbeData:
         view_lengths=views,
         view_topk=answers,
         run_info=run_info,
+        unlisted_items=unlisted,
     )
 
 

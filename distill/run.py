@@ -46,6 +46,7 @@ class DistillSummary:
     heldout_queries: int
     examples: int
     n_items: int
+    unlisted_items: int | None  # of those, ids the black box's listing lacked (None: no listing)
     reliability_by_length: dict[str, dict[str, float]]
     heldout: dict[str, float]
     best_epoch: int
@@ -112,6 +113,7 @@ def distill(
     model_config = ModelConfig(**{**asdict(config.model), "n_items": probes.n_items})
     popularity = item_popularity(probes, train_q)
     item_ids, run_info, n_queries = probes.item_ids, probes.run_info, probes.n_queries
+    unlisted = probes.unlisted_items
     by_length = reliability_by_bucket(c, probes.lengths)
     del probes, c  # training needs only the examples: on every ML-100k prefix this frees 0.4 GB
 
@@ -134,6 +136,7 @@ def distill(
         heldout_queries=len(heldout_q),
         examples=len(train),
         n_items=model_config.n_items,
+        unlisted_items=unlisted,
         reliability_by_length=by_length,
         heldout=result.best_agreement,
         best_epoch=result.best_epoch,

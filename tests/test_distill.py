@@ -132,6 +132,7 @@ def test_probes_are_mapped_to_dense_ids_with_the_black_boxs_catalogue_first(
     probes = load_probes(tmp_path, max_history=3)
     # The listed catalogue keeps its order; an id only the answers showed is appended.
     assert probes.item_ids == ["c", "a", "b", "d", "x"]
+    assert probes.unlisted_items == 1  # counted: the listing fell short by "x"
     assert probes.query_ids.tolist() == [0, 2]  # the failed query is not training data
     assert probes.histories.tolist() == [[3, 1, 4], [0, 0, 4]]  # newest 3 kept, left-padded
     assert probes.lengths.tolist() == [4, 1]
@@ -388,7 +389,8 @@ def test_cli_distills_and_evaluates(probe_dir: Path, teacher_dir: Path, tmp_path
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "held-out Agr@10" in result.output
+    assert "held-out Agr@10" in result.output and "note:" not in result.output
+    assert json.loads((student / "distill.json").read_text())["unlisted_items"] == 0
     objective = load_artifact(student).info.training["objective"]
     assert objective["n_negatives"] is None and objective["kl_weight"] == 0.3
     assert load_artifact(student).info.training["answers"] == 700
