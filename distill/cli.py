@@ -161,6 +161,13 @@ def evaluate(
             "per test user; answers lost on the way are billed too)"
         ),
     ] = None,
+    api_profile: Annotated[
+        str | None,
+        typer.Option(
+            help="How to talk to a teacher URL: mlflow, open-inference or a TOML profile file "
+            "(default: recmimic's own contract)"
+        ),
+    ] = None,
 ) -> None:
     """Accuracy of teacher and student on the real test split, and their agreement, per group.
 
@@ -171,8 +178,10 @@ def evaluate(
     if budget is not None and budget < 1:
         raise ValueError(f"--budget must be at least 1 paid answer, got {budget}")
     if not teacher.startswith(("http://", "https://")):  # a mistyped path fails before torch
-        if budget is not None:
-            raise ValueError("--budget applies to a teacher URL: a local teacher is not paid")
+        if budget is not None or api_profile is not None:
+            raise ValueError(
+                "--budget and --api-profile apply to a teacher URL: a local teacher is not asked"
+            )
         artifact_directory(teacher)
     artifact_directory(student)
     from distill.fidelity import EvaluateConfig, evaluate_student
@@ -184,6 +193,7 @@ def evaluate(
         out=out if out is not None else student / "report",
         api_key=api_key_from(api_key) if teacher.startswith(("http://", "https://")) else None,
         budget=budget,
+        api_profile=api_profile,
     )
     report, paths = evaluate_student(config)
     for who in ("teacher", "student"):

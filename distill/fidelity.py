@@ -98,6 +98,7 @@ def ask_test_histories(
     answers: Path,
     budget: int | None = None,
     cache: str | None = None,
+    api_profile: str | None = None,
 ) -> ExtractSummary:
     """Pay the black box for its top-K of every test history, at most once each.
 
@@ -117,6 +118,7 @@ def ask_test_histories(
         scales=(1.0,),
         k=TOP,
         cache=cache,
+        api_profile=api_profile,
     )
     summary = run_event_loop(extract(config, progress=False))
     if summary.stopped == BUDGET_REFUSED:
@@ -166,9 +168,11 @@ def fidelity_report(teacher: Ranked, student: Ranked, split: LeaveOneOutSplit) -
     return {
         "teacher": group_metrics(teacher.ranks, targets, split, DEFAULT_KS),
         "student": group_metrics(student.ranks, targets, split, DEFAULT_KS),
-        "agreement": {
+        "agreement": {  # a group without test users has none (small datasets)
             group: {
-                f"agr{k}": float(values[masks[group]].mean()) for k, values in agreement.items()
+                f"agr{k}": float(values[masks[group]].mean())
+                for k, values in agreement.items()
+                if masks[group].any()
             }
             for group in GROUPS
         },
@@ -185,6 +189,7 @@ class EvaluateConfig:
     out: Path
     api_key: str | None = field(default=None, repr=False)
     budget: int | None = None  # a URL teacher's paid answers, all runs; None: one per test user
+    api_profile: str | None = None  # how to talk to a URL teacher (`extractor.profiles`)
     cache: str | None = None  # a URL teacher's answer cache (redis:// or a file; None: embedded)
 
     @property
@@ -220,6 +225,7 @@ def evaluate_student(config: EvaluateConfig) -> tuple[dict, dict[str, Path]]:
             config.answers,
             config.budget,
             config.cache,
+            config.api_profile,
         )
         evaluation_paid, evaluation_budget = asked.spent_total, asked.budget
         teacher, unknown = rank_with_black_box(config.answers, data, split)

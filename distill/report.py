@@ -88,12 +88,21 @@ def markdown(report: dict[str, Any]) -> str:
     for group in GROUPS:
         teacher, student = report["teacher"][group], report["student"][group]
         agreement = report["agreement"][group]
-        lines.append(
-            f"| {_LABELS[group]} | {student['users']} | {teacher['HR@10']:.4f} "
-            f"| {student['HR@10']:.4f} | {teacher['NDCG@10']:.4f} | {student['NDCG@10']:.4f} "
-            f"| {agreement['agr1']:.3f} | {agreement['agr10']:.3f} |"
-        )
+        cells = [
+            _cell(teacher.get("HR@10"), 4),
+            _cell(student.get("HR@10"), 4),
+            _cell(teacher.get("NDCG@10"), 4),
+            _cell(student.get("NDCG@10"), 4),
+            _cell(agreement.get("agr1"), 3),
+            _cell(agreement.get("agr10"), 3),
+        ]
+        lines.append(f"| {_LABELS[group]} | {student['users']} | " + " | ".join(cells) + " |")
     return "\n".join([*lines, "", *DEFINITIONS]) + "\n"
+
+
+def _cell(value: float | None, digits: int) -> str:
+    """A table cell; a group without test users has no metrics: a dash."""
+    return "–" if value is None else f"{value:.{digits}f}"
 
 
 def chart(report: dict[str, Any], path: Path) -> None:
@@ -103,13 +112,14 @@ def chart(report: dict[str, Any], path: Path) -> None:
     width = 0.38
     figure, (accuracy, agreement) = plt.subplots(1, 2, figsize=(11, 4))
     for offset, who in ((-width / 2, "teacher"), (width / 2, "student")):
-        values = [report[who][group]["NDCG@10"] for group in GROUPS]
+        values = [report[who][group].get("NDCG@10", 0.0) for group in GROUPS]
         accuracy.bar([p + offset for p in positions], values, width, label=who)
     accuracy.set_xticks(list(positions), labels, rotation=20)
     accuracy.set_ylabel("NDCG@10 (full ranking)")
     accuracy.legend()
     accuracy.set_title("accuracy on held-out test items")
-    agreement.bar(positions, [report["agreement"][g]["agr10"] for g in GROUPS], color="tab:green")
+    agr10 = [report["agreement"][g].get("agr10") or 0.0 for g in GROUPS]
+    agreement.bar(positions, agr10, color="tab:green")
     agreement.set_xticks(list(positions), labels, rotation=20)
     agreement.set_ylim(0, 1)
     agreement.set_ylabel("Agr@10 (student vs teacher)")

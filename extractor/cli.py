@@ -66,6 +66,13 @@ def extract(
     timeout: Annotated[float, typer.Option(help="Seconds one request may take")] = 30.0,
     batch_size: Annotated[int, typer.Option(help="Histories per batch request")] = 256,
     chunk_size: Annotated[int, typer.Option(help="Queries handled (and written) together")] = 1024,
+    api_profile: Annotated[
+        str | None,
+        typer.Option(
+            help="How to talk to the black box: mlflow, open-inference or a TOML profile file "
+            "(default: recmimic's own contract)"
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
 ) -> None:
     """Query the black box for a probe set, within the budget; resumes an interrupted run."""
@@ -95,6 +102,7 @@ def extract(
         timeout_s=timeout,
         batch_size=batch_size,
         chunk_size=chunk_size,
+        api_profile=api_profile,
     )
     try:
         summary = run_event_loop(run_extract(config, progress=progress))

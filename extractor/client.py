@@ -37,6 +37,7 @@ The API key is sent in the `Authorization` header only; it is kept out of reprs 
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import logging
 import random
@@ -47,20 +48,19 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Literal, Protocol
 
+import jmespath
 import orjson
 
 from extractor.destinations import DestinationPolicy, DestinationRefused
 from extractor.errors import BlackBoxError
 from extractor.http import HTTPClient, Response, TransportError
-from extractor.ids import JsonIds
+from extractor.profiles import ApiProfile
 from extractor.tasks import gather_or_cancel
+from extractor.wire import ProfileWire, RecmimicWire, Wire, as_ids
 
 log = logging.getLogger("extractor.client")
 
-SINGLE_PATH = "/v1/recommend"
-BATCH_PATH = "/v1/recommend/batch"
 ITEMS_PATH = "/v1/items"
-MODEL_VERSION_HEADER = "x-model-version"
 BUDGET_REFUSED = "budget exhausted"  # the reason given to histories the budget hook refused
 
 
@@ -83,6 +83,7 @@ class ClientConfig:
     items_page_size: int = 1000
     jitter_seed: int | None = None
     destinations: DestinationPolicy | None = None  # None: the one in force (`applied`)
+    profile: ApiProfile | None = None  # None: recmimic's own contract
 
     def __post_init__(self) -> None:
         if self.max_concurrency < 1 or self.batch_size < 1 or self.items_page_size < 1:
@@ -184,16 +185,23 @@ class BlackBoxClient:
         self.budget: BudgetHook = budget if budget is not None else NoBudget()
         self.model_tag: str | None = None
         self.stopped: str | None = None  # why the black box refused us for good (401, 403)
-        self._batch = config.batch
+        self._wire: Wire = (
+            RecmimicWire(config.batch, config.batch_size)
+            if config.profile is None
+            else ProfileWire(config.profile)
+        )
+        self._batch = self._wire.batch
+        self._probing_batch = self._batch is None  # a 404 on the batch route means "singles"
         self._probe = asyncio.Lock()
         self._slots = asyncio.Semaphore(config.max_concurrency)
         self._resume_at = 0.0  # loop time before which no request is sent (after a 429)
         self._random = random.Random(config.jitter_seed)
         self._queue: deque[tuple[_SingleCall, int, list[str], int]] = deque()  # (call, i, h, k)
         self._workers: set[asyncio.Task[None]] = set()
+        headers, self._auth_params = auth_parts(config)
         self._http = HTTPClient(
             config.base_url,
-            headers={"Authorization": f"Bearer {config.api_key}"},
+            headers=headers,
             timeout_s=config.timeout_s,
             connect_timeout_s=config.connect_timeout_s,
             policy=config.destinations,
@@ -224,7 +232,7 @@ class BlackBoxClient:
         outcomes: list[Outcome] = [Outcome(reason="empty history")] * len(histories)
         todo = [i for i, history in enumerate(histories) if len(history) > 0]
         # Batches of `batch_size`, or, once single requests are known to be needed, one queue.
-        size = self.config.batch_size if self._batch is not False else max(len(todo), 1)
+        size = self._wire.batch_size if self._batch is not False else max(len(todo), 1)
         chunks = [todo[start : start + size] for start in range(0, len(todo), size)]
         answered = await gather_or_cancel(
             self._ask_chunk([_as_list(histories[i]) for i in chunk], k) for chunk in chunks
@@ -322,13 +330,11 @@ class BlackBoxClient:
     async def _request(self, histories: list[list[str]], k: int, batch: bool) -> list[Outcome]:
         """Ask until answered or final; raises `_NoBatchRoute` when the batch route is missing."""
         n = len(histories)
-        path = BATCH_PATH if batch else SINGLE_PATH
-        payload = {"histories": histories, "k": k} if batch else {"history": histories[0], "k": k}
-        body = orjson.dumps(payload)
+        method, path, body = self._wire.request(histories, k, batch)
         faults = limited = 0
         while True:
             reply = await self._attempt(
-                "POST", path, n, lambda r: _parse_answers(r, n, k, batch), body=body
+                method, path, n, lambda r: self._wire.parse(r, n, k, batch), body=body
             )
             if isinstance(reply, _NoResponse):
                 if reply.why == "budget" and n > 1:  # what is left may still cover a part
@@ -342,8 +348,10 @@ class BlackBoxClient:
                     self._batch = True  # the route exists: it answered or judged the request
                 if status == 200:
                     if reply.parsed is not None:
-                        tag = response.headers.get(MODEL_VERSION_HEADER)
-                        return [Outcome(items=items, model_tag=tag) for items in reply.parsed]
+                        tag = reply.parsed.model_tag
+                        self._learn_tag(tag)
+                        answers = reply.parsed.answers
+                        return [Outcome(items=items, model_tag=tag) for items in answers]
                     reason = "malformed body"
                 elif status == 429:
                     limited += 1
@@ -351,7 +359,7 @@ class BlackBoxClient:
                         return _failed(n, f"{_describe(response)} ({limited} times)")
                     self._hold(self._pause(response, limited))
                     continue
-                elif batch and status in (404, 405):
+                elif batch and self._probing_batch and status in (404, 405):
                     log.info("no batch endpoint (%d); asking one history per request", status)
                     self._batch = False
                     raise _NoBatchRoute
@@ -406,6 +414,8 @@ class BlackBoxClient:
             charged: bool | None = None
             parsed = None
             try:
+                if self._auth_params:
+                    params = {**(params or {}), **self._auth_params}
                 response = await self._http.request(method, path, body, params)
                 charged = charged_for(response.status_code)
                 if response.status_code == 200:
@@ -421,11 +431,11 @@ class BlackBoxClient:
             finally:
                 if n:
                     await self.budget.on_result(n, charged, n if parsed is not None else 0)
-        self._learn_tag(response)
+        header = self._wire.version_header
+        self._learn_tag(response.headers.get(header.lower()) if header else None)
         return _Reply(response, parsed)
 
-    def _learn_tag(self, response: Response) -> None:
-        tag = response.headers.get(MODEL_VERSION_HEADER)
+    def _learn_tag(self, tag: str | None) -> None:
         if tag is None or tag == self.model_tag:
             return
         if self.model_tag is not None:
@@ -456,7 +466,8 @@ class BlackBoxClient:
 
 
 async def catalogue(client: BlackBoxClient) -> list[str] | None:
-    """Every item id of the black box, paging `GET /v1/items`; None when it offers no listing.
+    """Every item id of the black box, paging its listing (`GET /v1/items`, or the profile's
+    catalogue path); None when it offers no listing.
 
     Pages are asked by `offset` and `limit`. The next offset is the page's `next_offset` when
     it has that field (null: the last page); else, with a `total`, pages follow each other
@@ -464,15 +475,20 @@ async def catalogue(client: BlackBoxClient) -> list[str] | None:
     paged by offset and limit with a total and no `next_offset` was once cut to its first
     page: 1,000 of 1,682 items, and data-free start items came only from those.)
     """
+    spec = client.config.profile.catalogue if client.config.profile else None
+    path = ITEMS_PATH if spec is None else spec.path
+    if path is None:
+        return None
+    items_at = jmespath.compile("items" if spec is None else spec.items)
     items: list[str] = []
     seen: set[str] = set()
     offset = 0
     while True:
         params = {"offset": offset, "limit": client.config.items_page_size}
-        page = await client.get_json(ITEMS_PATH, params)
+        page = await client.get_json(path, params)
         if page is None and not items:
             return None
-        ids, next_offset, total = _items_page(page, offset)
+        ids, next_offset, total = _items_page(page, offset, path, items_at)
         new = [item for item in ids if item not in seen]
         items += new
         seen.update(new)
@@ -482,17 +498,19 @@ async def catalogue(client: BlackBoxClient) -> list[str] | None:
         if next_offset is None:
             return items
         if next_offset <= offset:
-            raise BlackBoxError(f"GET {ITEMS_PATH}: next_offset {next_offset} does not advance")
+            raise BlackBoxError(f"GET {path}: next_offset {next_offset} does not advance")
         offset = next_offset
 
 
 _UNSAID: Any = object()  # a page without a `next_offset` field (not even null)
 
 
-def _items_page(page: Any, offset: int) -> tuple[list[str], Any, int | None]:
+def _items_page(
+    page: Any, offset: int, path: str, items_at: jmespath.parser.ParsedResult
+) -> tuple[list[str], Any, int | None]:
     """(ids, next offset: an int, None for the last page or `_UNSAID`, total) of a page."""
-    listed = page.get("items") if isinstance(page, dict) else None
-    ids = _as_ids(listed) if isinstance(listed, list) else None
+    listed = items_at.search(page) if isinstance(page, dict) else None
+    ids = as_ids(listed) if isinstance(listed, list) else None
     next_offset = page.get("next_offset", _UNSAID) if isinstance(page, dict) else None
     total = page.get("total") if isinstance(page, dict) else None
     if (
@@ -500,31 +518,12 @@ def _items_page(page: Any, offset: int) -> tuple[list[str], Any, int | None]:
         or not (next_offset in (None, _UNSAID) or _is_count(next_offset))
         or not (total is None or _is_count(total))
     ):
-        raise BlackBoxError(f"GET {ITEMS_PATH}: malformed page at offset {offset}")
+        raise BlackBoxError(f"GET {path}: malformed page at offset {offset}")
     return ids, next_offset, total
 
 
 def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _parse_answers(response: Response, n: int, k: int, batch: bool) -> list[JsonIds] | None:
-    """The n item lists of a 200 body, or None when the body breaks the contract."""
-    try:
-        payload = orjson.loads(response.content)
-    except ValueError:  # invalid JSON or bytes (a truncated body)
-        return None
-    results = payload.get("results") if batch and isinstance(payload, dict) else [payload]
-    if not isinstance(results, list) or len(results) != n:
-        return None
-    answers = []
-    for result in results:
-        items = result.get("items") if isinstance(result, dict) else None
-        answer = _as_ids(items) if isinstance(items, list) and len(items) <= k else None
-        if answer is None or len(set(answer)) != len(answer):
-            return None
-        answers.append(JsonIds.of(answer))
-    return answers
 
 
 def _as_list(history: Sequence[str]) -> list[str]:
@@ -541,15 +540,20 @@ def _json_body(response: Response) -> Any | None:
         return None
 
 
-def _as_ids(items: list[Any]) -> list[str] | None:
-    """The ids as strings, or None if any is neither a string nor an integer (ML-100k ids
-    look like numbers). Checks the set of types, not each item: this runs on every answer."""
-    kinds = set(map(type, items))
-    if kinds <= {str}:
-        return items
-    if kinds <= {str, int}:
-        return [str(item) for item in items]
-    return None
+def auth_parts(config: ClientConfig) -> tuple[dict[str, str], dict[str, str]]:
+    """(headers, query parameters) that carry the API key, as the profile says (recmimic's
+    contract: `Authorization: Bearer`)."""
+    auth = config.profile.auth if config.profile is not None else None
+    key = config.api_key
+    if auth is None or auth.kind == "bearer":
+        return {"Authorization": f"Bearer {key}"}, {}
+    if auth.kind == "header":
+        return {str(auth.name): key}, {}
+    if auth.kind == "query":
+        return {}, {str(auth.name): key}
+    if auth.kind == "basic":
+        return {"Authorization": "Basic " + base64.b64encode(key.encode()).decode()}, {}
+    return {}, {}
 
 
 def charged_for(status: int) -> bool | None:

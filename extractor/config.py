@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from extractor.cache import redact_url
+from extractor.profiles import ApiProfile, load_profile
 from extractor.views import DEFAULT_SCALES
 
 Source = Literal["autoregressive", "frequency", "seeded", "test-histories"]
@@ -53,6 +54,12 @@ class ExtractConfig:
     chunk_size: int = 1024  # queries planned, looked up and paid for together; rows per part
     batch_size: int = 256  # histories per batch request
     batch: bool | None = None  # None: use the batch endpoint when offered; False: never
+    api_profile: str | None = None  # a built-in profile's name or a TOML file; None: recmimic's
+
+    @property
+    def profile(self) -> ApiProfile | None:
+        """The API profile the client speaks (`extractor.profiles`); None: recmimic's contract."""
+        return None if self.api_profile is None else load_profile(self.api_profile)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "teacher_url", self.teacher_url.rstrip("/"))
@@ -61,6 +68,7 @@ class ExtractConfig:
         problem = self._problem()
         if problem:
             raise ValueError(problem)
+        self.profile  # noqa: B018  (a profile that cannot be used fails here, naming its field)
 
     def _problem(self) -> str | None:
         """The first thing wrong with this config, as one line; None when it is usable."""

@@ -514,6 +514,7 @@ def _client_config(config: ExtractConfig) -> ClientConfig:
         batch_size=config.batch_size,
         batch=config.batch,
         jitter_seed=config.seed,
+        profile=config.profile,
     )
 
 
@@ -552,7 +553,8 @@ async def extract(config: ExtractConfig, progress: bool = True) -> ExtractSummar
         items = await catalogue(client)  # also learns the model tag, for the cache keys
         if seeded is None and not items:
             raise ValueError(
-                "the black box lists no catalogue (GET /v1/items); use --source seeded"
+                "the black box lists no catalogue (GET /v1/items, or the API profile's "
+                "catalogue path); use --source seeded"
             )
         if items and config.k > len(items):
             raise ValueError(

@@ -2,26 +2,25 @@
 
 Routes: `POST /v1/recommend`, `POST /v1/recommend/batch`, `GET /v1/items`, `GET /v1/usage`
 (the key's own quota counter, which tests and benchmarks read as a witness) and `GET /healthz`
-(no key). Every refusal is `{"detail": "<message>"}` with a 4xx status (injected faults are
-5xx); every response carries `X-Model-Version`. Recommendation bodies are read and parsed by
-hand, after the key and rate checks, so that an unauthenticated or rate-limited client is told
-so before anything else, and so that the size limit holds while the body is read. Faults apply
-to /v1/recommend* only.
+(no key); with another `wire` (`teacher_mock.wires`), that API's routes replace the first two.
+Every refusal is `{"detail": "<message>"}` with a 4xx status (injected faults are 5xx); in
+recmimic's wire every response carries `X-Model-Version`. Recommendation bodies are read and
+parsed by hand, after the key and rate checks, so that an unauthenticated or rate-limited client
+is told so before anything else, and so that the size limit holds while the body is read.
+Faults apply to the recommendation routes only.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from seqrec.artifacts import Artifact, load_artifact
@@ -32,14 +31,14 @@ from seqrec.serving.contract import (
     RecommendRequest,
     describe_errors,
 )
-from teacher_mock.errors import BodyTooLarge, InvalidRequest, TeacherError
-from teacher_mock.faults import truncate
+from teacher_mock.errors import TeacherError
+from teacher_mock.routing import ApiKey, MeteredKey, TeacherDep, json_answer, read_json
 from teacher_mock.schemas import ErrorDetail, ItemsPage, UsageReport
-from teacher_mock.settings import TeacherSettings
+from teacher_mock.settings import TeacherSettings, Wire
 from teacher_mock.teacher import Teacher
+from teacher_mock.wires import add_wire_routes
 
 log = logging.getLogger("teacher_mock")
-Body = TypeVar("Body", bound=BaseModel)
 
 
 def create_app(settings: TeacherSettings, artifact: Artifact | None = None) -> FastAPI:
@@ -58,10 +57,12 @@ def create_app(settings: TeacherSettings, artifact: Artifact | None = None) -> F
 
     app = FastAPI(title="recmimic teacher (black box)", lifespan=lifespan)
     app.state.teacher = teacher
-    _add_routes(app)
+    _add_routes(app, settings.wire)
+    add_wire_routes(app, settings.wire)
     app.add_exception_handler(TeacherError, _teacher_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_middleware(ModelVersionHeader, version=teacher.version)
+    if settings.wire == "recmimic":
+        app.add_middleware(ModelVersionHeader, version=teacher.version)
     log.info(
         "teacher model %s: %d items, %d API key(s), quota=%s, rate=%s/s, faults: error=%g "
         "timeout=%g truncate=%g latency=%gms",
@@ -76,31 +77,6 @@ def create_app(settings: TeacherSettings, artifact: Artifact | None = None) -> F
         settings.latency_ms,
     )
     return app
-
-
-def get_teacher(request: Request) -> Teacher:
-    return request.app.state.teacher
-
-
-TeacherDep = Annotated[Teacher, Depends(get_teacher)]
-_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
-
-
-def api_key(
-    teacher: TeacherDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> str:
-    return teacher.authenticate(credentials.credentials if credentials else None)
-
-
-def metered_key(teacher: TeacherDep, key: Annotated[str, Depends(api_key)]) -> str:
-    """A valid key that still has a token in its rate-limit bucket."""
-    teacher.limiter.check(key)
-    return key
-
-
-ApiKey = Annotated[str, Depends(api_key)]
-MeteredKey = Annotated[str, Depends(metered_key)]
 
 
 def _refusal(description: str, headers: dict[str, tuple[str, str]] | None = None) -> dict[str, Any]:
@@ -136,11 +112,17 @@ _RECOMMEND = {
 }
 
 
-def _add_routes(app: FastAPI) -> None:
+def _add_routes(app: FastAPI, wire: Wire) -> None:
     @app.get("/healthz")
     async def healthz(teacher: TeacherDep) -> dict[str, Any]:
         return {"status": "ok", "model_version": teacher.version, "items": len(teacher.catalogue)}
 
+    _add_listing_routes(app)
+    if wire == "recmimic":
+        _add_recommend_routes(app)
+
+
+def _add_recommend_routes(app: FastAPI) -> None:
     @app.post(
         "/v1/recommend",
         response_model=Recommendation,
@@ -151,7 +133,7 @@ def _add_routes(app: FastAPI) -> None:
         """The top-k unseen items for one history (oldest item first), best first."""
         body = await read_json(request, RecommendRequest, teacher.settings.max_body_bytes)
         answer = await teacher.recommend(key, [body.history], body.k, batch=False)
-        return _json(answer.results[0].model_dump(exclude_none=True), answer.truncate)
+        return json_answer(answer.results[0].model_dump(exclude_none=True), answer.truncate)
 
     @app.post(
         "/v1/recommend/batch",
@@ -164,8 +146,10 @@ def _add_routes(app: FastAPI) -> None:
         body = await read_json(request, BatchRecommendRequest, teacher.settings.max_body_bytes)
         answer = await teacher.recommend(key, body.histories, body.k, batch=True)
         results = [result.model_dump(exclude_none=True) for result in answer.results]
-        return _json({"results": results}, answer.truncate)
+        return json_answer({"results": results}, answer.truncate)
 
+
+def _add_listing_routes(app: FastAPI) -> None:
     @app.get("/v1/items", responses=_METERED)
     async def items(
         teacher: TeacherDep,
@@ -185,28 +169,6 @@ def _add_routes(app: FastAPI) -> None:
         """This key's quota counter: answered histories so far (not rate limited)."""
         used = teacher.quota.usage(key)
         return UsageReport(used=used.used, quota=used.quota, remaining=used.remaining)
-
-
-async def read_json(request: Request, model: type[Body], limit: int) -> Body:
-    """Read at most `limit` bytes of body (413 beyond) and parse it as `model` (422 if bad)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(f"body of {declared} bytes exceeds the limit of {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    try:
-        return model.model_validate_json(b"".join(chunks))
-    except ValidationError as exc:
-        raise InvalidRequest(describe_errors(exc.errors(), prefix="body")) from None
-
-
-def _json(payload: dict[str, Any], cut: bool) -> Response:
-    body = json.dumps(payload, separators=(",", ":")).encode()
-    return Response(truncate(body) if cut else body, media_type="application/json")
 
 
 def _body_doc(model: type[BaseModel]) -> dict[str, Any]:

@@ -95,6 +95,13 @@ def serve(
             help="Seed of the fault draws.", show_default=_default("fault_seed", "random")
         ),
     ] = None,
+    wire: Annotated[
+        str | None,
+        typer.Option(
+            help="The API it speaks: recmimic, mlflow or open-inference.",
+            show_default=_default("wire", "recmimic"),
+        ),
+    ] = None,
     workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
 ) -> None:
     """Serve a trained model as a black-box top-k recommendation API."""
@@ -114,6 +121,7 @@ def serve(
         "timeout_rate": timeout_rate,
         "truncate_rate": truncate_rate,
         "fault_seed": fault_seed,
+        "wire": wire,
     }
     try:
         settings = TeacherSettings(**{name: v for name, v in given.items() if v is not None})

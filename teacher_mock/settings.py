@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "RECMIMIC_TEACHER_"
+Wire = Literal["recmimic", "mlflow", "open-inference"]  # the API spoken (teacher_mock.wires)
 
 
 class TeacherSettings(BaseSettings):
@@ -25,6 +26,7 @@ class TeacherSettings(BaseSettings):
 
     model_dir: Path
     device: str = "cpu"
+    wire: Wire = Field(default="recmimic", description="the API it speaks (teacher_mock.wires)")
 
     # Access control.
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)

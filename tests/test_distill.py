@@ -338,6 +338,19 @@ def test_a_model_compared_with_itself_agrees_fully(teacher_dir: Path, tmp_path: 
     assert "evaluation paid nothing (a local teacher)" in markdown
 
 
+def test_a_dataset_too_small_for_every_group_gets_a_report_with_dashes(tmp_path: Path) -> None:
+    """A group without test users once raised KeyError('HR@10') from the report."""
+    tiny = "synthetic:40:25"
+    item_ids = [str(raw) for raw in load_dataset(tiny).item_ids]
+    model = save_tiny_teacher(tmp_path / "model", item_ids)
+    report, paths = evaluate_student(
+        EvaluateConfig(teacher=str(model), student=model, dataset=tiny, out=tmp_path / "report")
+    )
+    empty = [group for group, metrics in report["student"].items() if metrics["users"] == 0]
+    assert empty and all(report["agreement"][group] == {} for group in empty)
+    assert "| – |" in paths["markdown"].read_text() and paths["png"].stat().st_size > 0
+
+
 def test_a_teacher_over_http_ranks_like_the_same_model_on_disk(
     teacher_dir: Path, teacher_url: str, tmp_path: Path
 ):
@@ -470,7 +483,7 @@ def test_answers_naming_items_the_dataset_lacks_are_counted(
 def test_evaluate_refuses_a_budget_it_cannot_use(teacher_dir: Path, teacher_url: str) -> None:
     for teacher, budget, message in [
         (teacher_url, "0", "--budget must be at least 1 paid answer, got 0"),
-        (str(teacher_dir), "10", "--budget applies to a teacher URL"),
+        (str(teacher_dir), "10", "--budget and --api-profile apply to a teacher URL"),
     ]:
         command = ["evaluate", "--teacher", teacher, "--student", str(teacher_dir)]
         result = CliRunner().invoke(app, [*command, "--dataset", DATASET, "--budget", budget])

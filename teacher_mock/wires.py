@@ -1,0 +1,102 @@
+"""The black box in other APIs' wire formats: the same model, keys, quota and faults.
+
+`TeacherSettings.wire` picks what the teacher speaks besides its listing and usage routes:
+recmimic's own contract (`/v1/recommend*`, with `X-Model-Version` on every response), MLflow's
+model server (`POST /invocations`, `{"inputs": {"history": [...]}, "params": {"k": ...}}` ->
+`{"predictions": [...]}`, no model version), or the open inference protocol of KServe v2 and
+Triton (`POST /v2/models/{name}/infer`, BYTES tensors, the model version in the body). Each
+built-in API profile (`extractor.profiles`) is tested against the wire it describes on a real
+port.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Path, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from teacher_mock.errors import InvalidRequest
+from teacher_mock.routing import MeteredKey, TeacherDep, json_answer, read_json
+from teacher_mock.settings import Wire
+
+MODEL_NAME = "recommender"  # the open inference model's name
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MlflowInputs(_Strict):
+    history: list[list[str]] = Field(min_length=1)
+
+
+class MlflowParams(_Strict):
+    k: int = Field(default=10, ge=1)
+
+
+class MlflowRequest(_Strict):
+    inputs: MlflowInputs
+    params: MlflowParams = MlflowParams()
+
+
+class Tensor(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list[Any]
+
+
+class InferParameters(BaseModel):
+    k: int = Field(default=10, ge=1)
+
+
+class InferRequest(BaseModel):
+    id: str | None = None
+    inputs: list[Tensor] = Field(min_length=1)
+    parameters: InferParameters = InferParameters()
+
+
+def add_wire_routes(app: FastAPI, wire: Wire) -> None:
+    """The recommendation routes of `wire` other than recmimic's (`teacher_mock.app`)."""
+    if wire == "mlflow":
+
+        @app.post("/invocations")
+        async def invocations(request: Request, teacher: TeacherDep, key: MeteredKey) -> Response:
+            """MLflow's scoring route: one id list per row of the `history` input."""
+            body = await read_json(request, MlflowRequest, teacher.settings.max_body_bytes)
+            histories = body.inputs.history
+            answer = await teacher.recommend(key, histories, body.params.k, batch=True)
+            predictions = [result.items for result in answer.results]
+            return json_answer({"predictions": predictions}, answer.truncate)
+
+    elif wire == "open-inference":
+
+        @app.post("/v2/models/{name}/infer")
+        async def infer(
+            request: Request,
+            teacher: TeacherDep,
+            key: MeteredKey,
+            name: Annotated[str, Path()],
+        ) -> Response:
+            """One history as the BYTES tensor `history` of shape [1, n]; the answer's ids as
+            the BYTES tensor `items`."""
+            if name != MODEL_NAME:
+                raise InvalidRequest(f"no model {name!r}; this server has {MODEL_NAME!r}")
+            body = await read_json(request, InferRequest, teacher.settings.max_body_bytes)
+            tensor = next((t for t in body.inputs if t.name == "history"), None)
+            if tensor is None or tensor.shape != [1, len(tensor.data)]:
+                raise InvalidRequest("inputs: need a 'history' tensor of shape [1, n]")
+            history = [str(item) for item in tensor.data]
+            answer = await teacher.recommend(key, [history], body.parameters.k, batch=False)
+            items = answer.results[0].items
+            payload = {
+                "model_name": MODEL_NAME,
+                "model_version": teacher.version,
+                "id": body.id or "",
+                "outputs": [
+                    {"name": "items", "shape": [1, len(items)], "datatype": "BYTES", "data": items}
+                ],
+            }
+            return json_answer(payload, answer.truncate)
