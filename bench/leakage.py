@@ -136,11 +136,13 @@ def extract_once(url: str, out: Path, budget: int, regime: str, seed: int) -> di
 
     Both sources offer more queries than the budget buys, so the budget ends the run, in an
     order where any first part is what a smaller budget buys: seeded, 2 + budget / 2,400
-    prefixes per user in a seeded shuffle; data-free, budget / 50 sequences of up to 50 items
+    prefixes per user in a seeded shuffle (seeded-whole-first: each user's whole history
+    first, `ExtractConfig.whole_first`); data-free, budget / 50 sequences of up to 50 items
     (about 70 answers each, views included), grown 32 at a time (`group_size`)."""
     if not (out / SUMMARY_FILENAME).is_file():
-        if regime == "seeded":
+        if regime in ("seeded", "seeded-whole-first"):
             source = {"source": "seeded", "dataset": DATASET, "prefixes": budget // 2400 + 2}
+            source["whole_first"] = regime == "seeded-whole-first"
         else:
             source = {"source": "autoregressive", "n_sequences": budget // 50, "max_length": 50}
         config = ExtractConfig(
@@ -453,7 +455,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--quick", action="store_true", help="SASRec, 1,000-5,000, 20 epochs")
     parser.add_argument("--teachers", default=None, help="sasrec,bert4rec (quick: sasrec)")
-    parser.add_argument("--regimes", default="seeded,data-free")
+    parser.add_argument(
+        "--regimes", default="seeded,data-free", help="seeded, data-free, seeded-whole-first"
+    )
     parser.add_argument("--seeds", default=None, help="comma-separated (default 0,1,2; quick 0)")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--budgets", default=None, help="train only these budgets of the curve")

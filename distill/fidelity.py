@@ -26,6 +26,7 @@ from extractor.client import BUDGET_REFUSED
 from extractor.config import TEST_HISTORIES, ExtractConfig
 from extractor.errors import BlackBoxError
 from extractor.probeset import ANSWERED, read_probe_set
+from extractor.profiles import ApiProfile
 from extractor.run import SUMMARY_FILENAME as EXTRACT_SUMMARY
 from extractor.run import ExtractSummary, extract
 from extractor.tasks import run_event_loop
@@ -98,7 +99,7 @@ def ask_test_histories(
     answers: Path,
     budget: int | None = None,
     cache: str | None = None,
-    api_profile: str | None = None,
+    api_profile: str | ApiProfile | None = None,
 ) -> ExtractSummary:
     """Pay the black box for its top-K of every test history, at most once each.
 
@@ -189,7 +190,7 @@ class EvaluateConfig:
     out: Path
     api_key: str | None = field(default=None, repr=False)
     budget: int | None = None  # a URL teacher's paid answers, all runs; None: one per test user
-    api_profile: str | None = None  # how to talk to a URL teacher (`extractor.profiles`)
+    api_profile: str | ApiProfile | None = None  # how to talk to a URL teacher
     cache: str | None = None  # a URL teacher's answer cache (redis:// or a file; None: embedded)
 
     @property

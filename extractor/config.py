@@ -54,12 +54,16 @@ class ExtractConfig:
     chunk_size: int = 1024  # queries planned, looked up and paid for together; rows per part
     batch_size: int = 256  # histories per batch request
     batch: bool | None = None  # None: use the batch endpoint when offered; False: never
-    api_profile: str | None = None  # a built-in profile's name or a TOML file; None: recmimic's
+    # A built-in profile's name, a TOML file or a profile itself (a service job's); None:
+    # recmimic's own contract.
+    api_profile: str | ApiProfile | None = None
 
     @property
     def profile(self) -> ApiProfile | None:
         """The API profile the client speaks (`extractor.profiles`); None: recmimic's contract."""
-        return None if self.api_profile is None else load_profile(self.api_profile)
+        if self.api_profile is None or isinstance(self.api_profile, ApiProfile):
+            return self.api_profile
+        return load_profile(self.api_profile)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "teacher_url", self.teacher_url.rstrip("/"))
@@ -139,6 +143,8 @@ class ExtractConfig:
         """Every setting but the API key (and any cache password), JSON-ready."""
         data = asdict(self)
         del data["api_key"]
+        if isinstance(self.api_profile, ApiProfile):
+            data["api_profile"] = self.api_profile.model_dump(mode="json")
         data["cache"] = None if self.cache is None else redact_url(self.cache)
         data["out"] = str(self.out)
         data["scales"] = list(self.scales)

@@ -16,6 +16,7 @@ from typing import Any
 from distill.config import DistillConfig, ObjectiveConfig
 from distill.fidelity import EvaluateConfig
 from extractor.config import ExtractConfig
+from extractor.profiles import ApiProfile
 from seqrec.models import ModelConfig
 from service.settings import ServiceSettings
 
@@ -63,6 +64,12 @@ def resolve_dataset(name: str, settings: ServiceSettings) -> str:
     return str(path)
 
 
+def job_profile(request: dict[str, Any]) -> str | ApiProfile | None:
+    """The job's API profile: a built-in's name, or the profile it carries (stored as JSON)."""
+    profile = request.get("profile")  # absent from jobs made before the field
+    return ApiProfile.model_validate(profile) if isinstance(profile, dict) else profile
+
+
 def extract_config(
     request: dict[str, Any], teacher_key: str, settings: ServiceSettings, paths: JobPaths
 ) -> ExtractConfig:
@@ -82,6 +89,7 @@ def extract_config(
         k=request["k"],
         cache=settings.redis_url,  # None: embedded under the probe folder
         seed=request["seed"],
+        api_profile=job_profile(request),
     )
 
 
@@ -112,5 +120,6 @@ def evaluate_config(
         out=paths.report,
         api_key=teacher_key,
         budget=request.get("evaluation_budget"),  # absent from jobs made before the field
+        api_profile=job_profile(request),
         cache=settings.redis_url,  # None: embedded under the report's teacher answers
     )

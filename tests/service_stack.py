@@ -53,11 +53,13 @@ def job_request(teacher_url: str, teacher_key: str, **changes: Any) -> dict[str,
 
 
 @contextmanager
-def teacher(directory: Path, latency_ms: float = 0.0) -> Iterator[str]:
-    """The black box over the synthetic catalogue, in a thread; yields its URL."""
+def teacher(directory: Path, latency_ms: float = 0.0, wire: str = "recmimic") -> Iterator[str]:
+    """The black box over the synthetic catalogue, in a thread, speaking `wire`; its URL."""
     if not directory.exists():
         save_tiny_teacher(directory, [str(i) for i in load_dataset(DATASET).item_ids])
-    settings = TeacherSettings(model_dir=directory, api_keys=TEACHER_KEYS, latency_ms=latency_ms)
+    settings = TeacherSettings(
+        model_dir=directory, api_keys=TEACHER_KEYS, latency_ms=latency_ms, wire=wire
+    )
     with running(create_app(settings)) as url:
         yield url
 

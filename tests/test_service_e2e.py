@@ -120,6 +120,37 @@ def test_serve_alone_runs_the_api_and_a_worker(teacher_url: str, tmp_path: Path)
         service.stop()
 
 
+def test_a_job_speaks_the_api_its_profile_names(tmp_path: Path) -> None:
+    """A job with `profile: open-inference` against a black box that speaks only that: probing
+    and evaluation both go through it, the model version comes from the answers' bodies, and
+    the job's paid count is the teacher's bill."""
+    service = Service(tmp_path / "home")
+    try:
+        url = service.api()
+        service.start("worker")
+        key = create_key(service.store.sessions, "dana")
+        with (
+            teacher(tmp_path / "model", wire="open-inference") as teacher_url,
+            client(url, key) as api,
+        ):
+            body = job_request(teacher_url, TEACHER_KEYS[2], dataset=DATASET, epochs=1)
+            data_free = api.post("/v1/jobs", json={**body, "profile": "open-inference"})
+            assert data_free.status_code == 422 and "lists none" in data_free.json()["detail"]
+            body["source"], body["prefixes"] = "seeded", 2
+            created = api.post("/v1/jobs", json={**body, "profile": "open-inference"})
+            assert created.status_code == 201, created.text
+            assert created.json()["request"]["profile"] == "open-inference"
+            job = follow(api, created.json()["id"])
+            assert job["status"] == "done", (job["error"], service.logs())
+            assert job["paid"] == usage(teacher_url, TEACHER_KEYS[2])
+            assert job["metrics"]["probing"]["model_tag"]  # named in the answers' bodies
+            refused = api.post("/v1/jobs", json={**body, "profile": "personalize"})
+            assert refused.status_code == 422
+            assert "body.profile: no built-in API profile" in refused.json()["detail"]
+    finally:
+        service.stop()
+
+
 def _answers(url: str) -> bool:
     try:
         return httpx.get(f"{url}/readyz").status_code == 200

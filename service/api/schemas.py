@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from distill.config import Objective
+from extractor.profiles import BUILT_IN, ApiProfile, load_profile
 from extractor.views import DEFAULT_SCALES
 
 Status = Literal["queued", "probing", "training", "evaluating", "done", "failed", "cancelled"]
@@ -81,6 +82,12 @@ class JobRequest(BaseModel):
         description="seeded: ask at most a query's most recent N items; null = all of them",
     )
     epochs: int | None = Field(default=None, ge=1, le=1000, description="cap on training epochs")
+    profile: str | ApiProfile | None = Field(
+        default=None,
+        description="how to talk to the black box: a built-in API profile's name (mlflow, "
+        "open-inference) or a profile object (the TOML file's fields); null = recmimic's own "
+        "contract. The key goes in teacher_api_key, never in the profile's headers",
+    )
 
     @field_validator("*")
     @classmethod
@@ -88,6 +95,13 @@ class JobRequest(BaseModel):
         text = value.get_secret_value() if isinstance(value, SecretStr) else value
         if isinstance(text, str):
             storable(text)
+        return value
+
+    @field_validator("profile")
+    @classmethod
+    def _built_in(cls, value: str | ApiProfile | None) -> str | ApiProfile | None:
+        if isinstance(value, str) and value not in BUILT_IN:
+            raise ValueError(f"no built-in API profile {value!r}; known: {', '.join(BUILT_IN)}")
         return value
 
     @field_validator("teacher_url")
@@ -127,6 +141,12 @@ class JobRequest(BaseModel):
             raise ValueError("the seeded source needs a dataset")
         if self.source != "seeded" and self.max_history is not None:
             raise ValueError("max_history applies to the seeded source")
+        profile = load_profile(self.profile) if isinstance(self.profile, str) else self.profile
+        if self.source != "seeded" and profile is not None and profile.catalogue.path is None:
+            raise ValueError(
+                f"the {self.source} source needs the black box's catalogue, and the API profile "
+                "lists none: use the seeded source"
+            )
         if self.evaluation_budget is not None and not self.dataset:
             raise ValueError("evaluation_budget needs a dataset (nothing is evaluated without)")
         return self
