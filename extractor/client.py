@@ -56,7 +56,7 @@ from extractor.errors import BlackBoxError
 from extractor.http import HTTPClient, Response, TransportError
 from extractor.profiles import ApiProfile
 from extractor.tasks import gather_or_cancel
-from extractor.wire import ProfileWire, RecmimicWire, Wire, as_ids
+from extractor.wire import ProfileWire, RecmimicWire, Wire, as_ids, mismatch
 
 log = logging.getLogger("extractor.client")
 
@@ -192,6 +192,9 @@ class BlackBoxClient:
         )
         self._batch = self._wire.batch
         self._probing_batch = self._batch is None  # a 404 on the batch route means "singles"
+        # A profile is checked by its first answer, asked for one history alone: until one
+        # parses, an answer that does not is final (a wrong profile would pay for every retry).
+        self._checked = config.profile is None
         self._probe = asyncio.Lock()
         self._slots = asyncio.Semaphore(config.max_concurrency)
         self._resume_at = 0.0  # loop time before which no request is sent (after a 429)
@@ -280,6 +283,13 @@ class BlackBoxClient:
             await asyncio.sleep(self._backoff(faults))
 
     async def _ask_chunk(self, chunk: list[list[str]], k: int) -> list[Outcome]:
+        if not self._checked:
+            first = None
+            async with self._probe:
+                if not self._checked:  # one paid answer says whether the profile fits
+                    first = await self._request(chunk[:1], k, batch=bool(self._batch))
+            if first is not None:  # the rest, once the lock is free (it is not reentrant)
+                return first + (await self._ask_chunk(chunk[1:], k) if chunk[1:] else [])
         try:
             if self._batch is None:
                 async with self._probe:  # one chunk at a time until the batch route is known
@@ -348,10 +358,16 @@ class BlackBoxClient:
                     self._batch = True  # the route exists: it answered or judged the request
                 if status == 200:
                     if reply.parsed is not None:
+                        self._checked = True
                         tag = reply.parsed.model_tag
                         self._learn_tag(tag)
                         answers = reply.parsed.answers
                         return [Outcome(items=items, model_tag=tag) for items in answers]
+                    if not self._checked and self.config.profile is not None:
+                        why = mismatch(self.config.profile, response, n, k)
+                        self.stopped = f"the answer does not fit the API profile: {why}"
+                        log.warning("%s", self.stopped)
+                        return _failed(n, self.stopped)
                     reason = "malformed body"
                 elif status == 429:
                     limited += 1

@@ -105,6 +105,39 @@ class ProfileWire:
         return Parsed(answers, tag)
 
 
+def mismatch(profile: ApiProfile, response: Response, n: int, k: int) -> str:
+    """Why an answer does not match `profile`, in one line: the expression that failed and the
+    answer's shape (keys and types only: no value of the answer is shown, secrets included)."""
+    try:
+        payload = orjson.loads(response.content)
+    except ValueError:
+        return "the answer is not JSON"
+    expression = profile.answer.items
+    found = profile._items.search(payload)
+    want = f"{n} id lists" if profile.request.batch else "a list of ids"
+    if found is None:
+        problem = f"answer.items {expression!r} found nothing"
+    elif profile.answers(payload, n) is None:
+        problem = f"answer.items {expression!r} found {shape_of(found)}, not {want}"
+    else:
+        problem = f"answer.items {expression!r} found ids that are not {k} or fewer distinct ids"
+    return f"{problem}; the answer's shape: {shape_of(payload)}"
+
+
+def shape_of(value: Any, depth: int = 4) -> str:
+    """A JSON value's structure without its values: `{"a": [str ×3]}`."""
+    if isinstance(value, dict):
+        if depth == 0:
+            return "{…}"
+        inner = ", ".join(f'"{key}": {shape_of(item, depth - 1)}' for key, item in value.items())
+        return "{" + inner + "}"
+    if isinstance(value, list):
+        if not value:
+            return "[]"
+        return f"[{shape_of(value[0], depth - 1) if depth else '…'} ×{len(value)}]"
+    return "null" if value is None else type(value).__name__
+
+
 def id_lists(lists: list[Any], k: int) -> list[JsonIds] | None:
     """Each answer's ids as strings, or None if any answer is not a list of at most k distinct
     string or integer ids."""

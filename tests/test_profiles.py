@@ -62,8 +62,8 @@ def usage(url: str) -> int:
 
 def extraction(url: str, out: Path, **changes: Any) -> ExtractConfig:
     settings: dict[str, Any] = dict(source="seeded", dataset=DATASET, prefixes=3, k=10)
-    settings.update(changes)
-    return ExtractConfig(teacher_url=url, api_key=KEY, budget=2000, out=out, **settings)
+    settings.update({"budget": 2000, **changes})
+    return ExtractConfig(teacher_url=url, api_key=KEY, out=out, **settings)
 
 
 @pytest.mark.parametrize("profile", ["mlflow", "open-inference"])
@@ -203,3 +203,32 @@ def test_a_bad_profile_is_one_line_naming_the_field(
 def test_an_unknown_profile_name_lists_the_built_in_ones() -> None:
     with pytest.raises(ProfileError, match="mlflow, open-inference"):
         load_profile("personalize")
+
+
+def test_a_profile_that_does_not_fit_the_answers_stops_after_one_paid_call(
+    teachers: dict[str, str], tmp_path: Path
+) -> None:
+    """A wrong expression would have paid every request and its retries, then written every
+    query as failed; the first answer is asked alone and checks the profile."""
+    url = teachers["mlflow"]
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text(
+        'name = "mlflow-typo"\n[request]\npath = "/invocations"\nbatch = true\n'
+        'body = {inputs = {history = "{histories}"}, params = {k = "{k}"}}\n'
+        '[answer]\nitems = "predictionz"\n'
+    )
+    out, before = tmp_path / "out", usage(url)
+    result = CliRunner(env={"RECMIMIC_API_KEY": KEY}).invoke(
+        app,
+        ["extract", "--teacher-url", url, "--budget", "500", "--out", str(out)]
+        + ["--dataset", DATASET, "--k", "10", "--api-profile", str(wrong), "--no-progress"],
+    )
+    message = str(result.exception)
+    assert is_user_error(result.exception) and "\n" not in message
+    assert "answer.items 'predictionz' found nothing" in message
+    assert 'the answer\'s shape: {"predictions": [[str ×10] ×1]}' in message
+    assert usage(url) - before == 1 and read_probe_set(out).num_rows == 0
+    fixed = asyncio.run(
+        extract(extraction(url, out, budget=500, api_profile="mlflow", prefixes="all"), False)
+    )
+    assert fixed.stopped in (None, "budget exhausted") and read_probe_set(out).num_rows > 0
