@@ -48,7 +48,6 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Literal, Protocol
 
-import jmespath
 import orjson
 
 from extractor.destinations import DestinationPolicy, DestinationRefused
@@ -56,11 +55,10 @@ from extractor.errors import BlackBoxError
 from extractor.http import HTTPClient, Response, TransportError
 from extractor.profiles import ApiProfile
 from extractor.tasks import gather_or_cancel
-from extractor.wire import ProfileWire, RecmimicWire, Wire, as_ids, mismatch
+from extractor.wire import ProfileWire, RecmimicWire, Wire, mismatch
 
 log = logging.getLogger("extractor.client")
 
-ITEMS_PATH = "/v1/items"
 BUDGET_REFUSED = "budget exhausted"  # the reason given to histories the budget hook refused
 
 
@@ -479,67 +477,6 @@ class BlackBoxClient:
         """Full jitter: uniform in [0, min(max, base * 2^(attempt-1))]."""
         ceiling = min(self.config.backoff_max_s, self.config.backoff_base_s * 2 ** (attempt - 1))
         return self._random.uniform(0, ceiling)
-
-
-async def catalogue(client: BlackBoxClient) -> list[str] | None:
-    """Every item id of the black box, paging its listing (`GET /v1/items`, or the profile's
-    catalogue path); None when it offers no listing.
-
-    Pages are asked by `offset` and `limit`. The next offset is the page's `next_offset` when
-    it has that field (null: the last page); else, with a `total`, pages follow each other
-    until that many ids are in; else until a page brings no id not already listed. (A listing
-    paged by offset and limit with a total and no `next_offset` was once cut to its first
-    page: 1,000 of 1,682 items, and data-free start items came only from those.)
-    """
-    spec = client.config.profile.catalogue if client.config.profile else None
-    path = ITEMS_PATH if spec is None else spec.path
-    if path is None:
-        return None
-    items_at = jmespath.compile("items" if spec is None else spec.items)
-    items: list[str] = []
-    seen: set[str] = set()
-    offset = 0
-    while True:
-        params = {"offset": offset, "limit": client.config.items_page_size}
-        page = await client.get_json(path, params)
-        if page is None and not items:
-            return None
-        ids, next_offset, total = _items_page(page, offset, path, items_at)
-        new = [item for item in ids if item not in seen]
-        items += new
-        seen.update(new)
-        if next_offset is _UNSAID:
-            more = len(items) < total if total is not None else bool(new)
-            next_offset = offset + len(ids) if more and ids else None
-        if next_offset is None:
-            return items
-        if next_offset <= offset:
-            raise BlackBoxError(f"GET {path}: next_offset {next_offset} does not advance")
-        offset = next_offset
-
-
-_UNSAID: Any = object()  # a page without a `next_offset` field (not even null)
-
-
-def _items_page(
-    page: Any, offset: int, path: str, items_at: jmespath.parser.ParsedResult
-) -> tuple[list[str], Any, int | None]:
-    """(ids, next offset: an int, None for the last page or `_UNSAID`, total) of a page."""
-    listed = items_at.search(page) if isinstance(page, dict) else None
-    ids = as_ids(listed) if isinstance(listed, list) else None
-    next_offset = page.get("next_offset", _UNSAID) if isinstance(page, dict) else None
-    total = page.get("total") if isinstance(page, dict) else None
-    if (
-        ids is None
-        or not (next_offset in (None, _UNSAID) or _is_count(next_offset))
-        or not (total is None or _is_count(total))
-    ):
-        raise BlackBoxError(f"GET {path}: malformed page at offset {offset}")
-    return ids, next_offset, total
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _as_list(history: Sequence[str]) -> list[str]:

@@ -101,16 +101,32 @@ class AuthSpec(_Part):
 
 
 class CatalogueSpec(_Part):
-    """`GET path` pages the item ids (recmimic's `offset`/`limit` paging, `items` at the
-    expression given); without a path the catalogue is learnt from the data and the answers."""
+    """`GET path` lists the item ids (`items`: where a page holds them), page by page; without
+    a path the catalogue is learnt from the data and the answers (`extractor.catalogue`).
+
+    `paging`: "offset" (`offset_param` and `limit_param`; the next offset at `next`, else
+    pages follow each other until `total` ids or an empty page), "cursor" (the next page's
+    cursor at `next`, sent as `cursor_param`; none: the last page) or "next-link" (the next
+    page's URL or path at `next`, on the same host)."""
 
     path: str | None = Field(default=None, pattern=r"^/")
     items: str = "items"
+    paging: Literal["offset", "cursor", "next-link"] = "offset"
+    next: str | None = None  # default: next_offset, next_cursor or next, by paging
+    total: str | None = "total"
+    offset_param: str = "offset"
+    limit_param: str = "limit"
+    cursor_param: str = "cursor"
 
-    @field_validator("items")
+    @property
+    def next_at(self) -> str:
+        defaults = {"offset": "next_offset", "cursor": "next_cursor", "next-link": "next"}
+        return self.next or defaults[self.paging]
+
+    @field_validator("items", "next", "total")
     @classmethod
-    def _compiles(cls, value: str) -> str:
-        return _expression(value)
+    def _compiles(cls, value: str | None) -> str | None:
+        return None if value is None else _expression(value)
 
 
 class ApiProfile(_Part):

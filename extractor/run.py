@@ -41,7 +41,8 @@ from extractor.cache import (
     remember_model_tag,
     remembered_model_tag,
 )
-from extractor.client import BUDGET_REFUSED, BlackBoxClient, ClientConfig, Outcome, catalogue
+from extractor.catalogue import catalogue
+from extractor.client import BUDGET_REFUSED, BlackBoxClient, ClientConfig, Outcome
 from extractor.config import TEST_HISTORIES, ExtractConfig
 from extractor.part_memo import RememberedPart, pack, part_key, unpack
 from extractor.prefixes import History, Prefixes

@@ -24,13 +24,13 @@ import pytest
 from fastapi import FastAPI, Request, Response
 from tiny_teacher import save_tiny_teacher
 
+from extractor.catalogue import catalogue
 from extractor.client import (
     BUDGET_REFUSED,
     BlackBoxClient,
     ClientConfig,
     Outcome,
     _retry_after,
-    catalogue,
     charged_for,
 )
 from extractor.errors import BlackBoxError
@@ -294,39 +294,6 @@ def test_catalogue_pages_through_the_items(clean: tuple[str, list[Hit]]) -> None
             return await catalogue(client)
 
     assert asyncio.run(run(clean[0])) == ITEM_IDS
-
-
-LISTED = [f"item-{i}" for i in range(250)]
-
-
-def listing(style: str) -> FastAPI:
-    """A catalogue of 250 ids paged by `offset` and `limit` (capped at 100 by the server), in
-    one of the shapes APIs use: a total and no next offset, neither, or an offset ignored."""
-    app = FastAPI()
-
-    @app.get("/v1/items")
-    async def items(offset: int = 0, limit: int = 100) -> dict[str, Any]:
-        start = 0 if style == "offset ignored" else offset
-        page = LISTED[start : start + min(limit, 100)]
-        return {"items": page, "total": len(LISTED)} if style == "total" else {"items": page}
-
-    return app
-
-
-@pytest.mark.parametrize(
-    ("style", "expected"),
-    [("total", LISTED), ("no total", LISTED), ("offset ignored", LISTED[:100])],
-)
-def test_catalogue_pages_other_apis_to_their_end(style: str, expected: list[str]) -> None:
-    """A listing with a total and no next_offset was cut to its first page (1,000 of 1,682)."""
-
-    async def run(url: str) -> list[str] | None:
-        config = ClientConfig(base_url=url, api_key=KEY, items_page_size=1000)
-        async with BlackBoxClient(config) as client:
-            return await catalogue(client)
-
-    with running(listing(style)) as url:
-        assert asyncio.run(run(url)) == expected
 
 
 def test_catalogue_is_none_when_the_black_box_lists_nothing(bare: tuple[str, list[Hit]]) -> None:
