@@ -9,7 +9,8 @@ keeps its own faster path for recmimic's contract (DESIGN.md section 4).
 
 Body templates are JSON values in which a string that is exactly one placeholder is replaced
 by a value: `{history}` (one history's ids, oldest first), `{histories}` (the list of them, for
-a batch body), `{k}`, `{history_length}`. Only the `history` mode is supported: the history
+a batch body; each made from the `each` template when there is one), `{k}`,
+`{history_length}`. Only the `history` mode is supported: the history
 travels in the request.
 """
 
@@ -55,13 +56,16 @@ class RequestSpec(_Part):
     method: Literal["POST", "PUT"] = "POST"
     path: str = Field(pattern=r"^/")
     body: Any
+    each: Any = None  # a batch body's template for one history; `{histories}` is their list
     batch: bool = False
     batch_size: int = Field(default=256, ge=1, description="histories per batch request")
     headers: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _placeholders(self) -> RequestSpec:
-        used = set(_placeholders_in(self.body))
+        used = set(_placeholders_in(self.body)) | set(_placeholders_in(self.each))
+        if self.each is not None and not ({"{history}"} <= set(_placeholders_in(self.each))):
+            raise ValueError("`each` must hold {history}")
         wanted = "{histories}" if self.batch else "{history}"
         if wanted not in used:
             raise ValueError(f"the body must hold {wanted} (batch = {str(self.batch).lower()})")
@@ -150,9 +154,18 @@ class ApiProfile(_Part):
 
     def body(self, histories: list[list[str]], k: int) -> bytes:
         """The request body for these histories (one unless the profile batches)."""
+        each = self.request.each
+        listed = (
+            histories
+            if each is None
+            else [
+                _render(each, {"{history}": h, "{history_length}": len(h), "{k}": k})
+                for h in histories
+            ]
+        )
         values = {
             "{history}": histories[0],
-            "{histories}": histories,
+            "{histories}": listed,
             "{k}": k,
             "{history_length}": len(histories[0]),
         }
@@ -196,12 +209,16 @@ def _render(template: Any, values: dict[str, Any]) -> Any:
 
 BUILT_IN: dict[str, dict[str, Any]] = {
     # MLflow's model server (`mlflow models serve`): a pyfunc taking a "history" column and
-    # the `k` parameter, answering one id list per row.
+    # the `k` parameter (teacher_mock/mlflow_model.py), answering one id list per row.
     "mlflow": {
         "name": "mlflow",
         "request": {
             "path": "/invocations",
-            "body": {"inputs": {"history": "{histories}"}, "params": {"k": "{k}"}},
+            "body": {
+                "dataframe_split": {"columns": ["history"], "data": "{histories}"},
+                "params": {"k": "{k}"},
+            },
+            "each": ["{history}"],
             "batch": True,
         },
         "answer": {"items": "predictions"},

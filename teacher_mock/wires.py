@@ -1,12 +1,13 @@
 """The black box in other APIs' wire formats: the same model, keys, quota and faults.
 
 `TeacherSettings.wire` picks what the teacher speaks besides its listing and usage routes:
-recmimic's own contract (`/v1/recommend*`, with `X-Model-Version` on every response), MLflow's
-model server (`POST /invocations`, `{"inputs": {"history": [...]}, "params": {"k": ...}}` ->
-`{"predictions": [...]}`, no model version), or the open inference protocol of KServe v2 and
-Triton (`POST /v2/models/{name}/infer`, BYTES tensors, the model version in the body). Each
-built-in API profile (`extractor.profiles`) is tested against the wire it describes on a real
-port.
+recmimic's own contract (`/v1/recommend*`, with `X-Model-Version` on every response); MLflow's
+model server (`POST /invocations` with a `dataframe_split` of one `history` column and a `k`
+parameter, answered `{"predictions": [...]}`, no model version), as
+`teacher_mock/mlflow_model.py` makes MLflow itself serve it; or the open inference protocol of
+KServe v2 and Triton (`POST /v2/models/{name}/infer`, BYTES tensors, the model version in the
+body). Each built-in API profile (`extractor.profiles`) is tested against the wire it
+describes on a real port.
 """
 
 from __future__ import annotations
@@ -28,8 +29,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class MlflowInputs(_Strict):
-    history: list[list[str]] = Field(min_length=1)
+class MlflowFrame(_Strict):
+    """MLflow's `dataframe_split`: here one `history` column, a row per history."""
+
+    columns: list[str]
+    data: list[tuple[list[str]]] = Field(min_length=1)
 
 
 class MlflowParams(_Strict):
@@ -37,7 +41,7 @@ class MlflowParams(_Strict):
 
 
 class MlflowRequest(_Strict):
-    inputs: MlflowInputs
+    dataframe_split: MlflowFrame
     params: MlflowParams = MlflowParams()
 
 
@@ -66,7 +70,9 @@ def add_wire_routes(app: FastAPI, wire: Wire) -> None:
         async def invocations(request: Request, teacher: TeacherDep, key: MeteredKey) -> Response:
             """MLflow's scoring route: one id list per row of the `history` input."""
             body = await read_json(request, MlflowRequest, teacher.settings.max_body_bytes)
-            histories = body.inputs.history
+            if body.dataframe_split.columns != ["history"]:
+                raise InvalidRequest("dataframe_split: need exactly the column 'history'")
+            histories = [row[0] for row in body.dataframe_split.data]
             answer = await teacher.recommend(key, histories, body.params.k, batch=True)
             predictions = [result.items for result in answer.results]
             return json_answer({"predictions": predictions}, answer.truncate)

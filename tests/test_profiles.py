@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -17,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI, Request
+from service_stack import free_port
 from tiny_teacher import save_tiny_teacher
 from typer.testing import CliRunner
 
@@ -214,7 +218,8 @@ def test_a_profile_that_does_not_fit_the_answers_stops_after_one_paid_call(
     wrong = tmp_path / "wrong.toml"
     wrong.write_text(
         'name = "mlflow-typo"\n[request]\npath = "/invocations"\nbatch = true\n'
-        'body = {inputs = {history = "{histories}"}, params = {k = "{k}"}}\n'
+        'body = {dataframe_split = {columns = ["history"], data = "{histories}"}, '
+        'params = {k = "{k}"}}\neach = ["{history}"]\n'
         '[answer]\nitems = "predictionz"\n'
     )
     out, before = tmp_path / "out", usage(url)
@@ -232,3 +237,63 @@ def test_a_profile_that_does_not_fit_the_answers_stops_after_one_paid_call(
         extract(extraction(url, out, budget=500, api_profile="mlflow", prefixes="all"), False)
     )
     assert fixed.stopped in (None, "budget exhausted") and read_probe_set(out).num_rows > 0
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The teacher's artifact served by MLflow's own model server, in a process of its own."""
+    pytest.importorskip("mlflow", reason="the mlflow extra (mlflow-skinny) is not installed")
+    from teacher_mock.mlflow_model import save_mlflow_model
+
+    packaged = save_mlflow_model(model_dir, tmp_path_factory.mktemp("mlflow") / "model")
+    port = free_port()
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(packaged)]
+    command += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+    log = (packaged.parent / "serve.log").open("wb")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert process.poll() is None, (packaged.parent / "serve.log").read_text()
+            try:
+                if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def test_a_teacher_served_by_mlflows_own_server_is_extracted_distilled_and_evaluated(
+    teachers: dict[str, str], mlflow_server: str, tmp_path: Path
+) -> None:
+    """A serving stack no one here wrote: its answers are the model's (the mock teacher's),
+    a rerun into a new directory pays nothing, and the student is evaluated through it."""
+    own = asyncio.run(extract(extraction(teachers["recmimic"], tmp_path / "own"), progress=False))
+    cache = str(tmp_path / "answers.sqlite3")
+    served = extraction(mlflow_server, tmp_path / "mlflow", api_profile="mlflow", cache=cache)
+    summary = asyncio.run(extract(served, progress=False))
+    assert summary.stopped is None and summary.paid == own.paid
+    mine, theirs = read_probe_set(tmp_path / "mlflow"), read_probe_set(tmp_path / "own")
+    assert mine.column("items").equals(theirs.column("items"))
+    again = asyncio.run(extract(replace(served, out=tmp_path / "again"), progress=False))
+    assert again.paid == 0
+    runner = CliRunner(env={"RECMIMIC_API_KEY": KEY})
+    student, report = tmp_path / "student", tmp_path / "report"
+    distilled = runner.invoke(
+        app,
+        ["distill", "--probes", str(tmp_path / "mlflow"), "--out", str(student)]
+        + ["--max-epochs", "1", "--hidden", "16", "--max-len", "20", "--no-progress"],
+    )
+    assert distilled.exit_code == 0, distilled.output
+    evaluated = runner.invoke(
+        app,
+        ["evaluate", "--teacher", mlflow_server, "--student", str(student), "--dataset", DATASET]
+        + ["--out", str(report), "--api-profile", "mlflow"],
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    paid = json.loads((report / "report.json").read_text())["run"]["paid"]["evaluation"]
+    assert paid == load_dataset(DATASET).n_users
