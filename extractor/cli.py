@@ -62,6 +62,13 @@ def extract(
         str | None, typer.Option(help="redis:// URL or file (default: embedded under --out)")
     ] = None,
     concurrency: Annotated[int, typer.Option(help="Requests in flight")] = 8,
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            help="Requests per second at most (default: the API profile's limit, else found "
+            "from the black box's 429s)"
+        ),
+    ] = None,
     seed: int = 0,
     timeout: Annotated[float, typer.Option(help="Seconds one request may take")] = 30.0,
     batch_size: Annotated[int, typer.Option(help="Histories per batch request")] = 256,
@@ -98,6 +105,7 @@ def extract(
         k=k,
         cache=cache,
         concurrency=concurrency,
+        rate=rate,
         seed=seed,
         timeout_s=timeout,
         batch_size=batch_size,

@@ -53,6 +53,7 @@ import orjson
 from extractor.destinations import DestinationPolicy, DestinationRefused
 from extractor.errors import BlackBoxError
 from extractor.http import HTTPClient, Response, TransportError
+from extractor.pacing import Pacer
 from extractor.profiles import ApiProfile
 from extractor.tasks import gather_or_cancel
 from extractor.wire import ProfileWire, RecmimicWire, Wire, mismatch
@@ -82,6 +83,7 @@ class ClientConfig:
     jitter_seed: int | None = None
     destinations: DestinationPolicy | None = None  # None: the one in force (`applied`)
     profile: ApiProfile | None = None  # None: recmimic's own contract
+    rate: float | None = None  # requests per second at most (None: the profile's, or found)
 
     def __post_init__(self) -> None:
         if self.max_concurrency < 1 or self.batch_size < 1 or self.items_page_size < 1:
@@ -196,6 +198,8 @@ class BlackBoxClient:
         self._probe = asyncio.Lock()
         self._slots = asyncio.Semaphore(config.max_concurrency)
         self._resume_at = 0.0  # loop time before which no request is sent (after a 429)
+        known = config.profile.limits.rate if config.profile is not None else None
+        self._pacer = Pacer(config.rate if config.rate is not None else known)
         self._random = random.Random(config.jitter_seed)
         self._queue: deque[tuple[_SingleCall, int, list[str], int]] = deque()  # (call, i, h, k)
         self._workers: set[asyncio.Task[None]] = set()
@@ -265,6 +269,7 @@ class BlackBoxClient:
                     limited += 1
                     if limited > self.config.max_rate_limited:
                         raise BlackBoxError(_describe(response), status)
+                    self._pacer.refused()
                     self._hold(self._pause(response, limited))
                     continue
                 elif status in (404, 405):
@@ -357,6 +362,7 @@ class BlackBoxClient:
                 if status == 200:
                     if reply.parsed is not None:
                         self._checked = True
+                        self._pacer.answered()
                         tag = reply.parsed.model_tag
                         self._learn_tag(tag)
                         answers = reply.parsed.answers
@@ -371,6 +377,7 @@ class BlackBoxClient:
                     limited += 1
                     if limited > self.config.max_rate_limited:
                         return _failed(n, f"{_describe(response)} ({limited} times)")
+                    self._pacer.refused()
                     self._hold(self._pause(response, limited))
                     continue
                 elif batch and self._probing_batch and status in (404, 405):
@@ -421,6 +428,7 @@ class BlackBoxClient:
         """
         async with self._slots:
             await self._wait_rate_limit()
+            await self._pacer.wait()
             if self.stopped is not None:  # decided while this request waited
                 return _NoResponse(self.stopped, "stopped")
             if n and not await self.budget.on_send(n):

@@ -54,6 +54,7 @@ class ExtractConfig:
     chunk_size: int = 1024  # queries planned, looked up and paid for together; rows per part
     batch_size: int = 256  # histories per batch request
     batch: bool | None = None  # None: use the batch endpoint when offered; False: never
+    rate: float | None = None  # requests per second at most; None: the profile's, or found
     # A built-in profile's name, a TOML file or a profile itself (a service job's); None:
     # recmimic's own contract.
     api_profile: str | ApiProfile | None = None
@@ -107,6 +108,8 @@ class ExtractConfig:
         for name in ("k", "concurrency", "n_sequences", "group_size", "chunk_size", "batch_size"):
             if getattr(self, name) < 1:
                 return f"{name} must be at least 1, got {getattr(self, name)}"
+        if self.rate is not None and self.rate <= 0:
+            return f"rate must be positive, got {self.rate}"
         if self.timeout_s <= 0:
             return f"timeout_s must be positive, got {self.timeout_s}"
         return None

@@ -133,6 +133,13 @@ class CatalogueSpec(_Part):
         return None if value is None else _expression(value)
 
 
+class LimitsSpec(_Part):
+    """What the API's terms allow: `rate` requests per second at most (kept exactly; unknown:
+    found from its 429s, `extractor.pacing`)."""
+
+    rate: float | None = Field(default=None, gt=0)
+
+
 class ApiProfile(_Part):
     """Everything the extractor needs to know about one black box."""
 
@@ -142,6 +149,7 @@ class ApiProfile(_Part):
     answer: AnswerSpec
     auth: AuthSpec = AuthSpec()
     catalogue: CatalogueSpec = CatalogueSpec()
+    limits: LimitsSpec = LimitsSpec()
 
     @cached_property
     def _items(self) -> jmespath.parser.ParsedResult:

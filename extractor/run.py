@@ -516,6 +516,7 @@ def _client_config(config: ExtractConfig) -> ClientConfig:
         batch=config.batch,
         jitter_seed=config.seed,
         profile=config.profile,
+        rate=config.rate,
     )
 
 
