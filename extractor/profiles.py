@@ -179,10 +179,14 @@ class ApiProfile(_Part):
         }
         return orjson.dumps(_render(self.request.body, values))
 
+    def found_items(self, payload: Any) -> Any:
+        """What `answer.items` finds in an answer body (None: nothing)."""
+        return self._items.search(payload)
+
     def answers(self, payload: Any, n: int) -> list[list[Any]] | None:
         """The n id lists an answer body holds, in request order; None when it holds no such
         thing (the caller treats that as a malformed body)."""
-        found = self._items.search(payload)
+        found = self.found_items(payload)
         lists = found if self.request.batch else [found]
         if not isinstance(lists, list) or len(lists) != n:
             return None

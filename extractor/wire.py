@@ -113,7 +113,7 @@ def mismatch(profile: ApiProfile, response: Response, n: int, k: int) -> str:
     except ValueError:
         return "the answer is not JSON"
     expression = profile.answer.items
-    found = profile._items.search(payload)
+    found = profile.found_items(payload)
     want = f"{n} id lists" if profile.request.batch else "a list of ids"
     if found is None:
         problem = f"answer.items {expression!r} found nothing"
