@@ -190,8 +190,7 @@ class BlackBoxClient:
             if config.profile is None
             else ProfileWire(config.profile)
         )
-        self._batch = self._wire.batch
-        self._probing_batch = self._batch is None  # a 404 on the batch route means "singles"
+        self._batch = self._wire.batch  # None until the batch route is probed
         # A profile is checked by its first answer, asked for one history alone: until one
         # parses, an answer that does not is final (a wrong profile would pay for every retry).
         self._checked = config.profile is None
@@ -380,7 +379,7 @@ class BlackBoxClient:
                     self._pacer.refused()
                     self._hold(self._pause(response, limited))
                     continue
-                elif batch and self._probing_batch and status in (404, 405):
+                elif batch and self._wire.batch is None and status in (404, 405):
                     log.info("no batch endpoint (%d); asking one history per request", status)
                     self._batch = False
                     raise _NoBatchRoute

@@ -7,6 +7,7 @@ records), so it never reaches a log, a summary or a probe set.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -59,7 +60,7 @@ class ExtractConfig:
     # recmimic's own contract.
     api_profile: str | ApiProfile | None = None
 
-    @property
+    @cached_property
     def profile(self) -> ApiProfile | None:
         """The API profile the client speaks (`extractor.profiles`); None: recmimic's contract."""
         if self.api_profile is None or isinstance(self.api_profile, ApiProfile):

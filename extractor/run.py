@@ -19,7 +19,6 @@ import asyncio
 import gc
 import json
 import logging
-import os
 import signal
 import time
 from collections.abc import Collection, Coroutine, Iterator, Sequence
@@ -51,6 +50,7 @@ from extractor.sources import Answer, AutoregressiveConfig, autoregressive, seed
 from extractor.tasks import gather_or_cancel
 from extractor.usage import settle_with_usage
 from extractor.views import ProbePlan, plan_probes
+from seqrec.hashing import write_atomically
 
 LEDGER_FILENAME = "budget.ledger"
 SUMMARY_FILENAME = "summary.json"
@@ -591,6 +591,4 @@ async def extract(config: ExtractConfig, progress: bool = True) -> ExtractSummar
 
 def _write_json(path: Path, payload: Any) -> None:
     """Write through a temp file and rename, so a kill never leaves half a file."""
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(temp, path)
+    write_atomically(path, (json.dumps(payload, indent=2) + "\n").encode())

@@ -29,6 +29,7 @@ from pathlib import Path
 from extractor.budget import Budget
 from extractor.client import BlackBoxClient
 from extractor.errors import BlackBoxError
+from seqrec.hashing import write_atomically
 
 USAGE_FILENAME = "usage.json"
 USAGE_PATH = "/v1/usage"
@@ -51,9 +52,7 @@ class UsageMark:
             return None
 
     def write(self, path: Path) -> None:
-        temp = path.with_name(f".{path.name}.tmp")
-        temp.write_text(json.dumps({"used": self.used, "spent": self.spent}) + "\n")
-        os.replace(temp, path)
+        write_atomically(path, json.dumps({"used": self.used, "spent": self.spent}).encode())
 
 
 async def reported_usage(client: BlackBoxClient) -> int | None:

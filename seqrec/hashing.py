@@ -51,7 +51,7 @@ def checksum_path(path: str | Path) -> Path:
     return path.with_name(path.name + CHECKSUM_SUFFIX)
 
 
-def _write_atomically(path: Path, data: bytes, fsync: bool) -> None:
+def write_atomically(path: Path, data: bytes, fsync: bool = False) -> None:
     """`data` to a hidden temp file beside `path`, renamed over it: readers see the old file
     or the new one, whole. `fsync` makes it durable before the rename (the caller then syncs
     the directory)."""
@@ -68,7 +68,7 @@ def write_checksum(path: str | Path, digest: str, fsync: bool = False) -> None:
     """Write `digest` as the checksum of the file at `path` (atomically, like the file)."""
     path = Path(path)
     line = f"{digest}  {path.name}\n".encode()
-    _write_atomically(checksum_path(path), line, fsync)
+    write_atomically(checksum_path(path), line, fsync)
 
 
 def write_checked(
@@ -82,7 +82,7 @@ def write_checked(
     """
     path = Path(path)
     digest = sha256 if sha256 is not None else bytes_sha256(data)
-    _write_atomically(path, data, fsync)
+    write_atomically(path, data, fsync)
     write_checksum(path, digest, fsync)
     return digest
 

@@ -116,6 +116,14 @@ def test_api_conforms_to_its_schema(
         ),
     )
 
+    cases_run[label] = cases_run.get(label, 0) + assert_conforms(strategy, key)
+
+
+def assert_conforms(strategy: st.SearchStrategy[Case], key: str) -> int:
+    """Send up to `EXAMPLES_PER_OPERATION` generated cases with `key`, each checked with
+    `CHECKS`; how many were sent."""
+    sent = 0
+
     @given(case=strategy)
     @settings(
         max_examples=EXAMPLES_PER_OPERATION,
@@ -124,7 +132,9 @@ def test_api_conforms_to_its_schema(
         database=None,
     )
     def conforms(case: Case) -> None:
-        cases_run[label] = cases_run.get(label, 0) + 1
+        nonlocal sent
+        sent += 1
         case.call_and_validate(headers={"Authorization": f"Bearer {key}"}, checks=CHECKS)
 
     conforms()
+    return sent
