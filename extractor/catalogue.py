@@ -11,6 +11,7 @@ came only from those.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,6 +31,8 @@ async def catalogue(client: BlackBoxClient) -> list[str] | None:
     """Every item id the black box lists, in its order; None when it offers no listing."""
     profile = client.config.profile
     spec = RECMIMIC_LISTING if profile is None else profile.catalogue
+    if spec.file is not None:
+        return read_catalogue_file(spec.file)
     if spec.path is None:
         return None
     pages = _Pages(client, spec)
@@ -52,6 +55,16 @@ async def catalogue(client: BlackBoxClient) -> list[str] | None:
                 )
             return items
     raise BlackBoxError(f"GET {spec.path}: the listing did not end after {MAX_PAGES} pages")
+
+
+def read_catalogue_file(path: Path) -> list[str]:
+    """The ids of a catalogue file, one per line (blank lines skipped), each once in order."""
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ValueError(f"cannot read the catalogue file {path}: {why}") from None
+    return list(dict.fromkeys(line.strip() for line in lines if line.strip()))
 
 
 class _Pages:
@@ -81,11 +94,11 @@ class _Pages:
         elif self.link is not None:
             path = self.link
         page = await self.client.get_json(path, params)
-        if page is not None and not isinstance(page, dict):
-            raise BlackBoxError(f"GET {spec.path}: a page is not a JSON object")
+        if page is not None and not isinstance(page, (dict, list)):
+            raise BlackBoxError(f"GET {spec.path}: a page is not a JSON object or list")
         return page
 
-    def read(self, page: dict[str, Any]) -> tuple[list[str], int | None]:
+    def read(self, page: dict[str, Any] | list[Any]) -> tuple[list[str], int | None]:
         listed = self.items_at.search(page)
         ids = as_ids(listed) if isinstance(listed, list) else None
         total = None if self.total_at is None else self.total_at.search(page)
@@ -94,7 +107,12 @@ class _Pages:
         return ids, total
 
     def done(
-        self, page: dict[str, Any], ids: list[str], new: list[str], total: int | None, have: int
+        self,
+        page: dict[str, Any] | list[Any],
+        ids: list[str],
+        new: list[str],
+        total: int | None,
+        have: int,
     ) -> bool:
         """Whether `page` was the last; else where the next one is."""
         self.first = False

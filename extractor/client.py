@@ -37,7 +37,6 @@ The API key is sent in the `Authorization` header only; it is kept out of reprs 
 from __future__ import annotations
 
 import asyncio
-import base64
 import email.utils
 import logging
 import random
@@ -50,13 +49,14 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
+from extractor.auth import key_auth
 from extractor.destinations import DestinationPolicy, DestinationRefused
 from extractor.errors import BlackBoxError
 from extractor.http import HTTPClient, Response, TransportError
 from extractor.pacing import Pacer
 from extractor.profiles import ApiProfile
 from extractor.tasks import gather_or_cancel
-from extractor.wire import ProfileWire, RecmimicWire, Wire, mismatch
+from extractor.wire import ProfileWire, RecmimicWire, Wire, WireRequest, mismatch
 
 log = logging.getLogger("extractor.client")
 
@@ -188,8 +188,12 @@ class BlackBoxClient:
         self._wire: Wire = (
             RecmimicWire(config.batch, config.batch_size)
             if config.profile is None
-            else ProfileWire(config.profile)
+            else ProfileWire(config.profile, config.batch_size)
         )
+        # session mode: each probe is written as events under a fresh id before it is asked
+        self._sessions = self._wire if isinstance(self._wire, ProfileWire) else None
+        if self._sessions is not None and not self._sessions.sessions:
+            self._sessions = None
         self._batch = self._wire.batch  # None until the batch route is probed
         # A profile is checked by its first answer, asked for one history alone: until one
         # parses, an answer that does not is final (a wrong profile would pay for every retry).
@@ -202,10 +206,11 @@ class BlackBoxClient:
         self._random = random.Random(config.jitter_seed)
         self._queue: deque[tuple[_SingleCall, int, list[str], int]] = deque()  # (call, i, h, k)
         self._workers: set[asyncio.Task[None]] = set()
-        headers, self._auth_params = auth_parts(config)
+        profile_auth = config.profile.auth if config.profile is not None else None
+        self._auth = key_auth(profile_auth, config.api_key, config.base_url)
         self._http = HTTPClient(
             config.base_url,
-            headers=headers,
+            headers=self._auth.headers,
             timeout_s=config.timeout_s,
             connect_timeout_s=config.connect_timeout_s,
             policy=config.destinations,
@@ -251,16 +256,28 @@ class BlackBoxClient:
 
         Retries like recommendations do; raises `BlackBoxError` when refused or out of retries.
         """
+        return await self._call(WireRequest("GET", path, None, params), _json_body)
+
+    async def _call(
+        self,
+        request: WireRequest,
+        parse: Callable[[Response], Any | None],
+        retries: int | None = None,
+    ) -> Any | None:
+        """Send an unbudgeted request until a 2xx (what `parse` makes of it), 404/405 (None)
+        or a refusal (`BlackBoxError`); `retries` after faults (default `max_retries`)."""
+        retries = self.config.max_retries if retries is None else retries
+        where = f"{request.method} {request.path}"
         faults = limited = 0
         while True:
-            reply = await self._attempt("GET", path, 0, _json_body, params=params)
+            reply = await self._attempt(request, 0, parse)
             if isinstance(reply, _NoResponse):
                 if reply.why != "transport":
                     raise BlackBoxError(reply.reason)
                 reason = reply.reason
             else:
                 response, status = reply.response, reply.response.status_code
-                if status == 200:
+                if 200 <= status < 300:
                     if reply.parsed is not None:
                         return reply.parsed
                     reason = "malformed body (not JSON)"
@@ -280,9 +297,42 @@ class BlackBoxClient:
                 else:
                     reason = _describe(response)
             faults += 1
-            if faults > self.config.max_retries:
-                raise BlackBoxError(f"GET {path}: {reason} (after {faults} attempts)")
+            if faults > retries:
+                raise BlackBoxError(f"{where}: {reason} (after {faults} attempts)")
             await asyncio.sleep(self._backoff(faults))
+
+    async def _open_session(self, history: list[str]) -> str | list[Outcome]:
+        """A fresh session holding `history`'s events, or the history's failed outcome.
+
+        A write that fails midway is never retried under the same id: the events it may have
+        stored would stand twice in the session. The whole session is written again under a
+        new one, up to `max_retries` times; a refusal (4xx) is final for this history.
+        """
+        assert self._sessions is not None
+        for attempt in range(self.config.max_retries + 1):
+            session_id = self._sessions.new_session()
+            try:
+                for write in self._sessions.writes(history, session_id):
+                    if await self._call(write, _accepted, retries=0) is None:
+                        return _failed(1, f"{write.method} {write.path}: no such route (404)")
+                return session_id
+            except BlackBoxError as exc:
+                if exc.status is not None:  # refused: another session would be refused too
+                    return _failed(1, f"writing the session: {exc}")
+                reason = str(exc)
+            await asyncio.sleep(self._backoff(attempt + 1))
+        return _failed(1, f"{reason}; writing the session failed {attempt + 1} times")
+
+    async def _close_session(self, session_id: str) -> None:
+        """The profile's cleanup call, once; a failure leaves a session behind, nothing more."""
+        assert self._sessions is not None
+        cleanup = self._sessions.cleanup(session_id)
+        if cleanup is None:
+            return
+        try:
+            await self._call(cleanup, _accepted, retries=0)
+        except BlackBoxError as exc:
+            log.debug("cleanup of a session failed: %s", exc)
 
     async def _ask_chunk(self, chunk: list[list[str]], k: int) -> list[Outcome]:
         if not self._checked:
@@ -341,13 +391,27 @@ class BlackBoxClient:
 
     async def _request(self, histories: list[list[str]], k: int, batch: bool) -> list[Outcome]:
         """Ask until answered or final; raises `_NoBatchRoute` when the batch route is missing."""
+        session_id = None
+        if self._sessions is not None:
+            opened = await self._open_session(histories[0])
+            if not isinstance(opened, str):
+                return opened
+            session_id = opened
+            try:
+                return await self._ask(histories, k, batch, session_id)
+            finally:
+                await self._close_session(session_id)
+        return await self._ask(histories, k, batch, session_id)
+
+    async def _ask(
+        self, histories: list[list[str]], k: int, batch: bool, session_id: str | None
+    ) -> list[Outcome]:
         n = len(histories)
-        method, path, body = self._wire.request(histories, k, batch)
+        request = self._wire.request(histories, k, batch, session_id)
+        path = request.path
         faults = limited = 0
         while True:
-            reply = await self._attempt(
-                method, path, n, lambda r: self._wire.parse(r, n, k, batch), body=body
-            )
+            reply = await self._attempt(request, n, lambda r: self._wire.parse(r, n, k, batch))
             if isinstance(reply, _NoResponse):
                 if reply.why == "budget" and n > 1:  # what is left may still cover a part
                     return await self._split(histories, k, batch)
@@ -358,7 +422,7 @@ class BlackBoxClient:
                 response, status = reply.response, reply.response.status_code
                 if batch and self._batch is None and status < 500 and status not in (404, 405):
                     self._batch = True  # the route exists: it answered or judged the request
-                if status == 200:
+                if 200 <= status < 300:
                     if reply.parsed is not None:
                         self._checked = True
                         self._pacer.answered()
@@ -412,16 +476,11 @@ class BlackBoxClient:
         return left + right
 
     async def _attempt(
-        self,
-        method: str,
-        path: str,
-        n: int,
-        parse: Callable[[Response], Any | None],
-        body: bytes | None = None,
-        params: dict[str, Any] | None = None,
+        self, request: WireRequest, n: int, parse: Callable[[Response], Any | None]
     ) -> _Reply | _NoResponse:
         """One request: wait for a slot and any rate-limit pause, check the client is not
-        stopped, consult the budget, send, and `parse` a 200 body (None: malformed).
+        stopped, consult the budget, add the key or sign, send, and `parse` a 2xx body (None:
+        malformed).
 
         `n` histories are at stake (0: not a budgeted request, and no hooks are called).
         """
@@ -434,12 +493,18 @@ class BlackBoxClient:
                 return _NoResponse(BUDGET_REFUSED, "budget")
             charged: bool | None = None
             parsed = None
+            method, path, body = request.method, request.path, request.body
+            params, headers = request.params, request.headers
             try:
-                if self._auth_params:
-                    params = {**(params or {}), **self._auth_params}
-                response = await self._http.request(method, path, body, params)
+                if self._auth.params:
+                    params = {**(params or {}), **self._auth.params}
+                if self._auth.signer is not None:  # signed now: signatures hold a timestamp
+                    signed = self._auth.signer.sign(method, path, params, body)
+                    params = signed.params
+                    headers = {**(headers or {}), **(signed.headers or {})}
+                response = await self._http.request(method, path, body, params, headers)
                 charged = charged_for(response.status_code)
-                if response.status_code == 200:
+                if 200 <= response.status_code < 300:
                     parsed = parse(response)
             except TransportError as exc:
                 charged = None if exc.sent else False  # never sent: cannot have been charged
@@ -500,20 +565,9 @@ def _json_body(response: Response) -> Any | None:
         return None
 
 
-def auth_parts(config: ClientConfig) -> tuple[dict[str, str], dict[str, str]]:
-    """(headers, query parameters) that carry the API key, as the profile says (recmimic's
-    contract: `Authorization: Bearer`)."""
-    auth = config.profile.auth if config.profile is not None else None
-    key = config.api_key
-    if auth is None or auth.kind == "bearer":
-        return {"Authorization": f"Bearer {key}"}, {}
-    if auth.kind == "header":
-        return {str(auth.name): key}, {}
-    if auth.kind == "query":
-        return {}, {str(auth.name): key}
-    if auth.kind == "basic":
-        return {"Authorization": "Basic " + base64.b64encode(key.encode()).decode()}, {}
-    return {}, {}
+def _accepted(response: Response) -> bool:
+    """A write or cleanup call's 2xx: accepted, whatever its body says."""
+    return True
 
 
 def charged_for(status: int) -> bool | None:

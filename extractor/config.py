@@ -29,8 +29,8 @@ class ExtractConfig:
     Data-free sources ("autoregressive", "frequency") use `n_sequences`, `min_length` and
     `max_length`; "seeded" uses `dataset` (a name or file for `load_dataset`, training split
     only), `prefixes` ("all" or that many prefixes per user), `whole_first` (each user's whole
-    history before any shorter prefix) and `max_history` (ask at most a query's most recent N
-    items; None: all of them).
+    history before any shorter prefix). `max_history`, for any source, asks at most a query's
+    most recent N items (None: all of them; the API profile may cap them too).
     """
 
     teacher_url: str
@@ -67,6 +67,14 @@ class ExtractConfig:
             return self.api_profile
         return load_profile(self.api_profile)
 
+    @property
+    def history_cap(self) -> int | None:
+        """The most ids a query may have when asked: `max_history` and the profile's own
+        limit (one in item mode); None: no limit."""
+        caps = [self.max_history, self.profile.history_cap if self.profile else None]
+        known = [cap for cap in caps if cap is not None]
+        return min(known) if known else None
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "teacher_url", self.teacher_url.rstrip("/"))
         object.__setattr__(self, "out", Path(self.out))
@@ -102,8 +110,6 @@ class ExtractConfig:
             return f"max_history must be at least 1, got {self.max_history}"
         if self.whole_first and self.source != "seeded":
             return "whole_first applies to the seeded source"
-        if self.max_history is not None and self.source not in ("seeded", TEST_HISTORIES):
-            return "max_history applies to the seeded source (data-free ones use max_length)"
         if not 1 <= self.min_length <= self.max_length:
             return f"need 1 <= min_length <= max_length, got {self.min_length}, {self.max_length}"
         for name in ("k", "concurrency", "n_sequences", "group_size", "chunk_size", "batch_size"):
@@ -113,14 +119,18 @@ class ExtractConfig:
             return f"rate must be positive, got {self.rate}"
         if self.timeout_s <= 0:
             return f"timeout_s must be positive, got {self.timeout_s}"
+        signs = self.profile.auth.kind if self.profile is not None else None
+        if signs == "sigv4" and ":" not in self.api_key:
+            return "the API profile signs with sigv4: give the key as ACCESS_KEY_ID:SECRET"
         return None
 
     def query_source(self) -> dict[str, Any]:
         """What fixes the queries and their ids; a resumed run must match it exactly."""
+        cap = self.history_cap
         if self.source == TEST_HISTORIES:
             fixed = {"source": self.source, "dataset": self.dataset}
-            if self.max_history is not None:
-                fixed["max_history"] = self.max_history
+            if cap is not None:
+                fixed["max_history"] = cap
             return fixed
         if self.source == "seeded":
             fixed = {
@@ -129,12 +139,12 @@ class ExtractConfig:
                 "prefixes": self.prefixes,
                 "seed": self.seed,
             }
-            if self.max_history is not None:  # absent when unset: older probe sets still resume
-                fixed["max_history"] = self.max_history
+            if cap is not None:  # absent when unset: older probe sets still resume
+                fixed["max_history"] = cap
             if self.whole_first:  # the same
                 fixed["whole_first"] = True
             return fixed
-        return {
+        fixed = {
             "source": self.source,
             "n_sequences": self.n_sequences,
             "group_size": self.group_size,
@@ -142,6 +152,9 @@ class ExtractConfig:
             "max_length": self.max_length,
             "seed": self.seed,
         }
+        if cap is not None:  # each sequence is asked by its most recent `cap` ids
+            fixed["max_history"] = cap
+        return fixed
 
     def to_dict(self) -> dict[str, Any]:
         """Every setting but the API key (and any cache password), JSON-ready."""

@@ -213,11 +213,15 @@ class HTTPClient:
         path: str,
         body: bytes | None = None,
         params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Response:
-        """Send one request (`body` as JSON) and return the whole response; `TransportError`
-        when none came back, `DestinationRefused` when the policy refuses the host."""
+        """Send one request (`body` as JSON; `headers` besides the client's own) and return the
+        whole response; `TransportError` when none came back, `DestinationRefused` when the
+        policy refuses the host."""
         target = self._base_path + path + (f"?{urlencode(params)}" if params else "")
         head = f"{method} {target} HTTP/1.1\r\n".encode() + self._head
+        if headers:
+            head += "".join(f"{name}: {value}\r\n" for name, value in headers.items()).encode()
         if body is None:
             request = head + b"\r\n"
         else:

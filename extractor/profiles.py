@@ -1,17 +1,26 @@
 """API profiles: how to talk to a black box that does not speak recmimic's own contract.
 
 A profile is a TOML file (or a built-in name) validated by `ApiProfile`; a mistake is one line
-naming the field. It says how a request is made from histories (method, path, headers and a
-JSON body template), where the answer's item ids are (JMESPath expressions, evaluated by the
-`jmespath` library), where the model version is, how the key is sent, and where the catalogue
-is listed. The client (`extractor.client`) renders and parses through it; without a profile it
-keeps its own faster path for recmimic's contract (DESIGN.md section 4).
+naming the field. It says how a request is made from histories (method, path, query, headers
+and a JSON body template, `extractor.templates`), where the answer's item ids are (JMESPath
+expressions, evaluated by the `jmespath` library), where the model version is, how the key is
+sent or the request signed (`extractor.auth`), where the catalogue is listed and what the
+API's terms allow. The client (`extractor.client`) renders and parses through it; without a
+profile it keeps its own faster path for recmimic's contract (DESIGN.md section 4).
 
-Body templates are JSON values in which a string that is exactly one placeholder is replaced
-by a value: `{history}` (one history's ids, oldest first), `{histories}` (the list of them, for
-a batch body; each made from the `each` template when there is one), `{k}`,
-`{history_length}`. Only the `history` mode is supported: the history
-travels in the request.
+Modes, i.e. how a probe's history reaches the black box:
+- `history`: in the request (`{history}`, or `{histories}` for a batch body, each history made
+  from the `each` template; `{events}`: the history as events made from the `event` template);
+- `session`: first written as events under a fresh id (`session.write`, `{session_id}` and
+  `{events}`, at most `session.max_events` per call), then that id is asked; the id is never
+  used again, and `session.cleanup` is called after the answer where the API has one;
+- `item`: one seed item per query (`{item}`), for related-items APIs: every query is cut to
+  its most recent item, so the probe set records what was asked.
+
+Placeholders: `{history}`, `{histories}`, `{history_length}`, `{item}` (the most recent id),
+`{events}`, `{k}`, `{session_id}`, `{query_id}` (fresh per request); in an event:
+`{item}`, `{position}` (0 oldest), `{timestamp}` (Unix seconds, the newest now, the others
+`event_spacing_s` apart) and, in session mode, `{session_id}`.
 """
 
 from __future__ import annotations
@@ -22,16 +31,23 @@ from pathlib import Path
 from typing import Any, Literal
 
 import jmespath
-import orjson
 from jmespath.exceptions import JMESPathError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from extractor.templates import placeholders_in
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-PLACEHOLDERS = ("{history}", "{histories}", "{k}", "{history_length}")
+Mode = Literal["history", "session", "item"]
+REQUEST_PLACEHOLDERS = frozenset(
+    {"{history}", "{histories}", "{history_length}", "{item}", "{events}", "{k}"}
+    | {"{session_id}", "{query_id}"}
+)
+EVENT_PLACEHOLDERS = frozenset({"{item}", "{position}", "{timestamp}", "{session_id}"})
+WRITE_PLACEHOLDERS = frozenset({"{session_id}", "{events}", "{query_id}"})
 
 
 class ProfileError(ValueError):
@@ -50,29 +66,42 @@ class _Part(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class RequestSpec(_Part):
-    """One recommendation request. `batch`: the body holds `{histories}`, several at once."""
+class CallSpec(_Part):
+    """One HTTP call's template: `path` and `query` values may hold placeholders; a GET has no
+    body, the others a JSON body."""
 
-    method: Literal["POST", "PUT"] = "POST"
+    method: Literal["GET", "POST", "PUT", "DELETE"] = "POST"
     path: str = Field(pattern=r"^/")
-    body: Any
-    each: Any = None  # a batch body's template for one history; `{histories}` is their list
-    batch: bool = False
-    batch_size: int = Field(default=256, ge=1, description="histories per batch request")
+    query: dict[str, Any] = Field(default_factory=dict)
+    body: Any = None
     headers: dict[str, str] = Field(default_factory=dict)
 
+    @field_validator("headers")
+    @classmethod
+    def _one_line(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if any(c in name + text for c in "\r\n") or not name.strip() or ":" in name:
+                raise ValueError(f"header {name!r}: a header is one line, named without ':'")
+        return value
+
     @model_validator(mode="after")
-    def _placeholders(self) -> RequestSpec:
-        used = set(_placeholders_in(self.body)) | set(_placeholders_in(self.each))
-        if self.each is not None and not ({"{history}"} <= set(_placeholders_in(self.each))):
-            raise ValueError("`each` must hold {history}")
-        wanted = "{histories}" if self.batch else "{history}"
-        if wanted not in used:
-            raise ValueError(f"the body must hold {wanted} (batch = {str(self.batch).lower()})")
-        unknown = used - set(PLACEHOLDERS)
-        if unknown:
-            raise ValueError(f"unknown placeholders {sorted(unknown)}; known: {PLACEHOLDERS}")
+    def _body(self) -> CallSpec:
+        if self.method == "GET" and self.body is not None:
+            raise ValueError("a GET request has no body")
         return self
+
+    def placeholders(self) -> set[str]:
+        return placeholders_in([self.path, self.query, self.body])
+
+
+class RequestSpec(CallSpec):
+    """The recommendation request. `batch`: the body holds `{histories}`, several at once."""
+
+    each: Any = None  # a batch body's template for one history; `{histories}` is their list
+    batch: bool = False
+
+    def placeholders(self) -> set[str]:
+        return super().placeholders() | placeholders_in(self.each)
 
 
 class AnswerSpec(_Part):
@@ -92,21 +121,32 @@ class AnswerSpec(_Part):
 
 class AuthSpec(_Part):
     """How the API key is sent: `Authorization: Bearer`, a header of its own (`name`), a query
-    parameter (`name`), HTTP basic (the key as `user:password`), or not at all."""
+    parameter (`name`), HTTP basic (the key as `user:password`), an HMAC signature of the
+    request's path and query (`hmac`: the key is the secret; a timestamp parameter and a
+    signature parameter are added), AWS Signature Version 4 (`sigv4`: the key is
+    `ACCESS_KEY_ID:SECRET_ACCESS_KEY`; needs the `aws` extra), or not at all."""
 
-    kind: Literal["bearer", "header", "query", "basic", "none"] = "bearer"
+    kind: Literal["bearer", "header", "query", "basic", "hmac", "sigv4", "none"] = "bearer"
     name: str | None = None
+    hmac_algorithm: Literal["sha1", "sha256"] = "sha1"
+    timestamp_param: str = "hmac_timestamp"
+    signature_param: str = "hmac_sign"
+    region: str | None = None
+    service: str | None = None
 
     @model_validator(mode="after")
     def _named(self) -> AuthSpec:
         if self.kind in ("header", "query") and not self.name:
             raise ValueError(f"auth kind {self.kind!r} needs a name")
+        if self.kind == "sigv4" and not (self.region and self.service):
+            raise ValueError("auth kind 'sigv4' needs a region and a service")
         return self
 
 
 class CatalogueSpec(_Part):
-    """`GET path` lists the item ids (`items`: where a page holds them), page by page; without
-    a path the catalogue is learnt from the data and the answers (`extractor.catalogue`).
+    """`GET path` lists the item ids (`items`: where a page holds them), page by page; or
+    `file`, a file of ids, one per line (relative to the profile's own file); with neither the
+    catalogue is learnt from the data and the answers (`extractor.catalogue`).
 
     `paging`: "offset" (`offset_param` and `limit_param`; the next offset at `next`, else
     pages follow each other until `total` ids or an empty page), "cursor" (the next page's
@@ -114,6 +154,7 @@ class CatalogueSpec(_Part):
     page's URL or path at `next`, on the same host)."""
 
     path: str | None = Field(default=None, pattern=r"^/")
+    file: Path | None = None
     items: str = "items"
     paging: Literal["offset", "cursor", "next-link"] = "offset"
     next: str | None = None  # default: next_offset, next_cursor or next, by paging
@@ -132,24 +173,94 @@ class CatalogueSpec(_Part):
     def _compiles(cls, value: str | None) -> str | None:
         return None if value is None else _expression(value)
 
+    @model_validator(mode="after")
+    def _one_source(self) -> CatalogueSpec:
+        if self.path is not None and self.file is not None:
+            raise ValueError("a catalogue is a path or a file, not both")
+        return self
+
+
+class SessionSpec(_Part):
+    """`session` mode: how a probe's events are written, and the cleanup after its answer."""
+
+    write: CallSpec
+    max_events: int = Field(default=100, ge=1, description="events per write call")
+    cleanup: CallSpec | None = None
+    id_prefix: str = "recmimic-"
+
+    @model_validator(mode="after")
+    def _placeholders(self) -> SessionSpec:
+        used = self.write.placeholders()
+        if "{events}" not in used:
+            raise ValueError("session.write must hold {events}")
+        _known(used, WRITE_PLACEHOLDERS, "session.write")
+        if self.cleanup is not None:
+            _known(self.cleanup.placeholders(), WRITE_PLACEHOLDERS - {"{events}"}, "cleanup")
+        return self
+
 
 class LimitsSpec(_Part):
     """What the API's terms allow: `rate` requests per second at most (kept exactly; unknown:
-    found from its 429s, `extractor.pacing`)."""
+    found from its 429s, `extractor.pacing`), `histories_per_request` in a batch body,
+    `max_history` ids per history (longer ones are cut to their most recent ids before they
+    are asked, so the probe set records what was asked), and `cost_per_call`, the price of one
+    recommendation call, for the summary's spend."""
 
     rate: float | None = Field(default=None, gt=0)
+    histories_per_request: int = Field(default=256, ge=1)
+    max_history: int | None = Field(default=None, ge=1)
+    cost_per_call: float | None = Field(default=None, ge=0)
 
 
 class ApiProfile(_Part):
     """Everything the extractor needs to know about one black box."""
 
     name: str
-    mode: Literal["history"] = "history"
+    mode: Mode = "history"
     request: RequestSpec
     answer: AnswerSpec
+    event: Any = None  # one event's template, for `{events}`
+    event_spacing_s: int = Field(default=60, ge=0)
+    session: SessionSpec | None = None
     auth: AuthSpec = AuthSpec()
     catalogue: CatalogueSpec = CatalogueSpec()
     limits: LimitsSpec = LimitsSpec()
+
+    @model_validator(mode="after")
+    def _fits_mode(self) -> ApiProfile:
+        request = self.request
+        used = request.placeholders()
+        _known(used, REQUEST_PLACEHOLDERS, "request")
+        if request.each is not None and not request.batch:
+            raise ValueError("request: `each` is for a batch body (batch = true)")
+        if request.batch and "{histories}" not in used:
+            raise ValueError("request: a batch body must hold {histories}")
+        one = placeholders_in(request.each) if request.batch else used
+        wanted = {"history": "{history}", "item": "{item}", "session": "{session_id}"}[self.mode]
+        if request.batch and self.mode == "session":
+            raise ValueError("request: a session is asked alone (batch = false)")
+        if request.batch and request.each is None and self.mode == "history":
+            one = {"{history}"}  # `{histories}` is then the list of the histories themselves
+        if wanted not in one:
+            raise ValueError(f"request must hold {wanted} in {self.mode} mode")
+        if (self.mode == "session") != (self.session is not None):
+            raise ValueError("session: needed in session mode, and only there")
+        writes = self.session.write.placeholders() if self.session is not None else set()
+        if "{events}" in used | writes:
+            if self.event is None:
+                raise ValueError("event: {events} needs an event template")
+            known = EVENT_PLACEHOLDERS - ({"{session_id}"} if self.mode != "session" else set())
+            _known(placeholders_in(self.event), known, "event")
+            if "{item}" not in placeholders_in(self.event):
+                raise ValueError("event: the template must hold {item}")
+        if self.session is not None and "{session_id}" not in writes | placeholders_in(self.event):
+            raise ValueError("session: the write or its events must hold {session_id}")
+        return self
+
+    @property
+    def history_cap(self) -> int | None:
+        """The most ids a history may have when asked (None: no limit)."""
+        return 1 if self.mode == "item" else self.limits.max_history
 
     @cached_property
     def _items(self) -> jmespath.parser.ParsedResult:
@@ -159,25 +270,6 @@ class ApiProfile(_Part):
     def _version(self) -> jmespath.parser.ParsedResult | None:
         expression = self.answer.model_version
         return None if expression is None else jmespath.compile(expression)
-
-    def body(self, histories: list[list[str]], k: int) -> bytes:
-        """The request body for these histories (one unless the profile batches)."""
-        each = self.request.each
-        listed = (
-            histories
-            if each is None
-            else [
-                _render(each, {"{history}": h, "{history_length}": len(h), "{k}": k})
-                for h in histories
-            ]
-        )
-        values = {
-            "{history}": histories[0],
-            "{histories}": listed,
-            "{k}": k,
-            "{history_length}": len(histories[0]),
-        }
-        return orjson.dumps(_render(self.request.body, values))
 
     def found_items(self, payload: Any) -> Any:
         """What `answer.items` finds in an answer body (None: nothing)."""
@@ -199,24 +291,10 @@ class ApiProfile(_Part):
         return None if found is None else str(found)
 
 
-def _placeholders_in(template: Any) -> list[str]:
-    if isinstance(template, str):
-        return [template] if template.startswith("{") and template.endswith("}") else []
-    if isinstance(template, dict):
-        return [p for value in template.values() for p in _placeholders_in(value)]
-    if isinstance(template, list):
-        return [p for value in template for p in _placeholders_in(value)]
-    return []
-
-
-def _render(template: Any, values: dict[str, Any]) -> Any:
-    if isinstance(template, str):
-        return values.get(template, template)
-    if isinstance(template, dict):
-        return {key: _render(value, values) for key, value in template.items()}
-    if isinstance(template, list):
-        return [_render(value, values) for value in template]
-    return template
+def _known(used: set[str], known: frozenset[str], where: str) -> None:
+    unknown = used - known
+    if unknown:
+        raise ValueError(f"{where}: unknown placeholders {sorted(unknown)}; known: {sorted(known)}")
 
 
 BUILT_IN: dict[str, dict[str, Any]] = {
@@ -267,6 +345,7 @@ def load_profile(source: str) -> ApiProfile:
     path = Path(source)
     try:
         data = tomllib.loads(path.read_text())
+        _resolve_catalogue_file(data, path.parent)
     except OSError as exc:
         known = ", ".join(BUILT_IN)
         raise ProfileError(
@@ -278,6 +357,14 @@ def load_profile(source: str) -> ApiProfile:
         return ApiProfile.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "(top)"
+        where = ".".join(str(part) for part in first["loc"])
         message = first["msg"].removeprefix("Value error, ")
-        raise ProfileError(f"API profile {path}: {where}: {message}") from None
+        where = f"{where}: " if where else ""  # a check of the whole profile names its field
+        raise ProfileError(f"API profile {path}: {where}{message}") from None
+
+
+def _resolve_catalogue_file(data: Any, folder: Path) -> None:
+    """A catalogue file named in a profile is relative to the profile's own file."""
+    catalogue = data.get("catalogue") if isinstance(data, dict) else None
+    if isinstance(catalogue, dict) and isinstance(catalogue.get("file"), str):
+        catalogue["file"] = str(folder / catalogue["file"])

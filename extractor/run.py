@@ -66,6 +66,7 @@ class BudgetGate:
 
     def __init__(self, budget: Budget) -> None:
         self.budget = budget
+        self.calls = 0  # requests paid for (answered, or charged without an answer)
 
     async def on_send(self, n_histories: int) -> bool:
         granted = self.budget.reserve(n_histories)
@@ -77,6 +78,7 @@ class BudgetGate:
 
     async def on_result(self, n_histories: int, charged: bool | None, answered: int) -> None:
         paid = 0 if charged is False else n_histories  # unknown counts as paid
+        self.calls += paid > 0
         self.budget.settle(n_histories, answered, paid)
 
 
@@ -96,6 +98,8 @@ class ExtractSummary:
     model_tag: str | None
     stopped: str | None  # why the run ended before its last query; None when it finished
     usage: str | None = None  # what settling with the black box's usage count found on resume
+    calls: int = 0  # recommendation requests this run paid for (a batch request is one)
+    cost: float | None = None  # calls times the API profile's cost per call, when it has one
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -165,11 +169,14 @@ class _Run:
         )
         next_id = 0
 
+        cap = config.history_cap
+
         async def ask(histories: list[History]) -> list[Answer]:
             nonlocal next_id
             ids = list(range(next_id, next_id + len(histories)))
             next_id += len(histories)
-            return await self.queries(ids, Prefixes.of(histories))
+            asked = histories if cap is None else [history[-cap:] for history in histories]
+            return await self.queries(ids, Prefixes.of(asked))
 
         steps = autoregressive(source, items, ask)
         try:
@@ -394,6 +401,9 @@ class _Run:
         self, spent_before: int, wall_s: float, interrupted: bool, settled: str | None
     ) -> ExtractSummary:
         counts = self.counts
+        calls = self.client.budget.calls if isinstance(self.client.budget, BudgetGate) else 0
+        profile = self.config.profile
+        price = profile.limits.cost_per_call if profile is not None else None
         return ExtractSummary(
             paid=self.budget.spent - spent_before,
             cached=counts.cached,
@@ -407,6 +417,8 @@ class _Run:
             model_tag=self.tag,
             stopped="interrupted" if interrupted else self.stopped,
             usage=settled,
+            calls=calls,
+            cost=None if price is None else round(calls * price, 6),
         )
 
 
@@ -456,9 +468,10 @@ def load_seeded(config: ExtractConfig) -> Prefixes:
             users, config.prefixes, seed=config.seed, whole_first=config.whole_first
         )
     )
-    if config.max_history is None:
+    cap = config.history_cap
+    if cap is None:
         return queries
-    return queries.tails(np.arange(len(queries)), np.minimum(queries.length, config.max_history))
+    return queries.tails(np.arange(len(queries)), np.minimum(queries.length, cap))
 
 
 @contextmanager
@@ -507,12 +520,16 @@ async def _until_signal(work: Coroutine[Any, Any, None]) -> bool:
 
 
 def _client_config(config: ExtractConfig) -> ClientConfig:
+    profile = config.profile
     return ClientConfig(
         base_url=config.teacher_url,
         api_key=config.api_key,
         max_concurrency=config.concurrency,
         timeout_s=config.timeout_s,
-        batch_size=config.batch_size,
+        batch_size=min(
+            config.batch_size,
+            profile.limits.histories_per_request if profile is not None else config.batch_size,
+        ),  # also the pieces the run pays for together
         batch=config.batch,
         jitter_seed=config.seed,
         profile=config.profile,

@@ -10,6 +10,8 @@ id twice make the whole body malformed (None), which the client retries.
 
 from __future__ import annotations
 
+import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -17,11 +19,23 @@ import orjson
 
 from extractor.http import Response
 from extractor.ids import JsonIds
-from extractor.profiles import ApiProfile
+from extractor.profiles import ApiProfile, CallSpec
+from extractor.templates import render, render_path
 
 SINGLE_PATH = "/v1/recommend"
 BATCH_PATH = "/v1/recommend/batch"
 MODEL_VERSION_HEADER = "x-model-version"
+
+
+@dataclass(frozen=True)
+class WireRequest:
+    """One HTTP request, before the transport adds the key or signs it."""
+
+    method: str
+    path: str
+    body: bytes | None = None
+    params: dict[str, Any] | None = None
+    headers: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -39,8 +53,11 @@ class Wire(Protocol):
     batch_size: int
     version_header: str | None
 
-    def request(self, histories: list[list[str]], k: int, batch: bool) -> tuple[str, str, bytes]:
-        """(method, path, JSON body) asking for the top-k of `histories`."""
+    def request(
+        self, histories: list[list[str]], k: int, batch: bool, session_id: str | None = None
+    ) -> WireRequest:
+        """The request asking for the top-k of `histories` (or of the session written for
+        them, in session mode)."""
         ...
 
     def parse(self, response: Response, n: int, k: int, batch: bool) -> Parsed | None:
@@ -57,10 +74,14 @@ class RecmimicWire:
         self.batch = batch
         self.batch_size = batch_size
 
-    def request(self, histories: list[list[str]], k: int, batch: bool) -> tuple[str, str, bytes]:
+    sessions = False
+
+    def request(
+        self, histories: list[list[str]], k: int, batch: bool, session_id: str | None = None
+    ) -> WireRequest:
         if batch:
-            return "POST", BATCH_PATH, orjson.dumps({"histories": histories, "k": k})
-        return "POST", SINGLE_PATH, orjson.dumps({"history": histories[0], "k": k})
+            return WireRequest("POST", BATCH_PATH, orjson.dumps({"histories": histories, "k": k}))
+        return WireRequest("POST", SINGLE_PATH, orjson.dumps({"history": histories[0], "k": k}))
 
     def parse(self, response: Response, n: int, k: int, batch: bool) -> Parsed | None:
         try:
@@ -77,17 +98,84 @@ class RecmimicWire:
 
 
 class ProfileWire:
-    """The request and answer an API profile describes."""
+    """The requests and answers an API profile describes: a history, a session written first
+    (`writes`, then `request` for its id, then `cleanup`) or a seed item."""
 
-    def __init__(self, profile: ApiProfile) -> None:
+    def __init__(self, profile: ApiProfile, batch_size: int) -> None:
         self.profile = profile
         self.batch = profile.request.batch
-        self.batch_size = profile.request.batch_size if profile.request.batch else 1
+        limit = profile.limits.histories_per_request
+        self.batch_size = min(batch_size, limit) if profile.request.batch else 1
         self.version_header = profile.answer.model_version_header
+        self.sessions = profile.mode == "session"
 
-    def request(self, histories: list[list[str]], k: int, batch: bool) -> tuple[str, str, bytes]:
+    def request(
+        self, histories: list[list[str]], k: int, batch: bool, session_id: str | None = None
+    ) -> WireRequest:
         spec = self.profile.request
-        return spec.method, spec.path, self.profile.body(histories, k)
+        values = self._values(histories[0], k, session_id)
+        if spec.batch:
+            each = spec.each
+            rendered = [
+                h if each is None else render(each, self._values(h, k, session_id))
+                for h in histories
+            ]
+            values["{histories}"] = rendered
+        return _call(spec, values)
+
+    def new_session(self) -> str:
+        """A session id never used before (ids are never reused: a session holds one probe)."""
+        assert self.profile.session is not None
+        return self.profile.session.id_prefix + uuid.uuid4().hex
+
+    def writes(self, history: list[str], session_id: str) -> list[WireRequest]:
+        """The calls that write `history` as events under `session_id`, oldest first."""
+        session = self.profile.session
+        assert session is not None
+        events = self._events(history, session_id)
+        size = session.max_events
+        return [
+            _call(session.write, {**self._ids(session_id), "{events}": events[i : i + size]})
+            for i in range(0, len(events), size)
+        ]
+
+    def cleanup(self, session_id: str) -> WireRequest | None:
+        session = self.profile.session
+        if session is None or session.cleanup is None:
+            return None
+        return _call(session.cleanup, self._ids(session_id))
+
+    def _values(self, history: list[str], k: int, session_id: str | None) -> dict[str, Any]:
+        values = {
+            "{history}": history,
+            "{history_length}": len(history),
+            "{item}": history[-1],
+            "{k}": k,
+            **self._ids(session_id),
+        }
+        if self.profile.event is not None:
+            values["{events}"] = self._events(history, session_id)
+        return values
+
+    def _events(self, history: list[str], session_id: str | None) -> list[Any]:
+        """The history as events; the newest is stamped now, the others earlier."""
+        now, spacing, last = int(time.time()), self.profile.event_spacing_s, len(history) - 1
+        shared = {} if session_id is None else {"{session_id}": session_id}
+        return [
+            render(
+                self.profile.event,
+                {"{item}": item, "{position}": i, "{timestamp}": now - (last - i) * spacing}
+                | shared,
+            )
+            for i, item in enumerate(history)
+        ]
+
+    @staticmethod
+    def _ids(session_id: str | None) -> dict[str, Any]:
+        ids = {"{query_id}": uuid.uuid4().hex}
+        if session_id is not None:
+            ids["{session_id}"] = session_id
+        return ids
 
     def parse(self, response: Response, n: int, k: int, batch: bool) -> Parsed | None:
         try:
@@ -103,6 +191,13 @@ class ProfileWire:
             response.headers.get(header.lower()) if header else None
         )
         return Parsed(answers, tag)
+
+
+def _call(spec: CallSpec, values: dict[str, Any]) -> WireRequest:
+    body = None if spec.body is None else orjson.dumps(render(spec.body, values))
+    params = {name: render(value, values) for name, value in spec.query.items()} or None
+    path = render_path(spec.path, values)
+    return WireRequest(spec.method, path, body, params, dict(spec.headers) or None)
 
 
 def mismatch(profile: ApiProfile, response: Response, n: int, k: int) -> str:

@@ -742,7 +742,7 @@ def test_the_command_prints_a_summary_without_the_key(clean: str, tmp_path: Path
         ({"scales": "0.5"}, "must include 1"),
         ({"prefixes": "0"}, "bad --prefixes"),
         ({"max_history": 0}, "max_history must be at least 1"),
-        ({"source": "autoregressive", "max_history": 5}, "applies to the seeded source"),
+        ({"source": "autoregressive", "whole_first": True}, "applies to the seeded source"),
         ({"api_key": "nope"}, "refused the API key"),
         ({"teacher_url": "http://127.0.0.1:9"}, "cannot reach the teacher"),
     ],

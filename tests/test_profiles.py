@@ -180,7 +180,8 @@ def test_a_profile_file_renders_the_body_reads_the_ids_and_sends_the_key_where_i
     ("text", "message"),
     [
         ("name = 'x'", "request: Field required"),
-        (PROFILE.replace('"{history}"', '"{hist}"'), "request: the body must hold {history}"),
+        (PROFILE.replace('"{history}"', '"{hist}"'), "request: unknown placeholders ['{hist}']"),
+        (PROFILE.replace('"{history}"', '"x"'), "request must hold {history} in history mode"),
         (PROFILE.replace("data.recommendations[*].id", "data[["), "answer.items: not a JMESPath"),
         (PROFILE.replace('kind = "{kind}"', 'kind = "oauth"'), "auth.kind: Input should be"),
         (PROFILE.replace('name = "X-Shop-Key"', "").replace("{kind}", "header"), "needs a name"),

@@ -142,6 +142,14 @@ class JobRequest(BaseModel):
         if self.source != "seeded" and self.max_history is not None:
             raise ValueError("max_history applies to the seeded source")
         profile = load_profile(self.profile) if isinstance(self.profile, str) else self.profile
+        if profile is not None and profile.catalogue.file is not None:
+            raise ValueError(
+                "profile.catalogue.file: a job cannot read the server's files; list the "
+                "catalogue at a path of the black box, or use the seeded source"
+            )
+        signed = profile.auth.kind if profile is not None else None
+        if signed == "sigv4" and ":" not in self.teacher_api_key.get_secret_value():
+            raise ValueError("the profile signs with sigv4: the key is ACCESS_KEY_ID:SECRET")
         if self.source != "seeded" and profile is not None and profile.catalogue.path is None:
             raise ValueError(
                 f"the {self.source} source needs the black box's catalogue, and the API profile "
