@@ -210,7 +210,7 @@ class BlackBoxClient:
         self._auth = key_auth(profile_auth, config.api_key, config.base_url)
         self._http = HTTPClient(
             config.base_url,
-            headers=self._auth.headers,
+            headers={**(config.profile.headers if config.profile else {}), **self._auth.headers},
             timeout_s=config.timeout_s,
             connect_timeout_s=config.connect_timeout_s,
             policy=config.destinations,
@@ -317,6 +317,8 @@ class BlackBoxClient:
                         return _failed(1, f"{write.method} {write.path}: no such route (404)")
                 return session_id
             except BlackBoxError as exc:
+                if self.stopped is not None:  # the key was refused, now or by another call
+                    return _failed(1, self.stopped)
                 if exc.status is not None:  # refused: another session would be refused too
                     return _failed(1, f"writing the session: {exc}")
                 reason = str(exc)

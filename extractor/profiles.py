@@ -66,6 +66,13 @@ class _Part(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _one_line_headers(value: dict[str, str]) -> dict[str, str]:
+    for name, text in value.items():
+        if any(c in name + text for c in "\r\n") or not name.strip() or ":" in name:
+            raise ValueError(f"header {name!r}: a header is one line, named without ':'")
+    return value
+
+
 class CallSpec(_Part):
     """One HTTP call's template: `path` and `query` values may hold placeholders; a GET has no
     body, the others a JSON body."""
@@ -79,10 +86,7 @@ class CallSpec(_Part):
     @field_validator("headers")
     @classmethod
     def _one_line(cls, value: dict[str, str]) -> dict[str, str]:
-        for name, text in value.items():
-            if any(c in name + text for c in "\r\n") or not name.strip() or ":" in name:
-                raise ValueError(f"header {name!r}: a header is one line, named without ':'")
-        return value
+        return _one_line_headers(value)
 
     @model_validator(mode="after")
     def _body(self) -> CallSpec:
@@ -222,9 +226,15 @@ class ApiProfile(_Part):
     event: Any = None  # one event's template, for `{events}`
     event_spacing_s: int = Field(default=60, ge=0)
     session: SessionSpec | None = None
+    headers: dict[str, str] = Field(default_factory=dict)  # sent with every call (not the key)
     auth: AuthSpec = AuthSpec()
     catalogue: CatalogueSpec = CatalogueSpec()
     limits: LimitsSpec = LimitsSpec()
+
+    @field_validator("headers")
+    @classmethod
+    def _one_line(cls, value: dict[str, str]) -> dict[str, str]:
+        return _one_line_headers(value)
 
     @model_validator(mode="after")
     def _fits_mode(self) -> ApiProfile:

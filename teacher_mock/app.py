@@ -2,12 +2,14 @@
 
 Routes: `POST /v1/recommend`, `POST /v1/recommend/batch`, `GET /v1/items`, `GET /v1/usage`
 (the key's own quota counter, which tests and benchmarks read as a witness) and `GET /healthz`
-(no key); with another `wire` (`teacher_mock.wires`), that API's routes replace the first two.
-Every refusal is `{"detail": "<message>"}` with a 4xx status (injected faults are 5xx); in
+(no key); with another `wire` (`teacher_mock.wires`), that API's routes replace the first two,
+and with a commercial API's wire (recombee, algolia, personalize) every route but `/healthz`
+takes that API's credentials instead of a bearer key (`teacher_mock.foreign_auth`). Every
+refusal is `{"detail": "<message>"}` with a 4xx status (injected faults are 5xx); in
 recmimic's wire every response carries `X-Model-Version`. Recommendation bodies are read and
 parsed by hand, after the key and rate checks, so that an unauthenticated or rate-limited client
 is told so before anything else, and so that the size limit holds while the body is read.
-Faults apply to the recommendation routes only.
+Faults apply to the recommendation routes only, of whichever wire.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from seqrec.serving.contract import (
     describe_errors,
 )
 from teacher_mock.errors import TeacherError
+from teacher_mock.foreign_auth import verifier_for
 from teacher_mock.routing import ApiKey, MeteredKey, TeacherDep, json_answer, read_json
 from teacher_mock.schemas import ErrorDetail, ItemsPage, UsageReport
 from teacher_mock.settings import TeacherSettings, Wire
@@ -42,7 +45,11 @@ log = logging.getLogger("teacher_mock")
 
 
 def create_app(settings: TeacherSettings, artifact: Artifact | None = None) -> FastAPI:
-    """The teacher API for `artifact` (loaded from `settings.model_dir` when not given)."""
+    """The teacher API for `artifact` (loaded from `settings.model_dir` when not given).
+
+    Raises ValueError, before any model loads, when the wire cannot use the keys or the
+    environment (a `personalize` key without a colon, botocore missing)."""
+    verify_key = verifier_for(settings)
     if artifact is None:
         artifact = load_artifact(settings.model_dir, settings.device)
     teacher = Teacher(settings, artifact)
@@ -57,6 +64,7 @@ def create_app(settings: TeacherSettings, artifact: Artifact | None = None) -> F
 
     app = FastAPI(title="recmimic teacher (black box)", lifespan=lifespan)
     app.state.teacher = teacher
+    app.state.verify_key = verify_key
     _add_routes(app, settings.wire)
     add_wire_routes(app, settings.wire)
     app.add_exception_handler(TeacherError, _teacher_error)

@@ -98,15 +98,21 @@ def serve(
     wire: Annotated[
         str | None,
         typer.Option(
-            help="The API it speaks: recmimic, mlflow or open-inference.",
+            help="The API it speaks: recmimic, mlflow, open-inference, or the shape of "
+            "recombee, algolia or personalize (one worker for recombee and personalize; "
+            "personalize takes keys ACCESS_KEY_ID:SECRET_ACCESS_KEY).",
             show_default=_default("wire", "recmimic"),
         ),
     ] = None,
-    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
+    workers: Annotated[
+        int,
+        typer.Option(min=1, help="uvicorn worker processes (one for a session wire)."),
+    ] = 1,
 ) -> None:
     """Serve a trained model as a black-box top-k recommendation API."""
-    from seqrec.artifact_files import ArtifactError, artifact_directory
+    from seqrec.artifact_files import artifact_directory
     from seqrec.serving.contract import describe_errors
+    from teacher_mock.sessions import check_workers
     from teacher_mock.settings import TeacherSettings
 
     given: dict[str, Any] = {
@@ -127,14 +133,20 @@ def serve(
         settings = TeacherSettings(**{name: v for name, v in given.items() if v is not None})
     except ValidationError as exc:
         raise typer.BadParameter(describe_errors(exc.errors())) from None
+    try:
+        check_workers(settings.wire, workers)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     check_port_free(host, port)  # before the model loads, not after
     try:
         artifact_directory(settings.model_dir)  # before torch loads: a bad path fails at once
         from seqrec.artifacts import load_artifact
+        from teacher_mock.foreign_auth import verifier_for
         from teacher_mock.server import serve as serve_teacher
 
+        verifier_for(settings)  # the wire's keys and botocore, before the model loads
         artifact = load_artifact(settings.model_dir, settings.device)
-    except ArtifactError as exc:
+    except ValueError as exc:  # an ArtifactError, or keys the wire cannot use
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
     verbose = bool(ctx.find_root().params.get("verbose"))  # the global --verbose

@@ -30,6 +30,21 @@ class Unauthorized(TeacherError):
         super().__init__(message, {"WWW-Authenticate": "Bearer"})
 
 
+class AuthRefused(TeacherError):
+    """Credentials another API's wire refuses, with that API's own status (401 or 403) and no
+    `WWW-Authenticate: Bearer`, which would point its clients at the wrong scheme."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class NotFound(TeacherError):
+    """A session wire's user has no stored interactions (never written, forgotten or evicted)."""
+
+    status = 404
+
+
 class RateLimited(TeacherError):
     """The key's token bucket is empty: retrying after `Retry-After` seconds succeeds."""
 

@@ -3,7 +3,8 @@
 With `workers > 1` uvicorn starts fresh processes that each rebuild the app from the
 environment (`app_from_env`), so quota counters and rate-limit buckets are per process: a key
 can get up to `workers` times its quota and rate. Use one worker when those limits must hold
-exactly (benchmarks that read `/v1/usage` as a witness do).
+exactly (benchmarks that read `/v1/usage` as a witness do). The session wires (recombee,
+personalize) refuse several workers: a user written through one would be unknown to the next.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from seqrec.artifacts import Artifact, load_artifact
 from seqrec.serving.batcher import default_torch_threads
 from seqrec.serving.process import freeze_startup_objects
 from teacher_mock.app import create_app
+from teacher_mock.sessions import check_workers
 from teacher_mock.settings import TeacherSettings, settings_env
 
 
@@ -35,12 +37,14 @@ def serve(
     artifact: Artifact | None = None,
     access_log: bool = False,
 ) -> None:
-    """Serve until interrupted. Raises `ArtifactError` at once when the model cannot load.
+    """Serve until interrupted. Raises `ArtifactError` at once when the model cannot load, and
+    ValueError for a session wire in several workers.
 
     `artifact`, when given, is served as is by a single worker; several workers each load
     their own copy from `settings.model_dir`. `access_log`: uvicorn's line per request, off
     unless asked for (`recmimic --verbose`): thousands of probes made thousands of lines.
     """
+    check_workers(settings.wire, workers)
     _configure_logging()
     threads = settings.torch_threads or default_torch_threads(workers)
     settings = settings.model_copy(update={"torch_threads": threads})

@@ -16,7 +16,9 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "RECMIMIC_TEACHER_"
-Wire = Literal["recmimic", "mlflow", "open-inference"]  # the API spoken (teacher_mock.wires)
+# The API spoken (teacher_mock.wires): recmimic's own, a model server's, or the shape of a
+# commercial recommendation API (teacher_mock.wire_recombee, wire_algolia, wire_personalize).
+Wire = Literal["recmimic", "mlflow", "open-inference", "recombee", "algolia", "personalize"]
 
 
 class TeacherSettings(BaseSettings):
@@ -42,6 +44,9 @@ class TeacherSettings(BaseSettings):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     items_page_max: int = Field(default=1000, ge=1)
     scores: bool = Field(default=False, description="answers include scores (experiments only)")
+    max_sessions: int = Field(
+        default=100_000, ge=1, description="users a session wire keeps (least recent dropped)"
+    )
 
     # Fault injection on /v1/recommend*: one draw per request, rates must sum to at most 1.
     latency_ms: float = Field(default=0.0, ge=0)

@@ -21,6 +21,7 @@ from seqrec.serving.contract import Recommendation, check_request
 from teacher_mock.errors import InjectedFault, InvalidRequest, Unauthorized
 from teacher_mock.faults import Fault, FaultInjector
 from teacher_mock.limits import QuotaBook, RateLimiter
+from teacher_mock.sessions import SessionStore
 from teacher_mock.settings import TeacherSettings
 
 
@@ -46,6 +47,7 @@ class Teacher:
         self.limiter = RateLimiter(settings.rate, settings.bucket_size())
         self.quota = QuotaBook(settings.quota)
         self.faults = FaultInjector(settings)
+        self.sessions = SessionStore(settings.max_sessions, settings.max_history)
         self._keys = [key.encode() for key in settings.key_values()]
 
     def authenticate(self, token: str | None) -> str:
@@ -74,6 +76,13 @@ class Teacher:
             await self.faults.hang()
             raise InjectedFault("injected fault: timed out", 504)
         return Answer([self._render(r) for r in rankings], truncate=fault is Fault.TRUNCATE)
+
+    def check_items(self, items: Sequence[str], where: str) -> None:
+        """422 naming the unknown ids, if any: a session wire refuses a write it cannot rank."""
+        try:
+            self.catalogue.to_dense(items, where)
+        except ContractError as exc:
+            raise InvalidRequest(str(exc)) from None
 
     def _render(self, ranking: Ranking) -> Recommendation:
         scores = ranking.scores if self.settings.scores else None

@@ -6,8 +6,11 @@ model server (`POST /invocations` with a `dataframe_split` of one `history` colu
 parameter, answered `{"predictions": [...]}`, no model version), as
 `teacher_mock/mlflow_model.py` makes MLflow itself serve it; or the open inference protocol of
 KServe v2 and Triton (`POST /v2/models/{name}/infer`, BYTES tensors, the model version in the
-body). Each built-in API profile (`extractor.profiles`) is tested against the wire it
-describes on a real port.
+body). Three more take the shapes of commercial recommendation APIs, each in a module of its
+own with that API's own authentication (`teacher_mock.foreign_auth`): `recombee` and
+`personalize` answer a user whose interactions were written first (`teacher_mock.sessions`),
+`algolia` answers seed items. Each built-in API profile (`extractor.profiles`) is tested against
+the wire it describes on a real port.
 """
 
 from __future__ import annotations
@@ -16,31 +19,34 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Path, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from teacher_mock import wire_algolia, wire_personalize, wire_recombee
 from teacher_mock.errors import InvalidRequest
 from teacher_mock.routing import MeteredKey, TeacherDep, json_answer, read_json
+from teacher_mock.schemas import StrictBody
 from teacher_mock.settings import Wire
 
 MODEL_NAME = "recommender"  # the open inference model's name
+_COMMERCIAL = {
+    "recombee": wire_recombee.add_routes,
+    "algolia": wire_algolia.add_routes,
+    "personalize": wire_personalize.add_routes,
+}
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class MlflowFrame(_Strict):
+class MlflowFrame(StrictBody):
     """MLflow's `dataframe_split`: here one `history` column, a row per history."""
 
     columns: list[str]
     data: list[tuple[list[str]]] = Field(min_length=1)
 
 
-class MlflowParams(_Strict):
+class MlflowParams(StrictBody):
     k: int = Field(default=10, ge=1)
 
 
-class MlflowRequest(_Strict):
+class MlflowRequest(StrictBody):
     dataframe_split: MlflowFrame
     params: MlflowParams = MlflowParams()
 
@@ -64,7 +70,9 @@ class InferRequest(BaseModel):
 
 def add_wire_routes(app: FastAPI, wire: Wire) -> None:
     """The recommendation routes of `wire` other than recmimic's (`teacher_mock.app`)."""
-    if wire == "mlflow":
+    if wire in _COMMERCIAL:
+        _COMMERCIAL[wire](app)
+    elif wire == "mlflow":
 
         @app.post("/invocations")
         async def invocations(request: Request, teacher: TeacherDep, key: MeteredKey) -> Response:

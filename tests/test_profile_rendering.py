@@ -50,7 +50,7 @@ def test_item_mode_asks_each_querys_most_recent_item_and_caps_histories_at_one()
     body = orjson.loads(request.body or b"")
     assert [entry["objectID"] for entry in body["requests"]] == ["c", "d"]
     assert body["requests"][0]["maxRecommendations"] == 7
-    assert request.headers == {"X-Algolia-Application-Id": "RECMIMIC"}
+    assert algolia.headers == {"X-Algolia-Application-Id": "RECMIMIC"} and request.headers is None
     assert algolia.history_cap == 1
     config = ExtractConfig(
         teacher_url="http://x", api_key="k", budget=1, out=Path("o"), dataset="d", max_history=5
