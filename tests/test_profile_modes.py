@@ -23,7 +23,7 @@ from extractor.client import BlackBoxClient, ClientConfig
 from extractor.config import ExtractConfig
 from extractor.errors import BlackBoxError
 from extractor.probeset import read_probe_set
-from extractor.profiles import load_profile
+from extractor.profiles import LimitsSpec, load_profile
 from extractor.run import extract
 from seqrec.data.loading import load_dataset
 from teacher_mock.app import create_app
@@ -96,14 +96,16 @@ def test_an_item_profile_asks_each_querys_most_recent_item_in_batches(
 ) -> None:
     url, app = servers["algolia"]
     before = paid(app, "algolia")
-    profile = str(EXAMPLES / "algolia.toml")
-    summary, _ = run(url, "algolia", tmp_path / "items", api_profile=profile)
+    algolia = load_profile(str(EXAMPLES / "algolia.toml"))
+    priced = algolia.model_copy(update={"limits": LimitsSpec(cost_per_call=0.25)})
+    summary, _ = run(url, "algolia", tmp_path / "items", api_profile=priced, batch_size=50)
     probes = read_probe_set(tmp_path / "items")
     histories = probes.column("history").to_pylist()
     assert summary.stopped is None and probes.num_rows > 0
     assert all(len(history) == 1 for history in histories)
     assert summary.paid == paid(app, "algolia") - before == len({h[0] for h in histories})
     assert summary.calls < summary.paid  # several seed items per call (50 at most)
+    assert summary.cost == summary.calls * 0.25
     own_url, _ = servers["recmimic"]
     own, _ = run(own_url, "recmimic", tmp_path / "own", max_history=1)
     theirs = read_probe_set(tmp_path / "own")
