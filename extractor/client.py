@@ -99,6 +99,7 @@ class Outcome:
     items: Sequence[str] | None = None
     reason: str | None = None
     model_tag: str | None = None
+    scores: Sequence[float] | None = None  # when the API gives them and the profile names them
 
     @property
     def ok(self) -> bool:
@@ -430,8 +431,11 @@ class BlackBoxClient:
                         self._pacer.answered()
                         tag = reply.parsed.model_tag
                         self._learn_tag(tag)
-                        answers = reply.parsed.answers
-                        return [Outcome(items=items, model_tag=tag) for items in answers]
+                        answers, scores = reply.parsed.answers, reply.parsed.scores
+                        return [
+                            Outcome(items, model_tag=tag, scores=scores[i] if scores else None)
+                            for i, items in enumerate(answers)
+                        ]
                     if not self._checked and self.config.profile is not None:
                         why = mismatch(self.config.profile, response, n, k)
                         self.stopped = f"the answer does not fit the API profile: {why}"

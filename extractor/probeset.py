@@ -12,6 +12,10 @@ Layout: one row per query (its full view) with its truncated views in list colum
 | `view_scales` | list<double> | scale r of each truncated view actually probed (1.0 excluded) |
 | `view_lengths` | list<int32> | its length, ceil(n*r): the view is `history[-length:]` |
 | `view_items` | list<list<string>> | its top-k; a null entry for a view that failed |
+| `scores` | list<float32> | the full view's scores, one per id of `items` (see below) |
+
+`scores` is there only in the parts of a run whose API profile names scores
+(`extractor.scores`); null where none came. Parts with and without it read as one table.
 
 Why one row per query rather than one per request: the query is the unit that is resumed,
 deduplicated and trained on. Its views are written with it, so a query on disk is complete; the
@@ -82,6 +86,7 @@ SCHEMA = pa.schema(
         pa.field("view_items", pa.list_(_IDS), nullable=False),
     ]
 )
+SCORES_FIELD = pa.field("scores", pa.list_(pa.float32()))  # appended when answers have scores
 _PART = re.compile(r"^part-(\d+)\.parquet$")
 _PART_CHECKSUM = re.compile(r"^(part-\d+\.parquet)" + re.escape(CHECKSUM_SUFFIX) + "$")
 _TEMP_PREFIX = ".part-"
@@ -139,17 +144,19 @@ def probe_table(
     view_scales: Sequence[float],
     view_lengths: np.ndarray,
     view_items: Sequence[Sequence[str] | None],
+    scores: Sequence[Sequence[float] | None] | None = None,
 ) -> pa.Table:
     """Probe rows as a table, column by column, for queries that all have the same views.
 
     `view_lengths` is [queries, views] and `view_items` the views' answers query by query
     (row-major), so no per-query object is built: an extraction run writes its chunks this way.
     `histories` may be that column already (`Prefixes.column`). A query has either `items` or
-    an error, never both; the caller guarantees it.
+    an error, never both; the caller guarantees it. `scores`, one list (or None) per query,
+    adds the `scores` column.
     """
     n, per_query = len(query_ids), len(view_scales)
     offsets = np.arange(n + 1, dtype=np.int32) * per_query
-    return _assemble(
+    table = _assemble(
         query_ids,
         histories,
         items,
@@ -159,6 +166,9 @@ def probe_table(
         np.asarray(view_lengths, dtype=np.int32).reshape(-1),
         view_items,
     )
+    if scores is None:
+        return table
+    return table.append_column(SCORES_FIELD, pa.array(scores, type=SCORES_FIELD.type))
 
 
 def _to_table(rows: Sequence[ProbeRow]) -> pa.Table:

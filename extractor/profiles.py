@@ -26,7 +26,7 @@ Placeholders: `{history}`, `{histories}`, `{history_length}`, `{item}` (the most
 from __future__ import annotations
 
 import sys
-from functools import cached_property
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -111,13 +111,16 @@ class RequestSpec(CallSpec):
 class AnswerSpec(_Part):
     """Where the answer's ids are: `items` yields one id list (a single request) or one list
     per history (a batch request), best first. `model_version` is an expression into the body,
-    `model_version_header` a header; whichever a response carries names the model."""
+    `model_version_header` a header; whichever a response carries names the model.
+    `scores`, when the API gives them: one number per id (one list per history in a batch),
+    kept in the probe set's `scores` column."""
 
     items: str
+    scores: str | None = None
     model_version: str | None = None
     model_version_header: str | None = "x-model-version"
 
-    @field_validator("items", "model_version")
+    @field_validator("items", "scores", "model_version")
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
         return None if value is None else _expression(value)
@@ -272,18 +275,9 @@ class ApiProfile(_Part):
         """The most ids a history may have when asked (None: no limit)."""
         return 1 if self.mode == "item" else self.limits.max_history
 
-    @cached_property
-    def _items(self) -> jmespath.parser.ParsedResult:
-        return jmespath.compile(self.answer.items)
-
-    @cached_property
-    def _version(self) -> jmespath.parser.ParsedResult | None:
-        expression = self.answer.model_version
-        return None if expression is None else jmespath.compile(expression)
-
     def found_items(self, payload: Any) -> Any:
         """What `answer.items` finds in an answer body (None: nothing)."""
-        return self._items.search(payload)
+        return _compiled(self.answer.items).search(payload)
 
     def answers(self, payload: Any, n: int) -> list[list[Any]] | None:
         """The n id lists an answer body holds, in request order; None when it holds no such
@@ -294,11 +288,27 @@ class ApiProfile(_Part):
             return None
         return lists if all(isinstance(items, list) for items in lists) else None
 
-    def model_version(self, payload: Any) -> str | None:
-        if self._version is None:
+    def found_scores(self, payload: Any, n: int) -> list[Any] | None:
+        """What `answer.scores` finds: one entry per history asked (None: nothing, or no
+        `answer.scores`)."""
+        if self.answer.scores is None:
             return None
-        found = self._version.search(payload)
+        found = _compiled(self.answer.scores).search(payload)
+        lists = found if self.request.batch else [found]
+        return lists if isinstance(lists, list) and len(lists) == n else None
+
+    def model_version(self, payload: Any) -> str | None:
+        if self.answer.model_version is None:
+            return None
+        found = _compiled(self.answer.model_version).search(payload)
         return None if found is None else str(found)
+
+
+@lru_cache(maxsize=256)
+def _compiled(expression: str) -> jmespath.parser.ParsedResult:
+    """A JMESPath expression compiled once per process (by its text, so that a copy of a
+    profile with another expression never reads the old one)."""
+    return jmespath.compile(expression)
 
 
 def _known(used: set[str], known: frozenset[str], where: str) -> None:

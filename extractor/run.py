@@ -46,6 +46,7 @@ from extractor.config import TEST_HISTORIES, ExtractConfig
 from extractor.part_memo import RememberedPart, pack, part_key, unpack
 from extractor.prefixes import History, Prefixes
 from extractor.probeset import ProbeSetWriter, probe_table
+from extractor.scores import get_scores, put_scores
 from extractor.sources import Answer, AutoregressiveConfig, autoregressive, seeded_queries
 from extractor.tasks import gather_or_cancel
 from extractor.usage import settle_with_usage
@@ -142,6 +143,8 @@ class _Run:
         # cache key -> the outcome another chunk awaits (None: claimed, nobody waits yet)
         self._claims: dict[str, asyncio.Future[Outcome] | None] = {}
         self._remembering: list[asyncio.Future[None]] = []  # parts on their way to the cache
+        profile = config.profile
+        self.scored = profile is not None and profile.answer.scores is not None
 
     async def seeded(self, queries: Prefixes) -> None:
         """Every query known up front; the ones already on disk are skipped. Chunks whose
@@ -242,7 +245,9 @@ class _Run:
             self.stopped = self.stopped or results[unasked[0]].reason
             self.counts.left += int((~complete).sum())
         kept = np.flatnonzero(complete)
-        table, items = _chunk_table([ids[fresh[q]] for q in kept.tolist()], plan, kept, results)
+        table, items = _chunk_table(
+            [ids[fresh[q]] for q in kept.tolist()], plan, kept, results, self.scored
+        )
         if part is not None and len(kept) == len(ids) and self._all_answered(results):
             written = self.writer.add_part(table)
             remember = self._remember(part, len(results), written)
@@ -334,9 +339,10 @@ class _Run:
             [self._pay(histories.subset(piece), [keys[i] for i in piece], tag) for piece in pieces]
         )
         outcomes = [_CLAIMED] * len(histories)
-        for i, items in zip(own, hits, strict=True):
-            if items is not None:
-                outcomes[i] = Outcome(items=items, model_tag=tag)
+        found = [(i, items) for i, items in zip(own, hits, strict=True) if items is not None]
+        scores = await get_scores(self.cache, [keys[i] for i, _ in found]) if self.scored else []
+        for n, (i, items) in enumerate(found):
+            outcomes[i] = Outcome(items, model_tag=tag, scores=scores[n] if scores else None)
         for piece, outs in zip(pieces, answered, strict=True):
             for i, outcome in zip(piece, outs, strict=True):
                 outcomes[i] = outcome
@@ -351,19 +357,21 @@ class _Run:
         """
         outcomes = await self.client.recommend_many(histories, self.config.k)
         self.counts.asked += len(histories)
-        answered: dict[str, Sequence[str]] = {}
+        answered: dict[str, int] = {}  # cache key -> the outcome it stores
         retagged: dict[str | None, list[int]] = {}
         for i, outcome in enumerate(outcomes):
             if outcome.items is None:
                 continue
             if outcome.model_tag == tag:
-                answered[keys[i]] = outcome.items
+                answered[keys[i]] = i
             else:
                 retagged.setdefault(outcome.model_tag, []).append(i)
         for tag, rows in retagged.items():
-            tagged = self._keys(histories.subset(rows), tag)
-            answered.update((key, outcomes[i].items) for key, i in zip(tagged, rows, strict=True))
-        await self.cache.put_many(answered)
+            answered.update(zip(self._keys(histories.subset(rows), tag), rows, strict=True))
+        await self.cache.put_many({key: outcomes[i].items for key, i in answered.items()})
+        if self.scored:
+            scored = {key: outcomes[i].scores for key, i in answered.items()}
+            await put_scores(self.cache, {key: s for key, s in scored.items() if s is not None})
         await self._learn_tag(outcomes)
         return outcomes
 
@@ -423,11 +431,16 @@ class _Run:
 
 
 def _chunk_table(
-    query_ids: list[int], plan: ProbePlan, queries: np.ndarray, results: list[Outcome]
+    query_ids: list[int],
+    plan: ProbePlan,
+    queries: np.ndarray,
+    results: list[Outcome],
+    scored: bool = False,
 ) -> tuple[pa.Table, list[Answer]]:
     """Probe rows of `queries` (positions in `plan`) from the outcomes of `plan.histories`,
     and their full views' answers (None: failed). The histories go to the probe set as one
-    Arrow column taken from the queries' ids (`Prefixes.column`)."""
+    Arrow column taken from the queries' ids (`Prefixes.column`); `scored`: with the full
+    views' scores."""
     full = plan.scales.index(1.0)
     views = [s for s in range(len(plan.scales)) if s != full]
     full_rows = plan.index[queries, full]
@@ -443,6 +456,7 @@ def _chunk_table(
         [plan.scales[s] for s in views],
         lengths[view_rows],
         [results[row].items for row in view_rows.reshape(-1).tolist()],
+        [outcome.scores for outcome in outcomes] if scored else None,
     )
     return table, items
 
@@ -538,14 +552,19 @@ def _client_config(config: ExtractConfig) -> ClientConfig:
 
 
 def _run_info(config: ExtractConfig, model_tag: str | None) -> dict[str, Any]:
-    """What makes a probe set's rows comparable; a resumed run must match it."""
-    return {
+    """What makes a probe set's rows comparable; a resumed run must match it. `scores` only
+    when kept, so that probe sets written before scores existed still resume."""
+    info = {
         "endpoint": config.teacher_url,
         "model_tag": model_tag,
         "k": config.k,
         "scales": list(config.scales),
         **config.query_source(),
     }
+    profile = config.profile
+    if profile is not None and profile.answer.scores is not None:
+        info["scores"] = True
+    return info
 
 
 async def extract(config: ExtractConfig, progress: bool = True) -> ExtractSummary:

@@ -20,6 +20,7 @@ import orjson
 from extractor.http import Response
 from extractor.ids import JsonIds
 from extractor.profiles import ApiProfile, CallSpec
+from extractor.scores import as_scores
 from extractor.templates import render, render_path
 
 SINGLE_PATH = "/v1/recommend"
@@ -44,6 +45,7 @@ class Parsed:
 
     answers: list[JsonIds]
     model_tag: str | None
+    scores: list[list[float]] | None = None  # one list per answer, when the profile names them
 
 
 class Wire(Protocol):
@@ -186,11 +188,17 @@ class ProfileWire:
         answers = None if lists is None else id_lists(lists, k)
         if answers is None:
             return None
+        scores = None
+        if self.profile.answer.scores is not None:
+            found = self.profile.found_scores(payload, n) or [None] * n
+            scores = [as_scores(s, len(a)) for s, a in zip(found, answers, strict=True)]
+            if None in scores:  # as strict as the ids: retried, and named by `mismatch`
+                return None
         header = self.version_header
         tag = self.profile.model_version(payload) or (
             response.headers.get(header.lower()) if header else None
         )
-        return Parsed(answers, tag)
+        return Parsed(answers, tag, scores)
 
 
 def _call(spec: CallSpec, values: dict[str, Any]) -> WireRequest:
@@ -214,9 +222,20 @@ def mismatch(profile: ApiProfile, response: Response, n: int, k: int) -> str:
         problem = f"answer.items {expression!r} found nothing"
     elif profile.answers(payload, n) is None:
         problem = f"answer.items {expression!r} found {shape_of(found)}, not {want}"
+    elif lists_ok(profile, payload, n, k):
+        problem = (
+            f"answer.scores {profile.answer.scores!r} did not find one number per id "
+            f"(found {shape_of(profile.found_scores(payload, n))})"
+        )
     else:
         problem = f"answer.items {expression!r} found ids that are not {k} or fewer distinct ids"
     return f"{problem}; the answer's shape: {shape_of(payload)}"
+
+
+def lists_ok(profile: ApiProfile, payload: Any, n: int, k: int) -> bool:
+    """Whether the answer's id lists are fine (so a mismatch is in its scores)."""
+    lists = profile.answers(payload, n)
+    return lists is not None and id_lists(lists, k) is not None
 
 
 def shape_of(value: Any, depth: int = 4) -> str:

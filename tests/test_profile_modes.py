@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+import numpy as np
 import pytest
 from fastapi import FastAPI, HTTPException
 from tiny_teacher import save_tiny_teacher
@@ -23,7 +25,7 @@ from extractor.client import BlackBoxClient, ClientConfig
 from extractor.config import ExtractConfig
 from extractor.errors import BlackBoxError
 from extractor.probeset import read_probe_set
-from extractor.profiles import LimitsSpec, load_profile
+from extractor.profiles import AnswerSpec, LimitsSpec, load_profile
 from extractor.run import extract
 from seqrec.data.loading import load_dataset
 from teacher_mock.app import create_app
@@ -199,3 +201,48 @@ def test_a_session_write_that_fails_midway_is_written_again_under_a_new_id(
     broken, whole = list(written)
     assert written[whole] == history and asked == [whole]
     assert written[broken][-1] == "half-stored" and broken != whole
+
+
+def test_scores_a_profile_names_are_kept_in_the_probe_set_and_the_cache(
+    tmp_path: Path,
+) -> None:
+    """Scores come with the answers, are written beside them, and a rerun from the cache
+    writes the same scores without paying; a profile that misreads them stops after one."""
+    item_ids = [str(raw) for raw in load_dataset(DATASET).item_ids]
+    model_dir = save_tiny_teacher(tmp_path / "teacher", item_ids)
+    settings = TeacherSettings(
+        model_dir=model_dir, api_keys=[KEYS["algolia"]], wire="algolia", scores=True
+    )
+    algolia = load_profile(str(EXAMPLES / "algolia.toml"))
+    with_scores = AnswerSpec(items=algolia.answer.items, scores="results[*].hits[*]._score")
+    scored = algolia.model_copy(update={"answer": with_scores})
+    cache = str(tmp_path / "answers.sqlite3")
+    app = create_app(settings)
+    with running(app) as url:
+        first, _ = run(url, "algolia", tmp_path / "first", api_profile=scored, cache=cache)
+        again, _ = run(url, "algolia", tmp_path / "again", api_profile=scored, cache=cache)
+        plain, _ = run(url, "algolia", tmp_path / "plain", api_profile=algolia, cache=cache)
+        wrong = scored.model_copy(
+            update={"answer": AnswerSpec(items=algolia.answer.items, scores="results[*].score")}
+        )
+        before = paid(app, "algolia")
+        misread, _ = run(url, "algolia", tmp_path / "wrong", api_profile=wrong, k=9)
+        assert "answer.scores 'results[*].score' did not find" in str(misread.stopped)
+        assert paid(app, "algolia") - before == misread.paid == 1
+        rows = read_probe_set(tmp_path / "first").slice(0, 5).to_pylist()
+        asked = [
+            {"indexName": "items", "model": "related-products", "objectID": row["history"][0]}
+            for row in rows
+        ]
+        headers = {"X-Algolia-Application-Id": "RECMIMIC", "X-Algolia-API-Key": KEYS["algolia"]}
+        answer = httpx.post(
+            f"{url}/1/indexes/*/recommendations", json={"requests": asked}, headers=headers
+        ).json()
+    for row, result in zip(rows, answer["results"], strict=True):
+        assert row["items"] == [hit["objectID"] for hit in result["hits"]]
+        want = np.asarray([hit["_score"] for hit in result["hits"]], dtype=np.float32)
+        assert np.array_equal(np.asarray(row["scores"], dtype=np.float32), want)
+    probes = read_probe_set(tmp_path / "first")
+    assert first.paid > 0 and again.paid == plain.paid == 0
+    assert probes.column("scores").equals(read_probe_set(tmp_path / "again").column("scores"))
+    assert "scores" not in read_probe_set(tmp_path / "plain").column_names
