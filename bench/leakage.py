@@ -30,7 +30,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -196,7 +196,7 @@ def finished(plan: Plan, method: str, probes: Path, budget: int) -> dict[str, An
 def identity(plan: Plan, method: str, probes: Path) -> dict[str, Any]:
     """What makes two students of one point the same: objective settings and probe set."""
     return {
-        "objective": asdict(ObjectiveConfig(**METHODS[method])),
+        "objective": ObjectiveConfig(**METHODS[method]).identity(),
         "probe_set": probes.relative_to(plan.workdir).as_posix(),
     }
 

@@ -66,6 +66,21 @@ def distill(
             show_default=default_of(ObjectiveConfig, "kl_weight"),
         ),
     ] = None,
+    score_weight: Annotated[
+        float | None,
+        typer.Option(
+            help="Weight of the score-aware term where answers came with the black box's "
+            "scores (0: ranks alone)",
+            show_default=default_of(ObjectiveConfig, "score_weight"),
+        ),
+    ] = None,
+    score_temperature: Annotated[
+        float | None,
+        typer.Option(
+            help="Temperature of the score-aware term over standardised scores",
+            show_default=default_of(ObjectiveConfig, "score_temperature"),
+        ),
+    ] = None,
     max_epochs: Annotated[
         int | None, typer.Option(show_default=default_of(DistillConfig, "max_epochs"))
     ] = None,
@@ -107,7 +122,11 @@ def distill(
         objective=ObjectiveConfig(
             name=objective,  # type: ignore[arg-type]
             hard_split=hard_split,
-            **given(kl_weight=kl_weight),
+            **given(
+                kl_weight=kl_weight,
+                score_weight=score_weight,
+                score_temperature=score_temperature,
+            ),
             **({} if negatives is None else {"n_negatives": negatives_from(negatives)}),
         ),
         reliability=ReliabilityConfig(measure=reliability, normalise=normalise_reliability),  # type: ignore[arg-type]

@@ -5,6 +5,7 @@ No torch here: the command line builds and checks these before it imports torch.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -59,6 +60,20 @@ class ObjectiveConfig:
     # the KL steered the gradient (held-out Agr@10 0.670 -> 0.770 at 0.1, quick seeded probes;
     # bench/results/fidelity-history.md)
     kl_weight: float = 0.1
+    # Score-aware term, added to any objective where an answer came with the black box's scores
+    # (`distill.objectives.score_distillation`): its weight (0: learn from ranks alone) and the
+    # temperature of both softmaxes over the standardised scores.
+    score_weight: float = 0.0
+    score_temperature: float = 1.0
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that shape training: the score term's only when it is on, so that a
+        student trained before scores existed (a bench's finished point, a checkpoint) keeps
+        its identity."""
+        settings = asdict(self)
+        if self.score_weight == 0:
+            del settings["score_weight"], settings["score_temperature"]
+        return settings
 
     @property
     def terms(self) -> frozenset[str]:
@@ -73,6 +88,12 @@ class ObjectiveConfig:
         if self.name not in get_args(Objective):
             known = sorted(get_args(Objective))
             raise ValueError(f"unknown objective {self.name!r}; expected one of {known}")
+        if not (math.isfinite(self.score_weight) and self.score_weight >= 0):
+            raise ValueError(f"score_weight must be finite and at least 0, got {self.score_weight}")
+        if not (math.isfinite(self.score_temperature) and self.score_temperature > 0):
+            raise ValueError(
+                f"score_temperature must be finite and above 0, got {self.score_temperature}"
+            )
 
 
 @dataclass

@@ -28,18 +28,20 @@ class Examples:
     topk: np.ndarray  # [N, k] the teacher's answer, best first, 0-padded
     reliability: np.ndarray  # [N] c(s) of the query the example came from
     view_lengths: np.ndarray  # [N, V] truncated views usable for InfoNCE, 0 where none
+    # [N, k] the black box's score of each answer slot and [N] whether the example has them
+    # (full views whose answer came with scores); None when the probe set has no scores.
+    scores: np.ndarray | None = None
+    has_scores: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.lengths)
 
     def take(self, rows: np.ndarray) -> Examples:
-        return Examples(
-            self.histories[rows],
-            self.lengths[rows],
-            self.topk[rows],
-            self.reliability[rows],
-            self.view_lengths[rows],
-        )
+        return Examples(*(None if value is None else value[rows] for value in _columns(self)))
+
+
+def _columns(examples: Examples) -> list[np.ndarray | None]:
+    return [getattr(examples, f.name) for f in fields(Examples)]
 
 
 def suffixes(histories: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -60,17 +62,20 @@ def query_examples(probes: ProbeData, reliability: np.ndarray, queries: np.ndarr
         topk=probes.topk[queries],
         reliability=reliability[queries],
         view_lengths=np.minimum(probes.view_lengths[queries] * views, width),
+        scores=None if probes.scores is None else probes.scores[queries],
+        has_scores=None if probes.has_scores is None else probes.has_scores[queries],
     )
 
 
 def answered_view_examples(
     probes: ProbeData, reliability: np.ndarray, queries: np.ndarray
 ) -> Examples:
-    """One example per answered truncated view of the given queries (no InfoNCE views)."""
+    """One example per answered truncated view of the given queries (no InfoNCE views, and no
+    scores: the probe set keeps the full view's only)."""
     usable = probes.view_usable[queries]
     query, view = np.nonzero(usable)
     rows = queries[query]
-    width = probes.histories.shape[1]
+    width, k = probes.histories.shape[1], probes.topk.shape[1]
     lengths = np.minimum(probes.view_lengths[rows, view], width)
     return Examples(
         histories=suffixes(probes.histories[rows], lengths),
@@ -78,13 +83,15 @@ def answered_view_examples(
         topk=probes.view_topk[rows, view],
         reliability=reliability[rows],
         view_lengths=np.zeros((len(rows), probes.view_lengths.shape[1]), dtype=np.int64),
+        scores=None if probes.scores is None else np.zeros((len(rows), k), dtype=np.float32),
+        has_scores=None if probes.has_scores is None else np.zeros(len(rows), dtype=bool),
     )
 
 
 def concat(parts: list[Examples]) -> Examples:
-    return Examples(
-        *(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Examples))
-    )
+    """The parts' rows in order; parts of one probe set all have scores or all have none."""
+    columns = zip(*(_columns(part) for part in parts), strict=True)
+    return Examples(*(None if values[0] is None else np.concatenate(values) for values in columns))
 
 
 def heldout_split(n_queries: int, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -33,6 +33,12 @@ rest lowered it (0.756 with the rest at 0.3, 0.715 with the top 10 alone), so ev
 alike by default; the tilt, the temperature and InfoNCE moved held-out agreement by less than
 its noise there (bench/results/leakage-variants-5000.md; the curve: bench/results/leakage.md).
 
+Scores: where the black box gave scores with an answer, `score_weight` > 0 adds
+score_weight L_score to any objective, L_score being the mean over those answers of
+KL(softmax(standardised teacher scores / T) || softmax(student scores / T)) over the answer's
+items (`score_distillation`): ranks say only which item comes first, the score gaps also say by
+how much.
+
 Baselines: `dfme` L_rank alone; `kl` KL at the fixed temperature `kl_tau`; `listwise` L_list
 alone. Ablation: `bahsd_noprobe` (c = 0.5 for every query: no tilt, one temperature). Terms an
 objective does not use are not computed.
@@ -234,6 +240,61 @@ def plackett_luce(
     return (nll * slot_weight).sum(dim=1) / slot_weight.sum(dim=1).clamp_min(1e-12)
 
 
+def standardised_scores(scores: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """[B, k] each row's valid scores minus the row's maximum, divided by their standard
+    deviation (population; 1 where it is 0), and 0 where invalid.
+
+    APIs score on scales of their own (logits, Algolia-like 0..100, probabilities), so a fixed
+    temperature means nothing on raw scores: 0..100 would make every target one-hot. Per row,
+    because an API may rescale each answer (relevance normalised per query) and no calibration
+    pass is needed. The maximum is subtracted so the best item sits at 0 (no overflow in exp);
+    the result no longer depends on a shift or a positive scaling of the row.
+    """
+    scores = torch.where(valid, scores.float(), torch.zeros_like(scores, dtype=torch.float32))
+    count = valid.sum(dim=1, keepdim=True).clamp_min(1)
+    mean = scores.sum(dim=1, keepdim=True) / count
+    spread = torch.where(valid, scores - mean, torch.zeros_like(scores))
+    std = (spread.square().sum(dim=1, keepdim=True) / count).sqrt()
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    top = scores.masked_fill(~valid, _lowest(scores)).amax(dim=1, keepdim=True)
+    return torch.where(valid, (scores - top) / std, torch.zeros_like(scores))
+
+
+def score_distillation(
+    student_topk_scores: torch.Tensor,
+    teacher_scores: torch.Tensor,
+    valid: torch.Tensor,
+    has_scores: torch.Tensor,
+    temperature: float,
+    row_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean over rows with scores of KL(q || p) over each answer's valid items; 0 (with a
+    graph) when no row has any.
+
+    q = softmax(standardised_scores(teacher_scores) / T), p = softmax(student / T) over the same
+    items: a listwise (ListNet, KD-style) target whose probabilities carry the teacher's score
+    gaps, which its ranks cannot show (two answers in the same order, one with a clear winner
+    and one with a near tie, get the same rank targets). The teacher's scores are standardised
+    per row (`standardised_scores`) since their scale is the API's; the student's are not,
+    so the loss is 0 exactly when the student's scores equal the standardised teacher scores
+    up to a constant. A row counts when `has_scores` and at least two of its items are valid
+    (over one item both distributions are 1); `row_weight` [B] weighs the rows that count.
+
+    student_topk_scores / teacher_scores / valid [B, k]: the student's and the black box's
+    scores of the answer's items, and which slots are real; has_scores [B] bool.
+    """
+    valid = valid & has_scores.unsqueeze(1)
+    log_q = _masked_log_softmax(standardised_scores(teacher_scores, valid) / temperature, valid)
+    log_p = _masked_log_softmax(student_topk_scores.float() / temperature, valid)
+    zero = torch.zeros_like(log_q)
+    log_q, log_p = torch.where(valid, log_q, zero), torch.where(valid, log_p, zero)
+    kl = (log_q.exp() * valid * (log_q - log_p)).sum(dim=1)
+    weight = (valid.sum(dim=1) >= 2).float()
+    if row_weight is not None:
+        weight = weight * row_weight.detach().float()
+    return (weight * kl).sum() / weight.sum().clamp_min(torch.finfo(torch.float32).tiny)
+
+
 def info_nce(
     full_repr: torch.Tensor, view_repr: torch.Tensor, valid: torch.Tensor, temperature: float
 ) -> torch.Tensor:
@@ -300,20 +361,24 @@ def distillation_loss(
     exclude: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     example_weight: torch.Tensor | None = None,
+    teacher_scores: torch.Tensor | None = None,
+    has_scores: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Batch loss of `config.name` and its parts for logging.
+    """Batch loss of `config.name` (plus the score term) and its parts for logging.
 
     scores [B, n_items + 1] student logits (column 0 and forbidden items may be -inf); topk
     [B, k] teacher answer as dense ids best first, 0 = empty slot (valid slots first); reliability
     [B] c(s) in [0, 1]; full_repr / view_repr [B, d]; view_valid [B] bool; negative_pool 1-D ids
     negatives are drawn from; exclude [B, L] ids never used as negatives (0 ignored). Negatives
     that collide with the row's top-k, exclude or an earlier negative are marked invalid, not
-    resampled.
+    resampled. teacher_scores [B, k] the black box's scores of `topk`'s slots and has_scores
+    [B] bool which rows have them: needed when `config.score_weight` > 0.
 
     Returns the mean per-row loss over rows with at least one valid top-k slot (weighted by
-    `example_weight` if given; 0 with a graph if no row counts) and a dict with the same weighted
-    means of the unweighted parts "kl", "rank", "nce" and of the confidence weight "weight"
-    (0.0 for parts the objective does not compute).
+    `example_weight` if given; 0 with a graph if no row counts), plus score_weight times the
+    score term (`score_distillation`, its own mean over the rows with scores), and a dict with
+    the same weighted means of the unweighted parts "kl", "rank", "nce", "list", "score" and of
+    the confidence weight "weight" (0.0 for parts the objective does not compute).
     """
     terms = config.terms
     batch = scores.shape[0]
@@ -363,8 +428,22 @@ def distillation_loss(
         return (row_weight * values).sum() / total
 
     loss = mean(torch.where(row_weight > 0, per_row, zeros))
-    parts = torch.stack([mean(t) for t in (kl, rank, nce, listwise, weight)]).detach().tolist()
-    return loss, dict(zip(("kl", "rank", "nce", "list", "weight"), parts, strict=True))
+    score = loss.new_zeros(())
+    if config.score_weight > 0:
+        if teacher_scores is None or has_scores is None:
+            raise ValueError("score_weight > 0 needs the teacher's scores and which rows have them")
+        score = score_distillation(
+            topk_scores,
+            teacher_scores.to(scores.device),
+            topk_valid,
+            has_scores.to(scores.device),
+            config.score_temperature,
+            row_weight,
+        )
+        loss = loss + config.score_weight * score
+    means = [mean(t) for t in (kl, rank, nce, listwise, weight)]
+    parts = torch.stack([*means, score]).detach().tolist()
+    return loss, dict(zip(("kl", "rank", "nce", "list", "weight", "score"), parts, strict=True))
 
 
 def _combine(

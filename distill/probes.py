@@ -9,11 +9,16 @@ whole Arrow columns, never per query in Python.
 Only answered queries are kept. A query's truncated views are kept as (length, answer) pairs;
 a view counts as a probe of reliability only when it was answered and is shorter than its
 query (a view of a one-item history equals the query and says nothing).
+
+The black box's scores of the full view's answer (the optional `scores` column) are kept beside
+it when the probe set has any: a score-aware objective can learn the gaps between answer items
+that ranks alone cannot show. A probe set without them allocates nothing for them.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -48,6 +53,10 @@ class ProbeData:
     view_topk: np.ndarray  # [Q, V, k] each view's answer, 0 where none or failed
     run_info: dict[str, Any]
     unlisted_items: int | None = None  # ids the probes name that the listing lacked (no list: None)
+    # [Q, k] float32 black-box score of each `topk` slot, 0 where padded or the row has none;
+    # [Q] whether it has them. Both None when no answered query has scores.
+    scores: np.ndarray | None = None
+    has_scores: np.ndarray | None = None
 
     @property
     def n_items(self) -> int:
@@ -94,23 +103,69 @@ def _pad_lists(lists: pa.Array, catalogue: pa.Array, width: int, left: bool) -> 
     """A list<string> column as a [rows, width] dense matrix (left- or right-aligned, 0-padded).
 
     Left alignment keeps the most recent `width` items of a history; right alignment keeps the
-    first `width` of a ranking. Null lists become all-zero rows. Rows are mapped in blocks of
-    about `PAD_BLOCK_VALUES` ids, so the temporaries stay bounded however long the histories
-    (every prefix of ML-100k is 9.7 million history ids).
+    first `width` of a ranking. Null lists become all-zero rows.
+    """
+    return _pad(lists, width, left, ID_DTYPE, lambda values: _dense(values, catalogue))
+
+
+def _pad_scores(lists: pa.Array, width: int) -> np.ndarray:
+    """A list<float> column as a [rows, width] float32 matrix, right-aligned like `_pad_lists`
+    pads a ranking (so slot j holds the score of answer item j); null lists and null scores
+    give 0 and NaN, which `_score_rows` tells apart from real scores."""
+    return _pad(
+        lists,
+        width,
+        False,
+        np.float32,
+        lambda values: values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False),
+    )
+
+
+def _pad(
+    lists: pa.Array,
+    width: int,
+    left: bool,
+    dtype: type,
+    convert: Callable[[pa.Array], np.ndarray],
+) -> np.ndarray:
+    """A list column as a [rows, width] `dtype` matrix of `convert`ed values, 0-padded.
+
+    Rows are converted in blocks of about `PAD_BLOCK_VALUES` values, so the temporaries stay
+    bounded however long the lists (every prefix of ML-100k is 9.7 million history ids).
     """
     lists = lists.combine_chunks() if isinstance(lists, pa.ChunkedArray) else lists
     lists = pc.fill_null(lists, pa.scalar([], lists.type))
     lengths = pc.list_value_length(lists).to_numpy().astype(np.int64)
-    out = np.zeros((len(lengths), width), dtype=ID_DTYPE)
+    out = np.zeros((len(lengths), width), dtype=dtype)
     for start, stop in _blocks(lengths, PAD_BLOCK_VALUES):
         block = lengths[start:stop]
-        values = _dense(pc.list_flatten(lists.slice(start, stop - start)), catalogue)
+        values = convert(pc.list_flatten(lists.slice(start, stop - start)))
         rows = np.repeat(np.arange(len(block)), block)
         position = np.arange(len(values)) - np.repeat(np.cumsum(block) - block, block)
         column = position + (width - block[rows]) if left else position
         keep = (column >= 0) & (column < width)
         out[start + rows[keep], column[keep]] = values[keep]
     return out
+
+
+def _score_rows(table: pa.Table, k: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """([Q, k] scores, [Q] has scores) of the answered rows, or (None, None) without any.
+
+    A row has scores when its list is there, is as long as its answer and holds only finite
+    numbers; any other row (no scores from the API, or a malformed list) has none, and its
+    scores are zeroed, so the objective never sees a NaN.
+    """
+    if "scores" not in table.column_names or table.column("scores").null_count == table.num_rows:
+        return None, None
+    column = table.column("scores")
+    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)  # NaN where null
+    answers = pc.list_value_length(table.column("items")).to_numpy()
+    scores = _pad_scores(column, k)
+    has = (lengths == answers) & np.isfinite(scores).all(axis=1)
+    scores[~has] = 0.0
+    if not has.any():
+        return None, None
+    return scores, has
 
 
 def _blocks(lengths: np.ndarray, values_per_block: int) -> list[tuple[int, int]]:
@@ -153,6 +208,7 @@ def load_probes(directory: str | Path, max_history: int = 200) -> ProbeData:
         table.column("history"), catalogue, min(max_history, int(lengths.max())), left=True
     )
     topk = _pad_lists(table.column("items"), catalogue, k, left=False)
+    scores, has_scores = _score_rows(table, k)
 
     view_counts = pc.list_value_length(table.column("view_lengths")).to_numpy().astype(np.int64)
     n_views = max(int(view_counts.max()), 1)
@@ -175,6 +231,8 @@ def load_probes(directory: str | Path, max_history: int = 200) -> ProbeData:
         view_topk=answers,
         run_info=run_info,
         unlisted_items=unlisted,
+        scores=scores,
+        has_scores=has_scores,
     )
 
 
@@ -213,8 +271,8 @@ def first_answers(probes: ProbeData, budget: int) -> ProbeData:
     keep = np.flatnonzero(answers_so_far(probes) <= budget)
     if len(keep) < 2:
         raise ProbeDataError(f"{budget} answers hold fewer than 2 answered queries")
-    rows = {
-        name: getattr(probes, name)[keep]
-        for name in ("query_ids", "histories", "lengths", "topk", "view_lengths", "view_topk")
-    }
+    names = ("query_ids", "histories", "lengths", "topk", "view_lengths", "view_topk")
+    rows = {name: getattr(probes, name)[keep] for name in names}
+    if probes.scores is not None:
+        rows.update(scores=probes.scores[keep], has_scores=probes.has_scores[keep])
     return replace(probes, **rows)

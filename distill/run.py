@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -26,7 +26,7 @@ from distill.examples import (
     heldout_split,
     query_examples,
 )
-from distill.probes import ProbeData, first_answers, load_probes
+from distill.probes import ProbeData, ProbeDataError, first_answers, load_probes
 from distill.reliability import reliability, reliability_by_bucket
 from distill.train import fit, remove_checkpoint
 from seqrec.artifacts import ArtifactInfo, save_artifact
@@ -84,6 +84,21 @@ def build_student(model_config: ModelConfig, popularity: np.ndarray) -> Sequenti
     return model
 
 
+def scores_for(probes: ProbeData, config: DistillConfig) -> ProbeData:
+    """The probes, with the black box's scores only for an objective that learns from them
+    (ranks alone keep the memory and batches they had); `ProbeDataError` when the objective
+    needs scores and none of the answers it trains on came with any."""
+    if config.objective.score_weight == 0:
+        return replace(probes, scores=None, has_scores=None)
+    if probes.has_scores is None or not probes.has_scores.any():
+        within = "" if config.answers is None else f" in its first {config.answers} answers"
+        raise ProbeDataError(
+            f"the probe set holds no scores{within}; --score-weight needs answers that came "
+            "with the black box's scores (0 learns from ranks alone)"
+        )
+    return probes
+
+
 def _training_examples(
     probes: ProbeData, c: np.ndarray, queries: np.ndarray, view_examples: bool
 ) -> Examples:
@@ -104,6 +119,7 @@ def distill(
     probes = load_probes(config.probes)
     if config.answers is not None:
         probes = first_answers(probes, config.answers)
+    probes = scores_for(probes, config)
     c = reliability(
         probes.topk, probes.view_topk, probes.view_usable, probes.lengths, config.reliability
     )

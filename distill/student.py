@@ -28,13 +28,24 @@ class Batch:
     reliability: torch.Tensor  # [B]
     views: torch.Tensor  # [B, max_len] a truncated view of `seqs` for InfoNCE
     view_valid: torch.Tensor  # [B]
+    # [B, k] the black box's scores of `topk` and [B] which rows have them: only when the
+    # objective learns from scores.
+    teacher_scores: torch.Tensor | None = None
+    has_scores: torch.Tensor | None = None
 
 
 def restrict_answers(topk: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
     """The answers without items outside `allowed` [n_items + 1], the rest moved up in order."""
+    return _restrict(topk, allowed)[0]
+
+
+def _restrict(topk: torch.Tensor, allowed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`restrict_answers` and the order it took the slots in, so that the teacher's scores can
+    move with their items (`scores.gather(1, order)`)."""
     keep = allowed[topk] & (topk != 0)
     order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices
-    return torch.where(keep.gather(1, order), topk.gather(1, order), torch.zeros_like(topk))
+    restricted = torch.where(keep.gather(1, order), topk.gather(1, order), torch.zeros_like(topk))
+    return restricted, order
 
 
 def student_loss(
@@ -60,6 +71,8 @@ def student_loss(
         negative_pool,
         exclude=batch.history,
         generator=generator,
+        teacher_scores=batch.teacher_scores,
+        has_scores=batch.has_scores,
     )
 
 
@@ -76,7 +89,8 @@ def _experts_loss(
     parts: dict[str, float] = {}
     for expert, (out, view) in enumerate(zip(outputs, views, strict=True)):
         pool = items[expert].nonzero().squeeze(1)
-        topk = restrict_answers(batch.topk, items[expert])
+        topk, order = _restrict(batch.topk, items[expert])
+        scores = None if batch.teacher_scores is None else batch.teacher_scores.gather(1, order)
         loss, expert_parts = distillation_loss(
             objective,
             out.logits,
@@ -88,6 +102,8 @@ def _experts_loss(
             pool,
             exclude=batch.history,
             generator=generator,
+            teacher_scores=scores,
+            has_scores=batch.has_scores,
         )
         total = total + loss
         for name, value in expert_parts.items():

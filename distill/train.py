@@ -95,6 +95,7 @@ def _fingerprint(config: DistillConfig, n_train: int) -> str:
     settings = config.to_dict()
     for volatile in ("progress", "device", "out"):
         settings.pop(volatile)
+    settings["objective"] = config.objective.identity()  # a checkpoint from before scores resumes
     payload = json.dumps({"settings": settings, "n_train": n_train}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
@@ -117,7 +118,21 @@ def _batch(
         reliability=torch.as_tensor(examples.reliability[rows], device=device).float(),
         views=_id_tensor(views, device),
         view_valid=torch.as_tensor(view_lengths[rows] > 0, device=device),
+        **_score_tensors(examples, rows, device),
     )
+
+
+def _score_tensors(
+    examples: Examples, rows: np.ndarray, device: torch.device
+) -> dict[str, torch.Tensor]:
+    """The batch's teacher scores and which rows have them; nothing when the examples have none
+    (`distill.run` keeps them only for an objective that learns from them)."""
+    if examples.scores is None or examples.has_scores is None:
+        return {}
+    return {
+        "teacher_scores": torch.as_tensor(examples.scores[rows], device=device),
+        "has_scores": torch.as_tensor(examples.has_scores[rows], device=device),
+    }
 
 
 def _id_tensor(ids: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -274,9 +274,14 @@ def _parts(directory: Path) -> list[tuple[int, Path]]:
 
 
 def _read_part(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
-    """One part, checked against its checksum first: the bytes checked are the bytes parsed."""
+    """One part, checked against its checksum first: the bytes checked are the bytes parsed.
+    A column asked for that the part lacks (`scores` in a part of a run without them) is left
+    out: parts that have it give it to the whole table, the others nulls."""
     data = read_checked(path, PartChecksumError, "probe-set part").data
     try:
+        if columns is not None and SCORES_FIELD.name in columns:
+            held = pq.read_schema(pa.BufferReader(data)).names
+            columns = [name for name in columns if name in held or name != SCORES_FIELD.name]
         return pq.read_table(pa.BufferReader(data), columns=columns)
     except (pa.ArrowException, OSError) as exc:
         raise ProbeSetError(f"probe-set part {path} is unreadable: {exc}") from None

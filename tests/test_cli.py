@@ -91,6 +91,7 @@ def test_teacher_train_writes_artifact_and_json(tmp_path: Path) -> None:
         (["distill", "--probes", "x", "--out", "y", "--negatives", "some"], "bad --negatives"),
         (["distill", "--probes", "no-such-dir", "--out", "y"], "is not a directory"),
         (["distill", "--probes", "x", "--out", "y", "--objective", "magic"], "unknown objective"),
+        (["distill", "--probes", "x", "--out", "y", "--score-weight", "-1"], "score_weight must"),
         (
             ["evaluate", "--teacher", "no-such", "--student", "no-such", "--dataset", "ml-100k"],
             "not a model artifact",
@@ -118,6 +119,7 @@ except SystemExit as stop:
         ["distill", "--probes", "x", "--out", "y", "--objective", "magic"],
         ["distill", "--probes", "x", "--out", "y", "--negatives", "some"],
         ["distill", "--probes", "x", "--out", "y", "--experts", "1"],
+        ["distill", "--probes", "x", "--out", "y", "--score-temperature", "0"],
         ["distill", "--probes", "no-such-dir", "--out", "y"],
         ["distill", "--probes", "x", "--out", "y", "--arch", "bert4rec", "--experts", "2"],
         ["teacher", "train", "--dataset", "synthetic:50:40", "--arch", "gpt"],

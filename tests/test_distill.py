@@ -14,13 +14,20 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 from tiny_teacher import save_tiny_teacher
 from typer.testing import CliRunner
 
 from distill.config import DistillConfig, ObjectiveConfig
-from distill.examples import answered_view_examples, heldout_split, query_examples, suffixes
+from distill.examples import (
+    answered_view_examples,
+    concat,
+    heldout_split,
+    query_examples,
+    suffixes,
+)
 from distill.fidelity import (
     TEACHER_ANSWERS,
     EvaluateConfig,
@@ -38,7 +45,7 @@ from distill.probes import (
     load_probes,
 )
 from distill.run import build_student, distill, item_popularity
-from distill.student import restrict_answers
+from distill.student import _restrict, restrict_answers
 from distill.train import CHECKPOINT_DIR, Cancelled, heldout_agreement
 from extractor.config import ExtractConfig
 from extractor.probeset import ProbeRow, ProbeSetWriter, ViewAnswer, read_probe_set
@@ -108,6 +115,29 @@ def config_for(probe_dir: Path, out: Path, **changes) -> DistillConfig:
     return replace(base, **changes)
 
 
+@pytest.fixture(scope="module")
+def scored_probe_dir(probe_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`probe_dir` as if its black box had scored its answers (Algolia-like, 0..100, a large
+    gap after the first item), except every third query's: a probe set mixing both."""
+    out = tmp_path_factory.mktemp("scored")
+    table = read_probe_set(probe_dir)
+
+    def scored(n: int) -> list[float]:
+        return [100.0 * 0.9**j - 30.0 * (j > 0) for j in range(n)]
+
+    answers = table.column("items").to_pylist()
+    scores = [
+        None if items is None or row % 3 == 0 else scored(len(items))
+        for row, items in enumerate(answers)
+    ]
+    with ProbeSetWriter(out) as writer:
+        writer.add_part(with_scores(table, scores))
+    catalogue = probe_dir / CATALOGUE_FILENAME
+    if catalogue.is_file():
+        (out / CATALOGUE_FILENAME).write_text(catalogue.read_text())
+    return out
+
+
 # --- reading a probe set -------------------------------------------------------------------
 
 
@@ -145,6 +175,7 @@ def test_probes_are_mapped_to_dense_ids_with_the_black_boxs_catalogue_first(
     assert probes.view_topk[0, 1].tolist() == [0, 0, 0]  # failed view
     # Answered and shorter than the query: only query 0's half view.
     assert probes.view_usable.tolist() == [[True, False], [False, False]]
+    assert probes.scores is None and probes.has_scores is None  # no column: nothing allocated
 
 
 def test_without_a_listed_catalogue_every_id_seen_anywhere_is_one_item(tmp_path: Path):
@@ -158,6 +189,67 @@ def test_without_a_listed_catalogue_every_id_seen_anywhere_is_one_item(tmp_path:
     assert probes.histories.tolist() == [[2, 1], [0, 1]]
     assert probes.topk.tolist() == [[1, 3], [3, 2]]
     assert probes.view_topk[:, 0].tolist() == [[4, 1], [5, 0]]
+
+
+SCORES_TYPE = pa.list_(pa.float32())
+
+
+def with_scores(table: pa.Table, scores: list[list[float] | None]) -> pa.Table:
+    """A probe table as an extraction that kept the black box's scores writes it."""
+    return table.append_column(pa.field("scores", SCORES_TYPE), pa.array(scores, SCORES_TYPE))
+
+
+def rows_table(directory: Path, rows: list[ProbeRow]) -> pa.Table:
+    with ProbeSetWriter(directory) as writer:
+        writer.add_many(rows)
+    return read_probe_set(directory)
+
+
+def test_scores_are_read_beside_the_answer_they_score(tmp_path: Path):
+    """Parts written before scores existed and parts with them read as one probe set; a row has
+    scores only where its list is there, as long as its answer and finite."""
+    with ProbeSetWriter(tmp_path / "probes") as writer:  # an old part: no scores column
+        writer.add(ProbeRow(0, ["a"], ["b", "c"], views=[ViewAnswer(0.5, 1, ["c"])]))
+    table = rows_table(
+        tmp_path / "new",
+        [
+            ProbeRow(1, ["a", "b"], ["c", "a", "b"], views=[ViewAnswer(0.5, 1, ["a"])]),
+            ProbeRow(2, ["b"], ["a", "c"]),
+            ProbeRow(3, ["c"], None, error="HTTP 500"),
+            ProbeRow(4, ["c"], ["a", "b"]),
+            ProbeRow(5, ["a"], ["c"]),
+        ],
+    )
+    scores = [[9.0, 7.5, -1.0], None, None, [1.0], [float("nan")]]
+    with ProbeSetWriter(tmp_path / "probes") as writer:
+        writer.add_part(with_scores(table, scores))
+
+    probes = load_probes(tmp_path / "probes")
+
+    assert probes.query_ids.tolist() == [0, 1, 2, 4, 5]
+    assert probes.topk.tolist() == [[2, 3, 0], [3, 1, 2], [1, 3, 0], [1, 2, 0], [3, 0, 0]]
+    # Query 0: an old part; 2: no scores; 4: one score for two items; 5: not a number.
+    assert probes.has_scores.tolist() == [False, True, False, False, False]
+    assert probes.scores.dtype == np.float32
+    assert probes.scores.tolist() == [[0, 0, 0], [9.0, 7.5, -1.0], [0, 0, 0], [0, 0, 0], [0, 0, 0]]
+    kept = first_answers(probes, 3)  # queries 0 to 2: query 2 asks what query 1's view did
+    assert kept.has_scores.tolist() == [False, True, False] and kept.scores[1, 0] == 9.0
+    # The full view's example carries the scores; a view's answer has none.
+    c = np.zeros(probes.n_queries)
+    queries = np.array([0, 1])
+    examples = concat(
+        [query_examples(probes, c, queries), answered_view_examples(probes, c, queries)]
+    )
+    assert examples.has_scores.tolist() == [False, True, False]  # query 0's view is itself
+    assert examples.scores[:, 0].tolist() == [0.0, 9.0, 0.0]
+
+
+def test_a_probe_set_whose_scores_column_holds_none_has_no_scores(tmp_path: Path):
+    table = rows_table(tmp_path / "rows", [ProbeRow(0, ["a"], ["b"]), ProbeRow(1, ["b"], ["a"])])
+    with ProbeSetWriter(tmp_path / "probes") as writer:
+        writer.add_part(with_scores(table, [None, None]))
+    probes = load_probes(tmp_path / "probes")
+    assert probes.scores is None and probes.has_scores is None
 
 
 def test_a_directory_without_answers_is_refused(tmp_path: Path):
@@ -188,6 +280,9 @@ def test_restricted_answers_keep_order_and_move_up():
     allowed = torch.tensor([False, True, False, True, True])
     topk = torch.tensor([[2, 3, 1, 4], [4, 2, 2, 0]])
     assert restrict_answers(topk, allowed).tolist() == [[3, 1, 4, 0], [4, 0, 0, 0]]
+    restricted, order = _restrict(topk, allowed)  # an expert's answers, and their scores
+    scores = (10 * topk).float().gather(1, order)
+    assert torch.equal(scores[restricted != 0], 10 * restricted[restricted != 0].float())
 
 
 def test_answers_so_far_counts_each_distinct_history_once_in_query_order():
@@ -316,6 +411,49 @@ def test_a_checkpoint_from_other_settings_is_not_resumed(probe_dir: Path, tmp_pa
         distill(config, should_stop=lambda: True)
     other = distill(replace(config, lr=3e-3, max_epochs=1))
     assert other.resumed_from_epoch == 0
+
+
+def test_a_student_learns_from_the_black_boxs_scores_when_asked(
+    scored_probe_dir: Path, tmp_path: Path
+):
+    runner = CliRunner()
+    command = ["distill", "--probes", str(scored_probe_dir), "--out", str(tmp_path / "student")]
+    command += ["--hidden", "16", "--max-len", "20", "--max-epochs", "3", "--patience", "3"]
+    command += ["--score-weight", "2", "--score-temperature", "0.5", "--no-progress"]
+    result = runner.invoke(app, [*command, "--device", "cpu", "--batch-size", "64"])
+    assert result.exit_code == 0, result.output
+    training = load_artifact(tmp_path / "student").info.training
+    assert training["objective"]["score_weight"] == 2.0
+    assert training["objective"]["score_temperature"] == 0.5
+    learnt = [epoch["score"] for epoch in training["history"]]
+    assert all(np.isfinite(learnt)) and learnt[-1] < learnt[0]
+
+
+def test_an_expert_student_learns_from_scores_too(scored_probe_dir: Path, tmp_path: Path):
+    objective = ObjectiveConfig(score_weight=1.0)
+    config = config_for(scored_probe_dir, tmp_path, objective=objective, max_epochs=1)
+    summary = distill(replace(config, model=replace(STUDENT, experts=2)))
+    history = load_artifact(tmp_path).info.training["history"]
+    assert summary.epochs_run == 1 and 0 < history[0]["score"] < np.inf
+
+
+def test_a_zero_score_weight_learns_from_ranks_alone(
+    probe_dir: Path, scored_probe_dir: Path, tmp_path: Path
+):
+    """The scores are there but unused: the same student as from the probe set without them."""
+    ranks = distill(config_for(probe_dir, tmp_path / "ranks", max_epochs=1))
+    scored = distill(config_for(scored_probe_dir, tmp_path / "scored", max_epochs=1))
+    assert scored.heldout == ranks.heldout
+    a = load_artifact(tmp_path / "ranks").model.state_dict()
+    b = load_artifact(tmp_path / "scored").model.state_dict()
+    assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+def test_a_score_weight_is_refused_for_a_probe_set_without_scores(probe_dir: Path, tmp_path: Path):
+    command = ["distill", "--probes", str(probe_dir), "--out", str(tmp_path), "--score-weight", "1"]
+    result = CliRunner().invoke(app, command)
+    assert isinstance(result.exception, ValueError) and is_user_error(result.exception)
+    assert str(result.exception).startswith("the probe set holds no scores; --score-weight")
 
 
 # --- evaluation ----------------------------------------------------------------------------

@@ -419,3 +419,30 @@ def test_answers_that_are_not_plain_json_are_decoded(
             for i, items in enumerate(answers)
         )
     assert read_probe_set(tmp_path).column("items").to_pylist() == expected
+
+
+def test_parts_with_and_without_scores_read_as_one_table(tmp_path: Path) -> None:
+    """A run that kept scores can resume a probe set whose older parts have none; asking for
+    the column works whichever parts have it."""
+    plain = probe_table([0], [["1"]], [["a", "b"]], [None], [], np.zeros((1, 0)), [])
+    scored = probe_table(
+        [1, 2],
+        [["1"], ["2"]],
+        [["b", "a"], None],
+        [None, "x"],
+        [],
+        np.zeros((2, 0)),
+        [],
+        scores=[[2.5, 0.5], None],
+    )
+    with ProbeSetWriter(tmp_path) as writer:
+        writer.add_part(plain)
+        writer.add_part(scored)
+    whole = read_probe_set(tmp_path)
+    assert whole.column("scores").to_pylist() == [None, [2.5, 0.5], None]
+    some = read_probe_set(tmp_path, columns=["query_id", "scores"])
+    assert some.column_names == ["query_id", "scores"]
+    assert some.column("scores").to_pylist() == [None, [2.5, 0.5], None]
+    (tmp_path / "part-00001.parquet").unlink()
+    (tmp_path / "part-00001.parquet.sha256").unlink()
+    assert read_probe_set(tmp_path, columns=["query_id", "scores"]).column_names == ["query_id"]

@@ -22,6 +22,8 @@ from distill.objectives import (
     ranking_hinge,
     sample_negatives,
     sampled_logsumexp,
+    score_distillation,
+    standardised_scores,
 )
 
 NO_NEGATIVES = (torch.zeros(1, 1), torch.zeros(1, 1, dtype=torch.bool))
@@ -287,7 +289,7 @@ def loss_of(name: str, seed: int = 0, **changes) -> tuple[torch.Tensor, dict[str
 
 
 NAMES = ["bahsd", "bahsd_noprobe", "listwise", "dfme", "kl", "bahsd_gated"]
-PARTS = {"kl", "rank", "nce", "list", "weight"}
+PARTS = {"kl", "rank", "nce", "list", "weight", "score"}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -432,3 +434,143 @@ def test_example_weight_and_empty_batch() -> None:
     loss, _ = distillation_loss(ObjectiveConfig(), **empty)
     loss.backward()
     assert loss.item() == 0.0 and torch.isfinite(empty["scores"].grad).all()
+
+
+# --- the score-aware term --------------------------------------------------------------------
+
+SCORED = torch.tensor([[90.0, 80.0, 79.0, 0.0], [3.0, 2.5, 1.0, -4.0], [7.0, 1.0, 0.0, 0.0]])
+SCORED_VALID = torch.tensor(
+    [[True, True, True, False], [True, True, True, True], [True, True, False, False]]
+)
+ALL_SCORED = torch.ones(3, dtype=torch.bool)
+
+
+def test_standardised_scores_put_the_best_at_zero_in_units_of_the_rows_spread() -> None:
+    scores = torch.tensor([[5.0, 3.0, 99.0], [2.0, 2.0, 2.0]])
+    valid = torch.tensor([[True, True, False], [True, True, True]])
+    # Row 0: max 5, population std of (5, 3) is 1; row 1: no spread, so nothing to divide by.
+    expected = torch.tensor([[0.0, -2.0, 0.0], [0.0, 0.0, 0.0]])
+    torch.testing.assert_close(standardised_scores(scores, valid), expected)
+
+
+def test_score_distillation_hand_value_at_two_temperatures() -> None:
+    """Teacher (5, 3) standardises to (0, -2); a student scoring both alike is uniform."""
+    teacher, valid = torch.tensor([[5.0, 3.0]]), torch.ones(1, 2, dtype=torch.bool)
+    for temperature in (1.0, 2.0):
+        q1 = 1 / (1 + math.exp(-2 / temperature))
+        expected = sum(q * math.log(q / 0.5) for q in (q1, 1 - q1))
+        got = score_distillation(torch.zeros(1, 2), teacher, valid, ALL_SCORED[:1], temperature)
+        assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_score_distillation_is_zero_at_the_standardised_scores_and_positive_elsewhere() -> None:
+    target = standardised_scores(SCORED, SCORED_VALID)
+    for temperature in (0.5, 1.0, 3.0):
+        matched = score_distillation(target + 7.0, SCORED, SCORED_VALID, ALL_SCORED, temperature)
+        assert matched.item() == pytest.approx(0.0, abs=1e-6)  # a shift of the student is free
+    # Same order as the teacher but other gaps: ranks alone could not tell it apart.
+    same_order = torch.tensor([[0.0, -1.0, -2.0, 0.0], [0.0, -1.0, -2.0, -3.0], [0.0, -1.0, 0, 0]])
+    assert score_distillation(same_order, SCORED, SCORED_VALID, ALL_SCORED, 1.0).item() > 0.05
+    twice = score_distillation(2 * target, SCORED, SCORED_VALID, ALL_SCORED, 1.0)
+    assert twice.item() > 0.01  # the gaps must match too, not just the order
+
+
+def test_score_distillation_ignores_the_scale_and_offset_of_each_rows_scores() -> None:
+    student = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+    base = score_distillation(student, SCORED, SCORED_VALID, ALL_SCORED, 1.5)
+    # Each row its own API scale: logits, a 0..1 probability-like range, shifted by -1000.
+    rescaled = SCORED * torch.tensor([[0.01], [40.0], [1.0]]) + torch.tensor([[0.0], [3], [-1e3]])
+    other = score_distillation(student, rescaled, SCORED_VALID, ALL_SCORED, 1.5)
+    assert other.item() == pytest.approx(base.item(), rel=1e-4)
+
+
+def test_score_distillation_averages_the_rows_with_scores_and_ignores_the_rest() -> None:
+    student = torch.randn(3, 4, generator=torch.Generator().manual_seed(1))
+    has = torch.tensor([True, False, True])
+    loss = score_distillation(student, SCORED, SCORED_VALID, has, 1.0)
+    # A row without scores and padded slots (student or teacher) change nothing...
+    changed_student, changed_teacher = student.clone(), SCORED.clone()
+    changed_student[1], changed_teacher[1] = 50.0, torch.tensor([1.0, 9.0, -3.0, 4.0])
+    changed_student[0, 3], changed_student[2, 2:] = 1e4, -math.inf
+    changed_teacher[0, 3], changed_teacher[2, 2:] = math.nan, 1e9
+    again = score_distillation(changed_student, changed_teacher, SCORED_VALID, has, 1.0)
+    assert again.item() == pytest.approx(loss.item())
+    # ... and the mean is over the rows with scores, not diluted by the others.
+    rows = [
+        score_distillation(
+            student[i : i + 1], SCORED[i : i + 1], SCORED_VALID[i : i + 1], has[i : i + 1], 1.0
+        ).item()
+        for i in (0, 2)
+    ]
+    assert loss.item() == pytest.approx(sum(rows) / 2)
+    # A row with one valid item says nothing, and no row with scores gives 0.
+    one = SCORED_VALID.clone()
+    one[0, 1:] = False
+    assert score_distillation(student, SCORED, one, has, 1.0).item() == pytest.approx(rows[1])
+    none = score_distillation(student, SCORED, SCORED_VALID, torch.zeros(3, dtype=torch.bool), 1.0)
+    assert none.item() == 0.0
+
+
+def test_score_distillation_gradient_reaches_the_valid_slots_of_rows_with_scores() -> None:
+    student = torch.zeros(3, 4, requires_grad=True)
+    has = torch.tensor([True, False, True])
+    score_distillation(student, SCORED, SCORED_VALID, has, 1.0).backward()
+    grad = student.grad
+    assert torch.isfinite(grad).all()
+    assert (grad[SCORED_VALID & has.unsqueeze(1)] != 0).all()
+    assert (grad[~(SCORED_VALID & has.unsqueeze(1))] == 0).all()
+    assert grad[0, 0] < 0  # gradient descent raises the teacher's clear winner
+    none = torch.zeros(3, 4, requires_grad=True)
+    score_distillation(none, SCORED, SCORED_VALID, torch.zeros(3, dtype=torch.bool), 1.0).backward()
+    assert (none.grad == 0).all()
+
+
+def scored_batch() -> dict:
+    inputs = batch()
+    generator = torch.Generator().manual_seed(5)
+    teacher = torch.randn(B, K, generator=generator).sort(dim=1, descending=True).values * 30
+    return inputs | {
+        "teacher_scores": teacher,
+        "has_scores": torch.tensor([True, True, False, True]),
+    }
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_score_term_is_added_to_every_objective_with_its_weight(name: str) -> None:
+    inputs = scored_batch()
+    plain, plain_parts = loss_of(name, **inputs)
+    assert plain_parts["score"] == 0.0  # score_weight 0: ranks alone, scores unused
+    config = ObjectiveConfig(name=name, n_negatives=20, score_weight=0.5, score_temperature=2.0)
+    loss, parts = distillation_loss(config, **inputs, generator=torch.Generator().manual_seed(0))
+    topk_scores = inputs["scores"].gather(1, inputs["topk"])
+    valid = (inputs["topk"] != 0) & torch.isfinite(topk_scores)
+    term = score_distillation(
+        torch.where(valid, topk_scores, 0),
+        inputs["teacher_scores"],
+        valid,
+        inputs["has_scores"],
+        2.0,
+    )
+    assert term.item() > 0 and parts["score"] == pytest.approx(term.item())
+    assert loss.item() == pytest.approx(plain.item() + 0.5 * term.item())
+    assert {k: v for k, v in parts.items() if k != "score"} == pytest.approx(
+        {k: v for k, v in plain_parts.items() if k != "score"}
+    )
+
+
+def test_a_score_weight_without_scores_is_refused() -> None:
+    with pytest.raises(ValueError, match="needs the teacher's scores"):
+        distillation_loss(ObjectiveConfig(name="dfme", score_weight=1.0), **batch())
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"score_weight": -0.1}, "score_weight must be finite and at least 0"),
+        ({"score_weight": math.nan}, "score_weight must be finite"),
+        ({"score_temperature": 0.0}, "score_temperature must be finite and above 0"),
+    ],
+)
+def test_score_settings_are_checked(changes: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ObjectiveConfig(**changes)
