@@ -42,6 +42,7 @@ from distill.config import DistillConfig, ObjectiveConfig
 from distill.fidelity import fidelity_report, rank_with_model
 from distill.run import distill
 from extractor.config import ExtractConfig
+from extractor.profiles import ApiProfile
 from extractor.run import SUMMARY_FILENAME, extract
 from seqrec.artifact_files import WEIGHTS
 from seqrec.artifacts import load_artifact
@@ -71,6 +72,23 @@ METHODS: dict[str, dict[str, Any]] = {
     "bahsd_nohinge": {"name": "bahsd", "hinge_weight": 0.0},
     "bahsd_nonce": {"name": "bahsd", "alpha": 0.0},
     "bahsd_h10": {"name": "bahsd", "hinge_weight": 10.0},
+    # With the teacher's scores (regime seeded-scores): the score term beside the ranks.
+    "bahsd_scores": {"name": "bahsd", "score_weight": 1.0},
+    "bahsd_scores3": {"name": "bahsd", "score_weight": 3.0},
+    "dfme_scores": {"name": "dfme", "score_weight": 1.0},
+}
+# recmimic's contract read through a profile that keeps the scores the teacher sends with its
+# answers (it serves them in this bench): the regime seeded-scores, the seeded queries with
+# each answer's scores in the probe set.
+SCORED_CONTRACT = {
+    "name": "recmimic-scored",
+    "request": {
+        "path": "/v1/recommend/batch",
+        "body": {"histories": "{histories}", "k": "{k}"},
+        "batch": True,
+    },
+    "answer": {"items": "results[*].items", "scores": "results[*].scores"},
+    "catalogue": {"path": "/v1/items", "items": "items"},
 }
 CURVE_METHODS = ("bahsd", "dfme")
 ABLATION_BUDGET = 10000
@@ -140,9 +158,11 @@ def extract_once(url: str, out: Path, budget: int, regime: str, seed: int) -> di
     first, `ExtractConfig.whole_first`); data-free, budget / 50 sequences of up to 50 items
     (about 70 answers each, views included), grown 32 at a time (`group_size`)."""
     if not (out / SUMMARY_FILENAME).is_file():
-        if regime in ("seeded", "seeded-whole-first"):
+        if regime in ("seeded", "seeded-whole-first", "seeded-scores"):
             source = {"source": "seeded", "dataset": DATASET, "prefixes": budget // 2400 + 2}
             source["whole_first"] = regime == "seeded-whole-first"
+            if regime == "seeded-scores":
+                source["api_profile"] = ApiProfile.model_validate(SCORED_CONTRACT)
         else:
             source = {"source": "autoregressive", "n_sequences": budget // 50, "max_length": 50}
         config = ExtractConfig(
@@ -230,7 +250,9 @@ def run(plan: Plan, port: int, earlier: dict[tuple, dict[str, Any]]) -> dict[str
                 ranked, rank_with_model(load_artifact(student), data, split), split
             )
 
-        settings = TeacherSettings(model_dir=teacher_dir, api_keys=[KEY], rate=1e9, quota=10**9)
+        settings = TeacherSettings(
+            model_dir=teacher_dir, api_keys=[KEY], rate=1e9, quota=10**9, scores=True
+        )
         with running(create_app(settings), port=port) as url:
             for regime in plan.regimes:
                 for seed in plan.seeds:
@@ -456,7 +478,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="SASRec, 1,000-5,000, 20 epochs")
     parser.add_argument("--teachers", default=None, help="sasrec,bert4rec (quick: sasrec)")
     parser.add_argument(
-        "--regimes", default="seeded,data-free", help="seeded, data-free, seeded-whole-first"
+        "--regimes",
+        default="seeded,data-free",
+        help="seeded, data-free, seeded-whole-first, seeded-scores",
     )
     parser.add_argument("--seeds", default=None, help="comma-separated (default 0,1,2; quick 0)")
     parser.add_argument("--methods", default=",".join(METHODS))
