@@ -28,6 +28,7 @@ from sqlalchemy import delete
 from tiny_teacher import save_tiny_teacher
 from typer.testing import CliRunner
 
+from extractor.profiles import load_profile
 from seqrec.artifacts import Artifact, load_artifact
 from seqrec.data.sequences import Sequences
 from seqrec.inference import top_k
@@ -563,3 +564,26 @@ def wait_for_sample(url: str, prefix: str, value: float, timeout_s: float = 10) 
             assert seen == value, f"{prefix} is {seen}, not {value}"
             return metrics
         time.sleep(0.1)
+
+
+def test_a_job_takes_a_session_profile_and_refuses_what_it_cannot_use(
+    alice: httpx.Client,
+) -> None:
+    """A profile object of the TOML file's fields is stored with the job; one that would read
+    the server's files, or sign with a key of the wrong form, is a 422 naming why."""
+    examples = Path(__file__).resolve().parent.parent / "examples" / "profiles"
+    recombee = load_profile(str(examples / "recombee.toml")).model_dump(mode="json")
+    job = new_job(alice, profile=recombee)
+    assert job["request"]["profile"]["mode"] == "session"
+    assert job["request"]["profile"]["auth"]["kind"] == "hmac"
+    from_file = {**recombee, "catalogue": {"file": "/etc/passwd"}}
+    refused = alice.post("/v1/jobs", json={**JOB, "profile": from_file})
+    assert refused.status_code == 422
+    assert "a job cannot read the server's files" in refused.json()["detail"]
+    personalize = load_profile(str(examples / "personalize.toml")).model_dump(mode="json")
+    seeded = {"source": "seeded", "dataset": "ml-100k", "profile": personalize}
+    unsigned = alice.post("/v1/jobs", json={**JOB, **seeded})
+    assert unsigned.status_code == 422 and "ACCESS_KEY_ID:SECRET" in unsigned.json()["detail"]
+    assert TEACHER_KEY not in unsigned.text
+    signed = new_job(alice, **seeded, teacher_api_key="AKID:" + TEACHER_KEY)
+    assert signed["request"]["profile"]["auth"]["kind"] == "sigv4"
