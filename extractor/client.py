@@ -49,7 +49,7 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
-from extractor.auth import key_auth
+from extractor.auth import KeyAuth, key_auth
 from extractor.destinations import DestinationPolicy, DestinationRefused
 from extractor.errors import BlackBoxError
 from extractor.http import HTTPClient, Response, TransportError
@@ -138,6 +138,12 @@ class NoBudget:
         return None
 
 
+@dataclass(frozen=True)
+class _Origin:
+    http: HTTPClient
+    auth: KeyAuth
+
+
 class _NoBatchRoute(Exception):
     """The black box answered 404/405 on the batch route: ask one history per request."""
 
@@ -207,15 +213,27 @@ class BlackBoxClient:
         self._random = random.Random(config.jitter_seed)
         self._queue: deque[tuple[_SingleCall, int, list[str], int]] = deque()  # (call, i, h, k)
         self._workers: set[asyncio.Task[None]] = set()
-        profile_auth = config.profile.auth if config.profile is not None else None
-        self._auth = key_auth(profile_auth, config.api_key, config.base_url)
-        self._http = HTTPClient(
-            config.base_url,
-            headers={**(config.profile.headers if config.profile else {}), **self._auth.headers},
-            timeout_s=config.timeout_s,
-            connect_timeout_s=config.connect_timeout_s,
-            policy=config.destinations,
-        )
+        self._origins: dict[str, _Origin] = {}
+        self._origin(config.base_url)  # a URL that cannot be used fails here
+
+    def _origin(self, base_url: str | None) -> _Origin:
+        """The connections and credentials of one origin: the black box's URL, or another a
+        profile's call names (Personalize writes events on one host and answers on another);
+        each gets the key as the profile says, signed for its own host."""
+        url = base_url or self.config.base_url
+        origin = self._origins.get(url)
+        if origin is None:
+            profile = self.config.profile
+            auth = key_auth(profile.auth if profile else None, self.config.api_key, url)
+            http = HTTPClient(
+                url,
+                headers={**(profile.headers if profile else {}), **auth.headers},
+                timeout_s=self.config.timeout_s,
+                connect_timeout_s=self.config.connect_timeout_s,
+                policy=self.config.destinations,
+            )
+            origin = self._origins[url] = _Origin(http, auth)
+        return origin
 
     async def __aenter__(self) -> BlackBoxClient:
         return self
@@ -228,7 +246,8 @@ class BlackBoxClient:
         for worker in workers:
             worker.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
-        await self._http.aclose()
+        for origin in self._origins.values():
+            await origin.http.aclose()
 
     @property
     def uses_batch(self) -> bool | None:
@@ -501,14 +520,15 @@ class BlackBoxClient:
             parsed = None
             method, path, body = request.method, request.path, request.body
             params, headers = request.params, request.headers
+            origin = self._origin(request.base_url)
             try:
-                if self._auth.params:
-                    params = {**(params or {}), **self._auth.params}
-                if self._auth.signer is not None:  # signed now: signatures hold a timestamp
-                    signed = self._auth.signer.sign(method, path, params, body)
+                if origin.auth.params:
+                    params = {**(params or {}), **origin.auth.params}
+                if origin.auth.signer is not None:  # signed now: signatures hold a timestamp
+                    signed = origin.auth.signer.sign(method, path, params, body)
                     params = signed.params
                     headers = {**(headers or {}), **(signed.headers or {})}
-                response = await self._http.request(method, path, body, params, headers)
+                response = await origin.http.request(method, path, body, params, headers)
                 charged = charged_for(response.status_code)
                 if 200 <= response.status_code < 300:
                     parsed = parse(response)

@@ -75,9 +75,12 @@ def _one_line_headers(value: dict[str, str]) -> dict[str, str]:
 
 class CallSpec(_Part):
     """One HTTP call's template: `path` and `query` values may hold placeholders; a GET has no
-    body, the others a JSON body."""
+    body, the others a JSON body. `base_url`: where this call goes when it is not the black
+    box's URL (an API that writes events on one host and answers on another); the key goes
+    there too, signed for that host."""
 
     method: Literal["GET", "POST", "PUT", "DELETE"] = "POST"
+    base_url: str | None = Field(default=None, pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$")
     path: str = Field(pattern=r"^/")
     query: dict[str, Any] = Field(default_factory=dict)
     body: Any = None

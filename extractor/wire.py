@@ -37,6 +37,7 @@ class WireRequest:
     body: bytes | None = None
     params: dict[str, Any] | None = None
     headers: dict[str, str] | None = None
+    base_url: str | None = None  # another origin than the black box's URL (the profile's call)
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,8 @@ def _call(spec: CallSpec, values: dict[str, Any]) -> WireRequest:
     body = None if spec.body is None else orjson.dumps(render(spec.body, values))
     params = {name: render(value, values) for name, value in spec.query.items()} or None
     path = render_path(spec.path, values)
-    return WireRequest(spec.method, path, body, params, dict(spec.headers) or None)
+    headers = dict(spec.headers) or None
+    return WireRequest(spec.method, path, body, params, headers, spec.base_url)
 
 
 def mismatch(profile: ApiProfile, response: Response, n: int, k: int) -> str:

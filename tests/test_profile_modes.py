@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
 from tiny_teacher import save_tiny_teacher
 
 from extractor.client import BlackBoxClient, ClientConfig
@@ -246,3 +246,35 @@ def test_scores_a_profile_names_are_kept_in_the_probe_set_and_the_cache(
     assert first.paid > 0 and again.paid == plain.paid == 0
     assert probes.column("scores").equals(read_probe_set(tmp_path / "again").column("scores"))
     assert "scores" not in read_probe_set(tmp_path / "plain").column_names
+
+
+def test_events_written_on_one_host_and_asked_on_another_are_signed_for_each(
+    servers: dict[str, tuple[str, FastAPI]], tmp_path: Path
+) -> None:
+    """AWS takes PutEvents on one host and GetRecommendations on another: a call's base_url
+    sends it there, signed for that host (a signature for the wrong host is refused)."""
+    runtime_url, runtime = servers["personalize"]
+    settings = runtime.state.teacher.settings
+    events = create_app(settings)
+    events.state.teacher.sessions = runtime.state.teacher.sessions  # one service, two hosts
+    took: list[str] = []
+
+    @events.middleware("http")
+    async def count(request: Request, call_next: Any) -> Any:
+        took.append(request.url.path)
+        return await call_next(request)
+
+    personalize = load_profile(str(EXAMPLES / "personalize.toml"))
+    session = personalize.session
+    assert session is not None
+    with running(events) as events_url:
+        write = session.write.model_copy(update={"base_url": events_url})
+        split = personalize.model_copy(
+            update={"session": session.model_copy(update={"write": write})}
+        )
+        before = paid(runtime, "personalize")
+        summary, _ = run(runtime_url, "personalize", tmp_path / "split", api_profile=split)
+    assert summary.stopped is None and summary.failed == 0 and summary.paid > 0
+    assert paid(runtime, "personalize") - before == summary.paid
+    assert paid(events, "personalize") == 0  # it only took the events, every one of them
+    assert set(took) == {"/events"} and len(took) >= summary.paid
