@@ -2,10 +2,13 @@
 
 A known rate (an API profile's `limits.rate`, or `--rate`) is kept exactly: requests leave at
 most that many per second, so a black box with that token bucket refuses none. An unknown rate
-is found: the first 429 sets the pace to half of what was sent in the last second, and every
-answer raises it by a little (`increase_per_s` requests per second, every second: additive
-increase, multiplicative decrease, as TCP finds a link's rate), so the client stays just under
-the limit instead of sending a storm of requests after every `Retry-After`.
+is found from the 429s: what the black box answered in the second before a 429 is what its
+limit let through, so the pace is cut to `NEAR` (90%) of that, or to half of what was sent
+when nothing was answered; every answer then raises the pace by a little (`INCREASE_PER_S`
+requests per second, every second: additive increase, multiplicative decrease, as TCP finds a
+link's rate), so the client stays just under the limit instead of sending a storm of requests
+after every `Retry-After`. Cutting to half of what was sent, as before, left a 200/s limit at
+179 answers/s (the climb back took ten seconds each time); `bench/rate.py` has the figures.
 
 Our own, not a library's: aiolimiter and pyrate-limiter keep a rate fixed at construction,
 and the rate here changes with every answer.
@@ -18,7 +21,8 @@ from collections import deque
 
 FLOOR_PER_S = 0.5  # the slowest pace an unknown rate is cut to
 INCREASE_PER_S = 5.0  # requests per second added per second of answers (additive increase)
-DECREASE = 0.5  # a 429 cuts the pace to this share (multiplicative decrease)
+DECREASE = 0.5  # a 429 with nothing answered cuts the pace to this share of what was sent
+NEAR = 0.9  # a 429 cuts the pace to this share of what was answered in the last second
 CATCH_UP_S = 0.1  # late starts made up at most (a tenth of a second's burst)
 
 
@@ -37,6 +41,7 @@ class Pacer:
         self.adaptive = adaptive
         self._next_start: float | None = None  # the first start is now
         self._starts: deque[float] = deque()  # start times within the last second
+        self._answers: deque[float] = deque()  # answer times within the last second
         self._last_cut = -1.0
 
     async def wait(self) -> None:
@@ -53,8 +58,7 @@ class Pacer:
                 await asyncio.sleep(start - now)
                 now = start
         self._starts.append(now)
-        while self._starts and self._starts[0] < now - 1.0:
-            self._starts.popleft()
+        _forget_older(self._starts, now)
 
     def refused(self) -> None:
         """A 429: slow down, at most once per second (the refusals of one burst count once)."""
@@ -64,12 +68,27 @@ class Pacer:
         if now - self._last_cut < 1.0:
             return
         self._last_cut = now
+        _forget_older(self._answers, now)
+        if self._answers:  # what the limit let through
+            self.rate = max(FLOOR_PER_S, len(self._answers) * NEAR)
+            return
         sent = self.rate if self.rate is not None else float(len(self._starts))
         self.rate = max(FLOOR_PER_S, sent * DECREASE)
 
     def answered(self) -> None:
         """An answer: speed up a little, never past the known ceiling."""
-        if not self.adaptive or self.rate is None:
+        if not self.adaptive:
+            return
+        now = asyncio.get_running_loop().time()
+        self._answers.append(now)
+        _forget_older(self._answers, now)
+        if self.rate is None:
             return
         raised = self.rate + INCREASE_PER_S / self.rate  # so that a second of answers adds ~5/s
         self.rate = raised if self.ceiling is None else min(self.ceiling, raised)
+
+
+def _forget_older(times: deque[float], now: float) -> None:
+    """Keep the times of the last second only."""
+    while times and times[0] < now - 1.0:
+        times.popleft()

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from extractor.pacing import DECREASE, FLOOR_PER_S, Pacer
+from extractor.pacing import DECREASE, FLOOR_PER_S, NEAR, Pacer
 
 
 def test_a_known_rate_is_never_exceeded() -> None:
@@ -37,6 +37,22 @@ def test_a_429_halves_what_was_sent_once_per_second_and_answers_win_it_back() ->
     first, second, later = asyncio.run(run())
     assert first == second == 40 * DECREASE
     assert later is not None and later > first  # additive increase
+
+
+def test_a_429_after_answers_cuts_to_just_under_what_was_answered() -> None:
+    """What came back in the last second is what the limit let through: the pace goes just
+    under it, not to half of what was sent (a 200/s limit was kept at 179/s that way)."""
+
+    async def run() -> float | None:
+        pacer = Pacer(rate=None)
+        for _ in range(300):  # a burst sent
+            await pacer.wait()
+        for _ in range(150):  # of which 150 were answered
+            pacer.answered()
+        pacer.refused()
+        return pacer.rate
+
+    assert asyncio.run(run()) == 150 * NEAR
 
 
 def test_a_known_ceiling_holds_and_the_floor_too() -> None:
