@@ -75,6 +75,7 @@ METHODS: dict[str, dict[str, Any]] = {
     # With the teacher's scores (regime seeded-scores): the score term beside the ranks.
     "bahsd_scores": {"name": "bahsd", "score_weight": 1.0},
     "bahsd_scores3": {"name": "bahsd", "score_weight": 3.0},
+    "bahsd_scores03": {"name": "bahsd", "score_weight": 0.3},
     "dfme_scores": {"name": "dfme", "score_weight": 1.0},
 }
 # recmimic's contract read through a profile that keeps the scores the teacher sends with its
