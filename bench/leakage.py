@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import json
 import math
+import shutil
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -57,6 +58,7 @@ from teacher_mock.server import running
 from teacher_mock.settings import TeacherSettings
 
 KEY = "leakage-bench"
+KEPT_TEACHERS = Path(__file__).resolve().parent / "teachers"  # sasrec/, bert4rec/ artifacts
 DATASET = "ml-100k"
 DEFAULT_METHOD = "bahsd"
 # Method -> objective settings. `CURVE_METHODS` run at every budget, the rest (baselines and
@@ -141,7 +143,13 @@ class Plan:
 
 
 def ensure_teacher(directory: Path, arch: str, quick: bool) -> Path:
-    """The teacher artifact: trained once with seed 0, reused afterwards."""
+    """The teacher artifact: the one kept in `bench/teachers` (trained with seed 0 once), else
+    trained with seed 0 here and reused afterwards. Kept, because a retrain on another CPU
+    gives other bits (the same test NDCG@10 to four decimals), and students are reused only
+    under the same teacher weights."""
+    kept = KEPT_TEACHERS / arch
+    if not (directory / "config.json").is_file() and not quick and (kept / "config.json").is_file():
+        shutil.copytree(kept, directory, dirs_exist_ok=True)
     if not (directory / "config.json").is_file():
         train = TrainConfig.for_arch(arch, seed=0, progress=False)
         if quick:
