@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from tqdm import tqdm
 
 from extractor.budget import Budget
@@ -100,6 +101,9 @@ class ExtractSummary:
     stopped: str | None  # why the run ended before its last query; None when it finished
     usage: str | None = None  # what settling with the black box's usage count found on resume
     calls: int = 0  # recommendation requests this run paid for (a batch request is one)
+    # distinct ids this run's answers named that the black box's listing lacks (None: it lists
+    # none; answers copied whole from a remembered part are not looked at again)
+    unlisted_items: int | None = None
     cost: float | None = None  # calls times the API profile's cost per call, when it has one
 
     def to_dict(self) -> dict[str, Any]:
@@ -145,6 +149,8 @@ class _Run:
         self._remembering: list[asyncio.Future[None]] = []  # parts on their way to the cache
         profile = config.profile
         self.scored = profile is not None and profile.answer.scores is not None
+        self.listed: frozenset[str] | None = None  # the black box's catalogue, if it lists one
+        self.unlisted: set[str] = set()  # ids this run's answers named that it lacks
 
     async def seeded(self, queries: Prefixes) -> None:
         """Every query known up front; the ones already on disk are skipped. Chunks whose
@@ -248,6 +254,7 @@ class _Run:
         table, items = _chunk_table(
             [ids[fresh[q]] for q in kept.tolist()], plan, kept, results, self.scored
         )
+        self._note_unlisted(table)
         if part is not None and len(kept) == len(ids) and self._all_answered(results):
             written = self.writer.add_part(table)
             remember = self._remember(part, len(results), written)
@@ -260,6 +267,18 @@ class _Run:
         self.counts.failed += sum(answer is None for answer in items)  # no list __eq__
         self._progress(len(kept))
         return answers
+
+    def _note_unlisted(self, table: pa.Table) -> None:
+        """Remember the ids a chunk's answers name that the listing lacks: the student learns
+        them all the same (`distill.probes`), and the summary says how many there were. Each
+        chunk's distinct ids by Arrow's kernels, then a set difference (`is_in` would import
+        pandas, which a cached rerun never loads)."""
+        if self.listed is None:
+            return
+        named = pc.list_flatten(table.column("items"))
+        views = pc.list_flatten(pc.list_flatten(table.column("view_items")))
+        for ids in (named, views):
+            self.unlisted.update(set(pc.unique(ids).to_pylist()) - self.listed)
 
     async def _copy_remembered(self, key: str, rows: int) -> bool:
         """Write the part an earlier run remembered under `key`, if the cache has it whole."""
@@ -427,6 +446,7 @@ class _Run:
             usage=settled,
             calls=calls,
             cost=None if price is None else round(calls * price, 6),
+            unlisted_items=None if self.listed is None else len(self.unlisted),
         )
 
 
@@ -617,6 +637,8 @@ async def extract(config: ExtractConfig, progress: bool = True) -> ExtractSummar
         stack.callback(writer.close)
         bar = stack.enter_context(tqdm(desc="extract", unit="q", disable=not progress))
         run = _Run(config, client, cache, budget, writer, bar, tag)
+        if items:
+            run.listed = frozenset(items)
         work = run.seeded(seeded) if seeded is not None else run.data_free(items or [])
         with _older_objects_frozen():
             interrupted = await _until_signal(work)

@@ -25,7 +25,7 @@ from extractor.client import BlackBoxClient, ClientConfig
 from extractor.config import ExtractConfig
 from extractor.errors import BlackBoxError
 from extractor.probeset import read_probe_set
-from extractor.profiles import AnswerSpec, LimitsSpec, load_profile
+from extractor.profiles import AnswerSpec, CatalogueSpec, LimitsSpec, load_profile
 from extractor.run import extract
 from seqrec.data.loading import load_dataset
 from teacher_mock.app import create_app
@@ -278,3 +278,24 @@ def test_events_written_on_one_host_and_asked_on_another_are_signed_for_each(
     assert paid(runtime, "personalize") - before == summary.paid
     assert paid(events, "personalize") == 0  # it only took the events, every one of them
     assert set(took) == {"/events"} and len(took) >= summary.paid
+
+
+def test_the_summary_counts_answered_ids_the_listing_lacks(
+    servers: dict[str, tuple[str, FastAPI]], tmp_path: Path
+) -> None:
+    """A catalogue of half the items (here a file): every id the answers name beyond it is
+    counted once in summary.json (the student still learns them); the whole listing, none."""
+    url, _ = servers["algolia"]
+    algolia = load_profile(str(EXAMPLES / "algolia.toml"))
+    item_ids = [str(raw) for raw in load_dataset(DATASET).item_ids]
+    (tmp_path / "half.txt").write_text("\n".join(item_ids[::2]))
+    half = algolia.model_copy(update={"catalogue": CatalogueSpec(file=tmp_path / "half.txt")})
+    summary, _ = run(url, "algolia", tmp_path / "half", api_profile=half)
+    probes = read_probe_set(tmp_path / "half")
+    named = {i for items in probes.column("items").to_pylist() for i in items}
+    named |= {i for views in probes.column("view_items").to_pylist() for v in views for i in v}
+    assert summary.unlisted_items == len(named - set(item_ids[::2])) > 0
+    saved = json.loads((tmp_path / "half" / "summary.json").read_text())
+    assert saved["unlisted_items"] == summary.unlisted_items
+    whole, _ = run(url, "algolia", tmp_path / "whole", api_profile=algolia)
+    assert whole.unlisted_items == 0
