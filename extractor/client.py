@@ -31,7 +31,10 @@ as DESIGN.md section 5 says: httpx spent 25 to 60 times its client CPU per reque
 the single endpoint at a quarter of the teacher's capacity (the measurements are in that module
 and in docs/benchmarks.md, "Extraction throughput").
 
-The API key is sent in the `Authorization` header only; it is kept out of reprs and logs.
+The API key is sent as the API profile says (`extractor.auth`: recmimic's contract takes it in
+`Authorization: Bearer`), signed per request where the profile signs; it is kept out of reprs
+and logs. A profile in session mode writes each history as events under a fresh id before it
+is asked (`_open_session`), and a call may go to another origin than `base_url`.
 """
 
 from __future__ import annotations
