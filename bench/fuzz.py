@@ -33,6 +33,7 @@ def main() -> None:
         **os.environ,
         "RECMIMIC_FUZZ_EXAMPLES": str(args.examples),
         "RECMIMIC_FUZZ_STEPS": str(args.steps),
+        "RECMIMIC_FUZZ_RANDOM": "1",  # new sequences each run (the suite's are fixed)
     }
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
     command += ["tests/test_stateful_fuzz.py", "--timeout", "0"]
