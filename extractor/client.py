@@ -201,9 +201,8 @@ class BlackBoxClient:
             else ProfileWire(config.profile, config.batch_size)
         )
         # session mode: each probe is written as events under a fresh id before it is asked
-        self._sessions = self._wire if isinstance(self._wire, ProfileWire) else None
-        if self._sessions is not None and not self._sessions.sessions:
-            self._sessions = None
+        wire = self._wire
+        self._sessions = wire if isinstance(wire, ProfileWire) and wire.sessions else None
         self._batch = self._wire.batch  # None until the batch route is probed
         # A profile is checked by its first answer, asked for one history alone: until one
         # parses, an answer that does not is final (a wrong profile would pay for every retry).

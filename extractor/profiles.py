@@ -28,11 +28,19 @@ from __future__ import annotations
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import jmespath
 from jmespath.exceptions import JMESPathError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from extractor.templates import placeholders_in
 
@@ -73,6 +81,9 @@ def _one_line_headers(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
+Headers = Annotated[dict[str, str], AfterValidator(_one_line_headers)]
+
+
 class CallSpec(_Part):
     """One HTTP call's template: `path` and `query` values may hold placeholders; a GET has no
     body, the others a JSON body. `base_url`: where this call goes when it is not the black
@@ -84,12 +95,7 @@ class CallSpec(_Part):
     path: str = Field(pattern=r"^/")
     query: dict[str, Any] = Field(default_factory=dict)
     body: Any = None
-    headers: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("headers")
-    @classmethod
-    def _one_line(cls, value: dict[str, str]) -> dict[str, str]:
-        return _one_line_headers(value)
+    headers: Headers = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _body(self) -> CallSpec:
@@ -232,15 +238,10 @@ class ApiProfile(_Part):
     event: Any = None  # one event's template, for `{events}`
     event_spacing_s: int = Field(default=60, ge=0)
     session: SessionSpec | None = None
-    headers: dict[str, str] = Field(default_factory=dict)  # sent with every call (not the key)
+    headers: Headers = Field(default_factory=dict)  # sent with every call (not the key)
     auth: AuthSpec = AuthSpec()
     catalogue: CatalogueSpec = CatalogueSpec()
     limits: LimitsSpec = LimitsSpec()
-
-    @field_validator("headers")
-    @classmethod
-    def _one_line(cls, value: dict[str, str]) -> dict[str, str]:
-        return _one_line_headers(value)
 
     @model_validator(mode="after")
     def _fits_mode(self) -> ApiProfile:
@@ -272,6 +273,11 @@ class ApiProfile(_Part):
         if self.session is not None and "{session_id}" not in writes | placeholders_in(self.event):
             raise ValueError("session: the write or its events must hold {session_id}")
         return self
+
+    @property
+    def keeps_scores(self) -> bool:
+        """Whether answers' scores are read, cached and written (`extractor.scores`)."""
+        return self.answer.scores is not None
 
     @property
     def history_cap(self) -> int | None:

@@ -127,7 +127,7 @@ class _Run:
         config: ExtractConfig,
         client: BlackBoxClient,
         cache: AnswerCache,
-        budget: Budget,
+        gate: BudgetGate,
         writer: ProbeSetWriter,
         bar: tqdm,
         tag: str | None,
@@ -135,7 +135,8 @@ class _Run:
         self.config = config
         self.client = client
         self.cache = cache
-        self.budget = budget
+        self.gate = gate  # the client's budget hook: it also counts the paid requests
+        self.budget = gate.budget
         self.writer = writer
         self.bar = bar
         self.start_tag = tag  # the model tag the probe set's settings name (run_info)
@@ -147,8 +148,7 @@ class _Run:
         # cache key -> the outcome another chunk awaits (None: claimed, nobody waits yet)
         self._claims: dict[str, asyncio.Future[Outcome] | None] = {}
         self._remembering: list[asyncio.Future[None]] = []  # parts on their way to the cache
-        profile = config.profile
-        self.scored = profile is not None and profile.answer.scores is not None
+        self.scored = config.profile is not None and config.profile.keeps_scores
         self.listed: frozenset[str] | None = None  # the black box's catalogue, if it lists one
         self.unlisted: set[str] = set()  # ids this run's answers named that it lacks
 
@@ -428,7 +428,6 @@ class _Run:
         self, spent_before: int, wall_s: float, interrupted: bool, settled: str | None
     ) -> ExtractSummary:
         counts = self.counts
-        calls = self.client.budget.calls if isinstance(self.client.budget, BudgetGate) else 0
         profile = self.config.profile
         price = profile.limits.cost_per_call if profile is not None else None
         return ExtractSummary(
@@ -444,8 +443,8 @@ class _Run:
             model_tag=self.tag,
             stopped="interrupted" if interrupted else self.stopped,
             usage=settled,
-            calls=calls,
-            cost=None if price is None else round(calls * price, 6),
+            calls=self.gate.calls,
+            cost=None if price is None else round(self.gate.calls * price, 6),
             unlisted_items=None if self.listed is None else len(self.unlisted),
         )
 
@@ -581,8 +580,7 @@ def _run_info(config: ExtractConfig, model_tag: str | None) -> dict[str, Any]:
         "scales": list(config.scales),
         **config.query_source(),
     }
-    profile = config.profile
-    if profile is not None and profile.answer.scores is not None:
+    if config.profile is not None and config.profile.keeps_scores:
         info["scores"] = True
     return info
 
@@ -606,7 +604,8 @@ async def extract(config: ExtractConfig, progress: bool = True) -> ExtractSummar
         stack.callback(budget.close)
         cache = await open_cache(config.cache, config.out)
         stack.push_async_callback(cache.close)
-        client = BlackBoxClient(_client_config(config), BudgetGate(budget))
+        gate = BudgetGate(budget)
+        client = BlackBoxClient(_client_config(config), gate)
         stack.push_async_callback(client.aclose)
         items = await catalogue(client)  # also learns the model tag, for the cache keys
         if seeded is None and not items:
@@ -636,7 +635,7 @@ async def extract(config: ExtractConfig, progress: bool = True) -> ExtractSummar
         )
         stack.callback(writer.close)
         bar = stack.enter_context(tqdm(desc="extract", unit="q", disable=not progress))
-        run = _Run(config, client, cache, budget, writer, bar, tag)
+        run = _Run(config, client, cache, gate, writer, bar, tag)
         if items:
             run.listed = frozenset(items)
         work = run.seeded(seeded) if seeded is not None else run.data_free(items or [])
