@@ -45,6 +45,7 @@ from distill.run import distill
 from extractor.config import ExtractConfig
 from extractor.profiles import ApiProfile
 from extractor.run import SUMMARY_FILENAME, extract
+from extractor.views import VIEW_SCALES
 from seqrec.artifact_files import WEIGHTS
 from seqrec.artifacts import load_artifact
 from seqrec.data.dataset import leave_one_out
@@ -158,24 +159,51 @@ def ensure_teacher(directory: Path, arch: str, quick: bool) -> Path:
     return directory
 
 
-def extract_once(url: str, out: Path, budget: int, regime: str, seed: int) -> dict[str, Any]:
-    """A probe set extracted with `budget` paid answers; an existing one is reused.
+# Regime -> how its probe set is extracted. Each query is asked once (scales 1) unless the
+# regime pays for views: at a fixed budget, new queries buy a better replica than the views at
+# 1/2 and 1/4 do (bench/results/leakage-history.md), so the curve's regimes ask none; the
+# `-views` regimes keep the earlier extraction for comparison. The source's size is set per
+# budget so that the budget, not the source, ends the run: seeded, `per_user` prefixes per
+# 800 (views: 2,400) paid answers plus 2, over 943 users; data-free, budget / 20 sequences of
+# uniform target lengths up to 50 items, about 25 answers each (views: budget / 50, about 70).
+REGIMES: dict[str, dict[str, Any]] = {
+    "seeded": {"source": "seeded", "scales": (1.0,)},
+    "seeded-views": {"source": "seeded", "scales": VIEW_SCALES},
+    "seeded-whole-first": {"source": "seeded", "scales": VIEW_SCALES, "whole_first": True},
+    "seeded-scores": {"source": "seeded", "scales": VIEW_SCALES, "scored": True},
+    "data-free": {"source": "autoregressive", "scales": (1.0,)},
+    "data-free-views": {"source": "autoregressive", "scales": VIEW_SCALES},
+}
 
-    Both sources offer more queries than the budget buys, so the budget ends the run, in an
-    order where any first part is what a smaller budget buys: seeded, 2 + budget / 2,400
-    prefixes per user in a seeded shuffle (seeded-whole-first: each user's whole history
-    first, `ExtractConfig.whole_first`); data-free, budget / 50 sequences of up to 50 items
-    (about 70 answers each, views included), grown 32 at a time (`group_size`)."""
+
+def extraction_settings(regime: str, budget: int) -> dict[str, Any]:
+    """The `ExtractConfig` fields (beyond URL, key, budget, seed) of a regime's probe set."""
+    spec = REGIMES[regime]
+    views = len(spec["scales"]) > 1
+    settings: dict[str, Any] = {"source": spec["source"], "scales": spec["scales"], "k": 100}
+    if spec["source"] == "seeded":
+        settings |= {
+            "dataset": DATASET,
+            "prefixes": budget // (2400 if views else 800) + 2,
+            "whole_first": spec.get("whole_first", False),
+        }
+    else:
+        settings |= {"n_sequences": budget // (50 if views else 20), "max_length": 50}
+    return settings
+
+
+def extract_once(url: str, out: Path, budget: int, regime: str, seed: int) -> dict[str, Any]:
+    """A probe set extracted with `budget` paid answers (`extraction_settings`); an existing
+    one is reused. Both sources offer more queries than the budget buys, in an order where any
+    first part is what a smaller budget buys: seeded prefixes in a seeded shuffle (with
+    `whole_first`, each user's whole history first); data-free sequences grown 32 at a time
+    (`group_size`), each to its end before the next group starts."""
     if not (out / SUMMARY_FILENAME).is_file():
-        if regime in ("seeded", "seeded-whole-first", "seeded-scores"):
-            source = {"source": "seeded", "dataset": DATASET, "prefixes": budget // 2400 + 2}
-            source["whole_first"] = regime == "seeded-whole-first"
-            if regime == "seeded-scores":
-                source["api_profile"] = ApiProfile.model_validate(SCORED_CONTRACT)
-        else:
-            source = {"source": "autoregressive", "n_sequences": budget // 50, "max_length": 50}
+        settings = extraction_settings(regime, budget)
+        if REGIMES[regime].get("scored"):
+            settings["api_profile"] = ApiProfile.model_validate(SCORED_CONTRACT)
         config = ExtractConfig(
-            teacher_url=url, api_key=KEY, budget=budget, out=out, k=100, seed=seed, **source
+            teacher_url=url, api_key=KEY, budget=budget, out=out, seed=seed, **settings
         )
         asyncio.run(extract(config, progress=False))
     return json.loads((out / SUMMARY_FILENAME).read_text())
@@ -223,10 +251,15 @@ def finished(plan: Plan, method: str, probes: Path, budget: int) -> dict[str, An
 
 
 def identity(plan: Plan, method: str, probes: Path) -> dict[str, Any]:
-    """What makes two students of one point the same: objective settings and probe set."""
+    """What makes two students of one point the same: objective settings, probe set and how
+    the probe set was extracted."""
+    teacher, regime = probes.relative_to(plan.workdir).parts[:2]
+    _, budget = plan.probe_set(teacher, regime, 0)
+    extraction = json.loads(json.dumps(extraction_settings(regime, budget)))  # tuples as lists
     return {
         "objective": ObjectiveConfig(**METHODS[method]).identity(),
         "probe_set": probes.relative_to(plan.workdir).as_posix(),
+        "extraction": extraction,
     }
 
 
@@ -416,7 +449,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# Leakage curve",
         "",
-        f"ML-100k (sha256 {results['dataset']['sha256'][:12]}…), k=100, scales 1, 1/2, 1/4; "
+        f"ML-100k (sha256 {results['dataset']['sha256'][:12]}…), k=100, each query asked once "
+        "(the `-views` regimes: also at scales 1/2 and 1/4); "
         f"seeds {list(results['seeds'])}; mean ± std over seeds. Default objective: "
         f"`{results['default_method']}`. Command: `{results['command']}`.",
         "",
@@ -489,7 +523,7 @@ def main() -> None:
     parser.add_argument(
         "--regimes",
         default="seeded,data-free",
-        help="seeded, data-free, seeded-whole-first, seeded-scores",
+        help=", ".join(REGIMES),
     )
     parser.add_argument("--seeds", default=None, help="comma-separated (default 0,1,2; quick 0)")
     parser.add_argument("--methods", default=",".join(METHODS))
@@ -516,6 +550,9 @@ def main() -> None:
     unknown = set(args.methods.split(",")) - set(METHODS)
     if unknown:
         parser.error(f"unknown methods {sorted(unknown)}; known: {', '.join(METHODS)}")
+    unknown = set(args.regimes.split(",")) - set(REGIMES)
+    if unknown:
+        parser.error(f"unknown regimes {sorted(unknown)}; known: {', '.join(REGIMES)}")
     plan = Plan(
         teachers=tuple(
             (args.teachers or ("sasrec" if args.quick else "sasrec,bert4rec")).split(",")

@@ -18,6 +18,7 @@ import typer
 from extractor.config import SOURCES, ExtractConfig, parse_scales
 from extractor.errors import BlackBoxError
 from extractor.tasks import run_event_loop
+from extractor.views import DEFAULT_SCALES
 
 if TYPE_CHECKING:
     from extractor.run import ExtractSummary
@@ -56,7 +57,9 @@ def extract(
         int | None,
         typer.Option(help="Seeded: ask at most a query's most recent N items (default: all)"),
     ] = None,
-    scales: Annotated[str, typer.Option(help="View scales, must include 1")] = "1,0.5,0.25",
+    scales: Annotated[
+        str, typer.Option(help="View scales, must include 1; e.g. 1,0.5,0.25 for views")
+    ] = ",".join(f"{r:g}" for r in DEFAULT_SCALES),
     k: Annotated[int, typer.Option(help="Items per answer")] = 100,
     cache: Annotated[
         str | None, typer.Option(help="redis:// URL or file (default: embedded under --out)")

@@ -37,6 +37,7 @@ from extractor.cli import extract as extract_command_function
 from extractor.config import ExtractConfig, parse_scales
 from extractor.probeset import read_probe_set
 from extractor.run import LEDGER_FILENAME, SUMMARY_FILENAME, ExtractSummary, extract, load_seeded
+from extractor.views import VIEW_SCALES
 from seqrec.artifacts import Artifact, load_artifact
 from seqrec.data.dataset import leave_one_out
 from seqrec.data.loading import load_dataset
@@ -92,7 +93,9 @@ def capped(start_teacher: StartTeacher) -> str:
 
 
 def config(url: str, key: str, out: Path, **overrides: Any) -> ExtractConfig:
-    settings: dict[str, Any] = dict(source="seeded", dataset=DATASET, prefixes=4, k=K)
+    settings: dict[str, Any] = dict(
+        source="seeded", dataset=DATASET, prefixes=4, k=K, scales=VIEW_SCALES
+    )
     settings.update(overrides)
     return ExtractConfig(teacher_url=url, api_key=key, out=out, **settings)
 
@@ -174,6 +177,29 @@ def test_seeded_run_writes_the_teachers_answers_and_pays_each_history_once(
 
 def part_files(directory: Path) -> list[bytes]:
     return [path.read_bytes() for path in sorted(directory.glob("part-*.parquet"))]
+
+
+def test_by_default_each_query_is_asked_once_without_views(
+    clean: str, reference: Artifact, tmp_path: Path
+) -> None:
+    key = KEYS[16]
+    before = usage(clean, key)
+    cfg = ExtractConfig(
+        teacher_url=clean,
+        api_key=key,
+        out=tmp_path / "run",
+        budget=10_000,
+        source="seeded",
+        dataset=DATASET,
+        prefixes=4,
+        k=K,
+    )
+    summary = run(cfg)
+    table = read_probe_set(cfg.out)
+    assert table.column("view_scales").to_pylist() == [[]] * len(load_seeded(cfg))
+    assert_answers_are_the_teachers(table, reference)
+    distinct = {tuple(history) for history in table.column("history").to_pylist()}
+    assert summary.paid == len(distinct) == usage(clean, key) - before
 
 
 def test_a_repeated_run_copies_the_parts_it_remembered_without_reading_answers(
@@ -523,6 +549,7 @@ def extract_command(url: str, out: Path) -> list[str]:
         "--batch-size": "8",
         "--chunk-size": "6",
         "--seed": "5",
+        "--scales": ",".join(map(str, VIEW_SCALES)),  # views: the resume reads some from the cache
     }
     args = [part for option in options.items() for part in option]
     # The extract command alone: `service.cli` would import torch first (seconds per start).
@@ -565,6 +592,7 @@ def test_a_killed_run_resumes_to_the_same_probe_set_without_paying_twice(
         batch_size=8,
         chunk_size=6,
         seed=5,
+        scales=VIEW_SCALES,
     )
     resumed = run(cfg)  # the same run, to completion
     assert resumed.stopped is None and resumed.cached > 0

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from extractor.ids import history_json
-from extractor.views import DEFAULT_SCALES, plan_probes, view_lengths
+from extractor.views import VIEW_SCALES, plan_probes, view_lengths
 
 
 def test_view_lengths_are_the_ceiling_of_n_times_r() -> None:
-    lengths = view_lengths([1, 2, 3, 4, 7, 8, 10], DEFAULT_SCALES)
+    lengths = view_lengths([1, 2, 3, 4, 7, 8, 10], VIEW_SCALES)
     assert lengths.tolist() == [
         [1, 1, 1],
         [2, 1, 1],
@@ -29,14 +29,14 @@ def test_floating_point_noise_never_adds_an_item() -> None:
 
 def test_views_are_the_most_recent_items() -> None:
     query = [str(i) for i in range(1, 9)]  # 8 items, oldest first
-    plan = plan_probes([query])
+    plan = plan_probes([query], VIEW_SCALES)
     views = {scale: plan.histories[row] for scale, row in plan.views_of(0).items()}
     assert views == {1.0: query, 0.5: ["5", "6", "7", "8"], 0.25: ["7", "8"]}
     assert plan.index.shape == (1, 3) and plan.index.dtype == np.int64
 
 
 def test_a_view_equal_to_the_full_history_is_asked_once() -> None:
-    plan = plan_probes([["a"], ["a", "b"]])
+    plan = plan_probes([["a"], ["a", "b"]], VIEW_SCALES)
     assert plan.histories == [["a"], ["a", "b"], ["b"]]
     assert plan.views_of(0) == {1.0: 0, 0.5: 0, 0.25: 0}  # one item: every view is the query
     assert plan.views_of(1) == {1.0: 1, 0.5: 2, 0.25: 2}
@@ -56,7 +56,7 @@ def test_views_shared_between_queries_are_asked_once() -> None:
         ["z", "w", "c", "d"],  # shares [c, d] and [d]
         ["x", "y", "c", "d"],  # a repeated query
     ]
-    plan = plan_probes(queries)
+    plan = plan_probes(queries, VIEW_SCALES)
     assert plan.histories == [["x", "y", "c", "d"], ["c", "d"], ["d"], ["z", "w", "c", "d"]]
     assert plan.index.tolist() == [[0, 1, 2], [1, 2, 2], [3, 1, 2], [0, 1, 2]]
     assert plan.texts == ['["x","y","c","d"]', '["c","d"]', '["d"]', '["z","w","c","d"]']
@@ -88,5 +88,5 @@ def test_an_empty_query_is_refused() -> None:
 
 
 def test_no_queries_give_an_empty_plan() -> None:
-    plan = plan_probes([])
+    plan = plan_probes([], VIEW_SCALES)
     assert plan.histories == [] and plan.index.shape == (0, 3)
