@@ -116,6 +116,7 @@ class DistillConfig:
     # Learn from the first N answers only, in the order the extraction asked them: what a run
     # with budget N would have paid (`distill.probes.first_answers`). None: every answer.
     answers: int | None = None
+    init_from: Path | None = None  # an earlier student to start from (`distill.warm`)
     heldout: float = 0.1  # share of queries held out for model selection (agreement)
     # Probe sets are small (a few thousand queries): 3e-3 and batches of 128 reached held-out
     # Agr@10 0.65 in 20 epochs on ML-100k probes where 1e-3 and 256 reached 0.46.
@@ -130,6 +131,7 @@ class DistillConfig:
 
     def __post_init__(self) -> None:
         self.probes, self.out = Path(self.probes), Path(self.out)
+        self.init_from = None if self.init_from is None else Path(self.init_from)
         if self.batch_size < 2:
             raise ValueError("batch_size must be at least 2 (InfoNCE needs in-batch negatives)")
         if self.answers is not None and self.answers < 2:
@@ -140,4 +142,8 @@ class DistillConfig:
     def to_dict(self) -> dict[str, Any]:
         payload = asdict(self)
         payload.update(probes=str(self.probes), out=str(self.out))
+        if self.init_from is None:
+            del payload["init_from"]  # a cold start's settings read as they did before
+        else:
+            payload["init_from"] = str(self.init_from)
         return payload

@@ -29,6 +29,7 @@ from distill.examples import (
 from distill.probes import ProbeData, ProbeDataError, first_answers, load_probes
 from distill.reliability import reliability, reliability_by_bucket
 from distill.train import fit, remove_checkpoint
+from distill.warm import warm_start
 from seqrec.artifacts import ArtifactInfo, save_artifact
 from seqrec.longtail.partition import partition_items
 from seqrec.models import ModelConfig, build_model
@@ -135,6 +136,8 @@ def distill(
 
     torch.manual_seed(config.seed)  # initial weights are part of the seeded run
     model = build_student(model_config, popularity)
+    if config.init_from is not None:
+        warm_start(model, config.init_from, item_ids)
     negative_pool = np.arange(1, model_config.n_items + 1)
     result = fit(model, train, heldout, negative_pool, config, should_stop, on_epoch)
 

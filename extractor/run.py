@@ -152,14 +152,15 @@ class _Run:
         self.listed: frozenset[str] | None = None  # the black box's catalogue, if it lists one
         self.unlisted: set[str] = set()  # ids this run's answers named that it lacks
 
-    async def seeded(self, queries: Prefixes) -> None:
-        """Every query known up front; the ones already on disk are skipped. Chunks whose
-        parts were remembered by an earlier run are copied (`extractor.part_memo`)."""
+    async def known(self, ids: np.ndarray, queries: Prefixes) -> None:
+        """Every query known up front (query `ids[i]` is `queries[i]`); the ones already on
+        disk are skipped. Chunks whose parts were remembered by an earlier run are copied
+        (`extractor.part_memo`)."""
         done = np.fromiter(self.done, np.int64, len(self.done))
-        fresh = np.flatnonzero(~np.isin(np.arange(len(queries)), done))
+        fresh = np.flatnonzero(~np.isin(ids, done))
         self.bar.reset(total=len(fresh))
         try:
-            await self.queries(fresh.tolist(), queries.subset(fresh), keep_answers=False)
+            await self.queries(ids[fresh].tolist(), queries.subset(fresh), keep_answers=False)
         except BaseException:
             await asyncio.gather(*self._remembering, return_exceptions=True)
             raise
@@ -485,6 +486,20 @@ def load_seeded(config: ExtractConfig) -> Prefixes:
     (the seeded source), or each test user's history before its test item, in user order
     (`TEST_HISTORIES`). With `max_history`, each is cut to its most recent items, as a black
     box that caps histories needs (the mock teacher refuses more than 1,000 with a 422)."""
+    users = dataset_histories(config)
+    queries = (
+        users
+        if config.source == TEST_HISTORIES
+        else seeded_queries(
+            users, config.prefixes, seed=config.seed, whole_first=config.whole_first
+        )
+    )
+    return capped(queries, config.history_cap)
+
+
+def dataset_histories(config: ExtractConfig) -> Prefixes:
+    """Each user's training history (`TEST_HISTORIES`: its history before the test item),
+    whole, in the black box's raw ids, in user order."""
     from seqrec.data.dataset import leave_one_out
     from seqrec.data.loading import load_dataset
 
@@ -493,15 +508,11 @@ def load_seeded(config: ExtractConfig) -> Prefixes:
     split = leave_one_out(data)
     catalogue = data.item_ids.astype(object)  # one str per item, shared by every query
     given = split.test_input if config.source == TEST_HISTORIES else split.train
-    users = Prefixes(catalogue[given.items - 1], given.offsets[:-1], given.lengths)
-    queries = (
-        users
-        if config.source == TEST_HISTORIES
-        else seeded_queries(
-            users, config.prefixes, seed=config.seed, whole_first=config.whole_first
-        )
-    )
-    cap = config.history_cap
+    return Prefixes(catalogue[given.items - 1], given.offsets[:-1], given.lengths)
+
+
+def capped(queries: Prefixes, cap: int | None) -> Prefixes:
+    """Each query cut to its most recent `cap` ids (None: as it is)."""
     if cap is None:
         return queries
     return queries.tails(np.arange(len(queries)), np.minimum(queries.length, cap))
@@ -585,8 +596,20 @@ def _run_info(config: ExtractConfig, model_tag: str | None) -> dict[str, Any]:
     return info
 
 
-async def extract(config: ExtractConfig, progress: bool = True) -> ExtractSummary:
+@dataclass(frozen=True)
+class ChosenQueries:
+    """Queries chosen by the caller instead of the source (an adaptive round): `ids[i]` is the
+    query id `queries[i]` is written under; ids already on disk are skipped."""
+
+    ids: np.ndarray
+    queries: Prefixes
+
+
+async def extract(
+    config: ExtractConfig, progress: bool = True, chosen: ChosenQueries | None = None
+) -> ExtractSummary:
     """Run (or resume) an extraction into `config.out`; returns and writes its summary.
+    `chosen`: ask those queries rather than the source's (whose settings still name the run).
 
     Raises `BlackBoxError` when the black box cannot be reached or refuses the key,
     `BudgetError` when another live run holds the out directory, `CacheError` when the cache
@@ -594,7 +617,11 @@ async def extract(config: ExtractConfig, progress: bool = True) -> ExtractSummar
     """
     started = time.monotonic()
     # A dataset that cannot be read fails here, before the out directory or the black box.
-    seeded = load_seeded(config) if config.source in ("seeded", TEST_HISTORIES) else None
+    seeded = (
+        load_seeded(config)
+        if chosen is None and config.source in ("seeded", TEST_HISTORIES)
+        else None
+    )
     try:
         config.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -608,7 +635,7 @@ async def extract(config: ExtractConfig, progress: bool = True) -> ExtractSummar
         client = BlackBoxClient(_client_config(config), gate)
         stack.push_async_callback(client.aclose)
         items = await catalogue(client)  # also learns the model tag, for the cache keys
-        if seeded is None and not items:
+        if seeded is None and chosen is None and not items:
             raise ValueError(
                 "the black box lists no catalogue (GET /v1/items, or the API profile's "
                 "catalogue path); use --source seeded"
@@ -638,7 +665,12 @@ async def extract(config: ExtractConfig, progress: bool = True) -> ExtractSummar
         run = _Run(config, client, cache, gate, writer, bar, tag)
         if items:
             run.listed = frozenset(items)
-        work = run.seeded(seeded) if seeded is not None else run.data_free(items or [])
+        if chosen is not None:
+            work = run.known(chosen.ids, chosen.queries)
+        elif seeded is not None:
+            work = run.known(np.arange(len(seeded)), seeded)
+        else:
+            work = run.data_free(items or [])
         with _older_objects_frozen():
             interrupted = await _until_signal(work)
         summary = run.summary(spent_before, time.monotonic() - started, interrupted, settled)

@@ -1,0 +1,107 @@
+"""The unpaid queries a round may buy, and the choice among them.
+
+Seeded: every prefix of the training histories (the seeded source with `prefixes="all"`, in its
+seeded order), grouped by user. Data-free: sequences grown from the student's own answers, as
+the autoregressive source grows them from the black box's (a random first item, then one of the
+answer's top 100 until a length drawn uniformly up to `max_length`), every prefix a candidate,
+grouped by sequence; growing them costs student passes, not paid queries.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from extractor.config import ExtractConfig
+from extractor.prefixes import Prefixes
+from extractor.run import capped, dataset_histories
+from extractor.sources import seeded_queries
+from seqrec.data.sequences import Sequences
+from seqrec.inference import scores_and_history
+from seqrec.models.base import SequentialRecommender
+
+SAMPLE_FROM_TOP = 100  # as the autoregressive source samples the black box's answer
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Queries in raw ids, and the group of each (one user, or one grown sequence)."""
+
+    queries: Prefixes
+    groups: np.ndarray  # int64 [n]
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+    def subset(self, positions: np.ndarray) -> Candidates:
+        return Candidates(self.queries.subset(positions), self.groups[positions])
+
+
+def seeded_candidates(config: ExtractConfig) -> Candidates:
+    """Every prefix of the seeded histories in the seeded order, grouped by user."""
+    users = dataset_histories(config)
+    every = seeded_queries(users, "all", seed=config.seed)
+    groups = np.searchsorted(users.begin, every.begin, side="right") - 1
+    return Candidates(capped(every, config.history_cap), groups)
+
+
+def dense(queries: Prefixes, item_ids: list[str]) -> tuple[Sequences, np.ndarray]:
+    """The queries in a student's dense ids (items it does not know left out), and which of
+    them kept at least one item (the others cannot be scored)."""
+    index = {raw: i for i, raw in enumerate(item_ids, start=1)}
+    rows = [[index[raw] for raw in query if raw in index] for query in queries]
+    kept = np.fromiter((bool(row) for row in rows), bool, len(rows))
+    return Sequences.from_lists([row for row in rows if row]), kept
+
+
+@torch.no_grad()
+def grown_candidates(
+    model: SequentialRecommender,
+    item_ids: list[str],
+    n_candidates: int,
+    max_length: int,
+    rng: np.random.Generator,
+) -> Candidates:
+    """Sequences grown from the student's answers until they hold about `n_candidates`
+    prefixes; every prefix is a candidate, grouped by its sequence."""
+    model.eval()
+    per_sequence = (max_length + 1) / 2  # the mean of target lengths drawn from 1..max_length
+    n = max(1, math.ceil(n_candidates / per_sequence))
+    targets = rng.integers(1, max_length + 1, size=n)
+    sequences = [[int(item)] for item in rng.integers(1, len(item_ids) + 1, size=n)]
+    for _ in range(1, max_length):
+        growing = [s for s, target in enumerate(targets) if len(sequences[s]) < target]
+        if not growing:
+            break
+        histories = Sequences.from_lists([sequences[s] for s in growing])
+        scores, seen = scores_and_history(model, histories, np.arange(len(growing)))
+        top = min(SAMPLE_FROM_TOP, len(item_ids))
+        best = scores.masked_fill(seen, float("-inf")).topk(top, dim=1)
+        unseen = torch.isfinite(best.values).sum(1).cpu().numpy()  # -inf: already in it
+        picks = np.minimum((rng.random(len(growing)) * unseen).astype(np.int64), top - 1)
+        chosen = best.indices[torch.arange(len(growing)), torch.as_tensor(picks)].tolist()
+        for s, item, left in zip(growing, chosen, unseen.tolist(), strict=True):
+            if left:
+                sequences[s].append(int(item))
+            else:  # every item is in it already
+                targets[s] = len(sequences[s])
+    raw = [[item_ids[i - 1] for i in sequence] for sequence in sequences]
+    whole = Prefixes.of(raw)
+    counts = whole.length
+    positions = np.repeat(np.arange(n), counts)
+    lengths = np.concatenate([np.arange(1, c + 1) for c in counts.tolist()])
+    return Candidates(whole.heads(positions, lengths), positions)
+
+
+def choose(scores: np.ndarray, groups: np.ndarray, n: int, per_group: int) -> np.ndarray:
+    """Positions of the `n` best-scored candidates, at most `per_group` of any group, best
+    first: each group's best `per_group`, then the best of those over all groups."""
+    by_group = np.lexsort((-scores, groups))  # groups together, best first within each
+    sorted_groups = groups[by_group]
+    starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
+    rank = np.arange(len(groups)) - np.repeat(starts, np.diff(np.r_[starts, len(groups)]))
+    allowed = by_group[rank < per_group]
+    return allowed[np.argsort(-scores[allowed], kind="stable")][:n]
