@@ -96,12 +96,21 @@ def grown_candidates(
     return Candidates(whole.heads(positions, lengths), positions)
 
 
-def choose(scores: np.ndarray, groups: np.ndarray, n: int, per_group: int) -> np.ndarray:
-    """Positions of the `n` best-scored candidates, at most `per_group` of any group, best
-    first: each group's best `per_group`, then the best of those over all groups."""
+def choose(scores: np.ndarray, groups: np.ndarray, n: int, group_share: float) -> np.ndarray:
+    """Positions of `n` best-scored candidates, best first, where no group gives more than
+    `group_share` times its even share of `n` (at least one) while others have candidates
+    left: each group's best up to that cap, the best of those over all groups, then, if that
+    is short of `n`, the best of the rest."""
+    n = min(n, len(scores))
+    cap = max(1, math.ceil(group_share * n / max(1, len(np.unique(groups)))))
     by_group = np.lexsort((-scores, groups))  # groups together, best first within each
     sorted_groups = groups[by_group]
     starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
     rank = np.arange(len(groups)) - np.repeat(starts, np.diff(np.r_[starts, len(groups)]))
-    allowed = by_group[rank < per_group]
-    return allowed[np.argsort(-scores[allowed], kind="stable")][:n]
+    allowed = by_group[rank < cap]
+    first = allowed[np.argsort(-scores[allowed], kind="stable")][:n]
+    if len(first) == n:
+        return first
+    rest = np.setdiff1d(np.arange(len(scores)), first)
+    rest = rest[np.argsort(-scores[rest], kind="stable")]
+    return np.concatenate([first, rest[: n - len(first)]])

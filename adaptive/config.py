@@ -11,6 +11,11 @@ from typing import Any, Literal, get_args
 Score = Literal["views", "margin", "committee", "random"]
 
 
+class StealError(RuntimeError):
+    """A round could not pay for its queries: the black box refused them or the run was
+    stopped; what was paid stays on disk and a rerun resumes."""
+
+
 @dataclass(frozen=True)
 class AdaptiveConfig:
     """Rounds and scoring.
@@ -19,10 +24,10 @@ class AdaptiveConfig:
     whole budget over `rounds` rounds (0.2 and 4: 20%, 34%, 58%, 100%), or at `boundaries` when
     given (the leakage bench sets them to its budgets, so each budget is a round's end).
     Each later round scores `pool` unpaid candidates with the last round's student and pays for
-    the best, at most `per_group` of one user (seeded) or one grown sequence (data-free), so one
-    round does not buy near-duplicates. Students between rounds train for at most
-    `round_epochs` epochs (patience `round_patience`) from the previous round's weights; the
-    final one for the distillation's full schedule.
+    the best, no user (seeded) or grown sequence (data-free) giving more than `group_share`
+    times its even share of the round, so one round does not buy near-duplicates. Students
+    between rounds train for at most `round_epochs` epochs (patience `round_patience`) from the
+    previous round's weights; the final one for the distillation's full schedule.
     """
 
     first_share: float = 0.2
@@ -30,7 +35,7 @@ class AdaptiveConfig:
     boundaries: tuple[int, ...] | None = None
     score: Score = "views"
     pool: int = 20_000
-    per_group: int = 2
+    group_share: float = 2.0
     round_epochs: int = 20
     round_patience: int = 5
 
@@ -39,8 +44,10 @@ class AdaptiveConfig:
             raise ValueError(f"unknown score {self.score!r}; expected one of {get_args(Score)}")
         if not 0 < self.first_share <= 1:
             raise ValueError(f"first_share must be in (0, 1], got {self.first_share}")
-        if self.rounds < 1 or self.pool < 1 or self.per_group < 1:
-            raise ValueError("rounds, pool and per_group must be at least 1")
+        if self.rounds < 1 or self.pool < 1:
+            raise ValueError("rounds and pool must be at least 1")
+        if not self.group_share >= 1:
+            raise ValueError(f"group_share must be at least 1, got {self.group_share}")
         if self.round_epochs < 1 or self.round_patience < 1:
             raise ValueError("round_epochs and round_patience must be at least 1")
         if self.boundaries is not None:

@@ -12,11 +12,10 @@ are the extraction's own; the budget stays a hard ceiling over every round).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Coroutine
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,22 +28,20 @@ from adaptive.candidates import (
     grown_candidates,
     seeded_candidates,
 )
-from adaptive.config import AdaptiveConfig
+from adaptive.config import AdaptiveConfig, StealError
 from adaptive.informativeness import informativeness
 from distill.config import DistillConfig
 from distill.run import distill
+from extractor.client import BUDGET_REFUSED
 from extractor.config import ExtractConfig
 from extractor.prefixes import Prefixes
 from extractor.probeset import read_probe_set
-from extractor.run import ChosenQueries, extract
+from extractor.run import ChosenQueries, ExtractSummary, extract
+from extractor.tasks import run_event_loop
 from seqrec.artifacts import load_artifact
 from seqrec.hashing import write_atomically
 
 STATE_FILENAME = "adaptive.json"
-
-
-class StealError(RuntimeError):
-    """A round could not pay for its queries (the black box refused, the run was stopped)."""
 
 
 @dataclass
@@ -74,13 +71,27 @@ class RoundRecord:
     heldout: dict[str, float] | None = None  # of the student trained after it
     seconds: dict[str, float] = field(default_factory=dict)  # choose, extract, distill
 
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RoundHooks:
+    """How a caller runs, follows and stops the rounds: `run_extraction` runs each round's
+    extraction coroutine (the service's worker cancels it when the job must stop),
+    `should_stop` is handed to every distillation, `on_round` hears of each round as it ends
+    (and of the rounds a resumed run finds done)."""
+
+    run_extraction: Callable[[Coroutine[Any, Any, ExtractSummary]], ExtractSummary] = run_event_loop
+    should_stop: Callable[[], bool] | None = None
+    on_round: Callable[[RoundRecord], None] | None = None
+
 
 def steal(
-    config: StealConfig,
-    progress: bool = False,
-    on_round: Callable[[RoundRecord], None] | None = None,
+    config: StealConfig, progress: bool = False, hooks: RoundHooks | None = None
 ) -> list[RoundRecord]:
     """Run (or resume) every round and train the final student; returns the rounds."""
+    hooks = hooks or RoundHooks()
     ends = config.adaptive.schedule(config.extract.budget)
     records = _load_records(config, ends)
     for record in records:
@@ -92,20 +103,23 @@ def steal(
             record.seconds["choose"] = time.monotonic() - started
             started = time.monotonic()
             extraction = replace(config.extract, budget=record.ends_at)
-            summary = asyncio.run(extract(extraction, progress=progress, chosen=chosen))
-            if summary.stopped not in (None, "budget exhausted"):
-                raise StealError(f"round {record.round} stopped: {summary.stopped}")
+            summary = hooks.run_extraction(extract(extraction, progress=progress, chosen=chosen))
+            if summary.stopped not in (None, BUDGET_REFUSED):
+                raise StealError(
+                    f"round {record.round} stopped ({summary.stopped}); what it paid is kept "
+                    f"in {config.out} and a rerun resumes"
+                )
             record.paid_total = summary.spent_total
             record.seconds["extract"] = time.monotonic() - started
             _save_records(config, records)
         if record.heldout is None:
             started = time.monotonic()
-            trained = distill(_round_distill(config, record.round, last))
+            trained = distill(_round_distill(config, record.round, last), hooks.should_stop)
             record.heldout = trained.heldout
             record.seconds["distill"] = time.monotonic() - started
             _save_records(config, records)
-        if on_round is not None:
-            on_round(record)
+        if hooks.on_round is not None:
+            hooks.on_round(record)
     return records
 
 
@@ -205,7 +219,7 @@ def _score_and_choose(
     histories, scorable = dense(pool.queries, item_ids)
     scores = np.full(len(pool), -np.inf)
     scores[scorable] = informativeness(settings.score, model, histories, rng)
-    picks = choose(scores, pool.groups, want, settings.per_group)
+    picks = choose(scores, pool.groups, want, settings.group_share)
     return pool.queries.subset(picks)
 
 
@@ -228,6 +242,6 @@ def _save_records(config: StealConfig, records: list[RoundRecord]) -> None:
     payload = {
         "ends": ends,
         "adaptive": config.adaptive.to_dict(),
-        "rounds": [record.__dict__ for record in records],
+        "rounds": [record.to_dict() for record in records],
     }
     write_atomically(config.out / STATE_FILENAME, (json.dumps(payload, indent=2) + "\n").encode())

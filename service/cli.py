@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from adaptive.cli import steal
 from distill.cli import distill, evaluate
 from extractor.cli import extract
 from seqrec.data.readers import FORMATS
@@ -41,6 +42,7 @@ app.add_typer(keys_app, name="keys")
 teacher_app.command("serve")(teacher_serve)
 app.command("extract")(extract)
 app.command("distill")(distill)
+app.command("steal")(steal)
 app.command("evaluate")(evaluate)
 
 FMT_HELP = f"File format when not detectable from the name or first line: {' | '.join(FORMATS)}"

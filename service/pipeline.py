@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from adaptive.config import AdaptiveConfig
+from adaptive.run import StealConfig
 from distill.config import DistillConfig, ObjectiveConfig
 from distill.fidelity import EvaluateConfig
 from extractor.config import ExtractConfig
@@ -106,6 +108,18 @@ def distill_config(
         seed=request["seed"],
         device=settings.worker_device,
         progress=False,
+    )
+
+
+def steal_config(
+    request: dict[str, Any], teacher_key: str, settings: ServiceSettings, paths: JobPaths
+) -> StealConfig:
+    """An adaptive job: the job's probing and training, in rounds, in the job's folder."""
+    return StealConfig(
+        out=paths.root,
+        extract=extract_config(request, teacher_key, settings, paths),
+        distill=distill_config(request, settings, paths),
+        adaptive=AdaptiveConfig(**(request.get("adaptive") or {})),
     )
 
 

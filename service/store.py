@@ -264,13 +264,21 @@ class JobStore:
         progress: float | None = None,
         paid: int | None = None,
         cached: int | None = None,
+        rounds: list[dict[str, Any]] | None = None,
     ) -> bool:
-        """Record the stage and counters; False when this worker no longer owns the job."""
+        """Record the stage and counters (an adaptive job's rounds so far); False when this
+        worker no longer owns the job."""
         if status is not None and status not in ACTIVE:
             raise ValueError(f"a running job's status is one of {ACTIVE}, got {status!r}")
         if progress is not None and not 0.0 <= progress <= 1.0:
             raise ValueError(f"progress must be in [0, 1], got {progress}")
-        given = {"status": status, "progress": progress, "paid": paid, "cached": cached}
+        given = {
+            "status": status,
+            "progress": progress,
+            "paid": paid,
+            "cached": cached,
+            "rounds": rounds,
+        }
         values = {name: value for name, value in given.items() if value is not None}
         return self._owned_update(job_id, worker_id, **values, updated_at=self.clock())
 

@@ -7,6 +7,7 @@ Anything else is a bug: it keeps its traceback (CLI) or is logged and named only
 
 from __future__ import annotations
 
+from adaptive.config import StealError
 from extractor.budget import BudgetError
 from extractor.cache import CacheError
 from extractor.errors import BlackBoxError
@@ -21,4 +22,5 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     BudgetError,
     CacheError,
     ProbeSetError,
+    StealError,
 )

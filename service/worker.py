@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from adaptive.run import RoundHooks, RoundRecord, steal
 from distill.fidelity import evaluate_student
 from distill.run import SUMMARY_FILENAME as DISTILL_SUMMARY
 from distill.run import distill
@@ -45,12 +46,19 @@ from distill.train import Cancelled
 from extractor import destinations
 from extractor.budget import read_spent
 from extractor.client import BUDGET_REFUSED
+from extractor.config import ExtractConfig
 from extractor.run import LEDGER_FILENAME, extract
 from extractor.run import SUMMARY_FILENAME as EXTRACT_SUMMARY
 from extractor.tasks import run_event_loop
 from service.db.models import EVALUATING, PROBING, TRAINING, Job
 from service.logs import configure_logging
-from service.pipeline import distill_config, evaluate_config, extract_config, job_paths
+from service.pipeline import (
+    distill_config,
+    evaluate_config,
+    extract_config,
+    job_paths,
+    steal_config,
+)
 from service.settings import ServiceSettings
 from service.store import JobStore, open_store
 from service.user_errors import USER_ERRORS
@@ -225,8 +233,7 @@ class JobRun:
             raise Stopped("lost")
         log.info("job done", extra={"job": self.job.id, "student": student.id})
 
-    def _probe(self) -> None:
-        config = extract_config(self.request, self.key, self.settings, self.paths)
+    def _spend_reporter(self, config: ExtractConfig) -> Callable[[], None]:
         ledger = config.out / LEDGER_FILENAME
 
         def report_spend() -> None:
@@ -235,8 +242,15 @@ class JobRun:
             if spent is not None:
                 self._update(progress=min(1.0, spent / config.budget), paid=spent)
 
+        return report_spend
+
+    def _probe(self) -> None:
+        if self.request.get("strategy") == "adaptive":  # absent from jobs made before it
+            self._steal()
+            return
+        config = extract_config(self.request, self.key, self.settings, self.paths)
         summary = run_until_stopped(
-            extract(config, progress=False), self.lease.should_stop, report_spend
+            extract(config, progress=False), self.lease.should_stop, self._spend_reporter(config)
         )
         if summary.stopped not in (None, BUDGET_REFUSED):
             raise JobFailed(f"the teacher stopped answering: {summary.stopped}")
@@ -245,6 +259,31 @@ class JobRun:
             "probing done",
             extra={"job": self.job.id, "paid": summary.paid, "cached": summary.cached},
         )
+
+    def _steal(self) -> None:
+        """An adaptive job's rounds, probing and training alike, and its final student; the
+        rounds are recorded on the job as they end. `_train` then reads the student back."""
+        config = steal_config(self.request, self.key, self.settings, self.paths)
+        ended: list[dict[str, Any]] = []  # a resumed run hears of its finished rounds again
+
+        def on_round(record: RoundRecord) -> None:
+            ended.append(record.to_dict())
+            self._update(rounds=ended, paid=record.paid_total)
+
+        report_spend = self._spend_reporter(config.extract)
+        hooks = RoundHooks(
+            run_extraction=lambda work: run_until_stopped(
+                work, self.lease.should_stop, report_spend
+            ),
+            should_stop=self.lease.should_stop,
+            on_round=on_round,
+        )
+        try:
+            steal(config, hooks=hooks)
+        except Cancelled:
+            raise Stopped("stopped during training") from None
+        self._update(progress=1.0)
+        log.info("adaptive rounds done", extra={"job": self.job.id, "rounds": len(ended)})
 
     def _train(self) -> dict[str, Any]:
         """The distillation's summary; read back when a previous claim finished training."""

@@ -27,7 +27,7 @@ from tiny_teacher import save_tiny_teacher
 from adaptive.candidates import choose, dense, grown_candidates, seeded_candidates
 from adaptive.config import AdaptiveConfig
 from adaptive.informativeness import informativeness, overlap
-from adaptive.run import STATE_FILENAME, StealConfig, steal
+from adaptive.run import STATE_FILENAME, RoundHooks, StealConfig, steal
 from distill.config import DistillConfig
 from distill.warm import warm_start
 from extractor.budget import read_spent
@@ -69,6 +69,7 @@ def test_given_boundaries_end_the_rounds_below_the_budget() -> None:
         {"first_share": 0.0},
         {"first_share": 1.5},
         {"rounds": 0},
+        {"group_share": 0.5},
         {"score": "loudest"},
         {"boundaries": (5, 5)},
         {"boundaries": (1,)},
@@ -82,18 +83,22 @@ def test_bad_settings_are_refused(settings: dict[str, Any]) -> None:
 # --- choice --------------------------------------------------------------------------------
 
 
-def test_choose_takes_the_best_scores_at_most_per_group_of_one_group() -> None:
+def test_choose_caps_each_group_at_its_share_then_fills_with_the_best_of_the_rest() -> None:
     scores = np.array([0.9, 0.8, 0.7, 0.1, 0.5, 0.6])
     groups = np.array([0, 0, 0, 1, 1, 2])
-    # group 0 may give only its best two (0.9, 0.8); then 0.6 (group 2), 0.5 (group 1)
-    assert choose(scores, groups, 4, per_group=2).tolist() == [0, 1, 5, 4]
-    assert choose(scores, groups, 10, per_group=1).tolist() == [0, 5, 4]
-    assert choose(scores, groups, 2, per_group=3).tolist() == [0, 1]
+    # 3 of 3 groups: one each, the best of each group
+    assert choose(scores, groups, 3, group_share=1).tolist() == [0, 5, 4]
+    # 4: two of a group at most, so 0.7 waits behind 0.6 and 0.5
+    assert choose(scores, groups, 4, group_share=1).tolist() == [0, 1, 5, 4]
+    # 6: the cap leaves 5 candidates; the sixth is the best of the rest
+    assert choose(scores, groups, 6, group_share=1).tolist() == [0, 1, 5, 4, 3, 2]
+    assert choose(scores, groups, 2, group_share=3).tolist() == [0, 1]
+    assert len(choose(scores, groups, 10, group_share=2)) == 6
 
 
 def test_unscorable_candidates_come_last() -> None:
     scores = np.array([-np.inf, 0.2, 0.1])
-    assert choose(scores, np.arange(3), 2, per_group=1).tolist() == [1, 2]
+    assert choose(scores, np.arange(3), 2, group_share=1).tolist() == [1, 2]
 
 
 # --- candidates ----------------------------------------------------------------------------
@@ -283,7 +288,7 @@ def test_rounds_pay_up_to_each_end_and_the_final_student_learns_from_all(
     url, key = start_teacher(), KEYS[0 if source == "seeded" else 1]
     config = steal_config(url, key, tmp_path / "run", source)
     seen: list[int] = []
-    records = steal(config, on_round=lambda record: seen.append(record.round))
+    records = steal(config, hooks=RoundHooks(on_round=lambda record: seen.append(record.round)))
     assert seen == [0, 1, 2]
     assert [r.ends_at for r in records] == [20, 40, 60]
     assert all(r.paid_total is not None and r.paid_total <= r.ends_at for r in records)
@@ -310,7 +315,7 @@ def test_rounds_pay_up_to_each_end_and_the_final_student_learns_from_all(
     assert summary["queries"] == table.num_rows and student.info.item_ids
 
     again = steal(config)  # everything is done: nothing is paid or trained again
-    assert [r.__dict__ for r in again] == [r.__dict__ for r in records]
+    assert [r.to_dict() for r in again] == [r.to_dict() for r in records]
     assert usage(url, key) == 60
 
 

@@ -21,6 +21,8 @@ from seqrec.models.config import ARCHS
 from service.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
+STEAL = ["steal", "--teacher-url", "http://127.0.0.1:9", "--budget", "10", "--out", "o"]
+STEAL += ["--api-key", "k", "--dataset", "synthetic"]
 TINY_MODEL = ["--hidden", "16", "--max-len", "20", "--n-heads", "2", "--max-epochs", "2"]
 
 
@@ -92,6 +94,8 @@ def test_teacher_train_writes_artifact_and_json(tmp_path: Path) -> None:
         (["distill", "--probes", "no-such-dir", "--out", "y"], "is not a directory"),
         (["distill", "--probes", "x", "--out", "y", "--objective", "magic"], "unknown objective"),
         (["distill", "--probes", "x", "--out", "y", "--score-weight", "-1"], "score_weight must"),
+        (STEAL + ["--score", "loudest"], "unknown score 'loudest'"),
+        (STEAL + ["--first-share", "0"], "first_share must be in (0, 1]"),
         (
             ["evaluate", "--teacher", "no-such", "--student", "no-such", "--dataset", "ml-100k"],
             "not a model artifact",
@@ -120,6 +124,8 @@ except SystemExit as stop:
         ["distill", "--probes", "x", "--out", "y", "--negatives", "some"],
         ["distill", "--probes", "x", "--out", "y", "--experts", "1"],
         ["distill", "--probes", "x", "--out", "y", "--score-temperature", "0"],
+        STEAL + ["--score", "loudest"],
+        STEAL + ["--rounds", "0"],
         ["distill", "--probes", "no-such-dir", "--out", "y"],
         ["distill", "--probes", "x", "--out", "y", "--arch", "bert4rec", "--experts", "2"],
         ["teacher", "train", "--dataset", "synthetic:50:40", "--arch", "gpt"],

@@ -275,6 +275,11 @@ def test_cancel_a_queued_job(alice: httpx.Client) -> None:
         ({"experts": 1}, "body.experts: must be 0 (off) or at least 2"),
         ({"surprise": 1}, "body.surprise: Extra inputs are not permitted"),
         ({"teacher_api_key": ""}, "body.teacher_api_key: must be 1 to 4096 characters"),
+        ({"strategy": "greedy"}, "body.strategy: Input should be 'oneshot' or 'adaptive'"),
+        ({"adaptive": {"rounds": 3}}, "adaptive settings need strategy 'adaptive'"),
+        ({"strategy": "adaptive", "adaptive": {"first_share": 0}}, "body.adaptive.first_share"),
+        ({"strategy": "adaptive", "adaptive": {"score": "loud"}}, "body.adaptive.score"),
+        ({"strategy": "adaptive", "adaptive": {"pool": 5}}, "body.adaptive.pool: Extra inputs"),
     ],
 )
 def test_job_validation_messages(

@@ -222,6 +222,33 @@ def test_a_worker_killed_mid_evaluation_resumes_it_paying_only_what_was_lost(
         assert cached_answers(answers) == users
 
 
+def test_an_adaptive_job_shows_its_rounds_and_resumes_in_its_round_after_a_kill(
+    any_service: Service, slow_teacher: str
+) -> None:
+    """Three rounds (30, 60, 120 paid answers); the worker is killed once the first round's
+    student is recorded, the next one goes on from there and pays nothing twice."""
+    key = key_for(any_service, 2)
+    adaptive = {"first_share": 0.25, "rounds": 3, "score": "views"}
+    request = job_request(
+        slow_teacher, key, budget=120, strategy="adaptive", adaptive=adaptive, scales=[1.0]
+    )
+    job_id = submit(any_service, "alice", request)
+    any_service.start("worker")
+    any_service.start("worker")
+    wait_for(lambda: any_service.job(job_id).rounds, 120, "the first round", every_s=0.05)
+    first = any_service.owner(job_id)
+    first.kill()
+    first.wait()
+    done = any_service.wait_status(job_id, TERMINAL, timeout_s=120)
+    assert done.status == DONE, (done.error, any_service.logs())
+    assert done.attempts == 2
+    assert [r["ends_at"] for r in done.rounds] == [30, 60, 120]
+    assert [r["paid_total"] for r in done.rounds] == [30, 60, 120]
+    assert all(0 <= r["heldout"]["agr10"] <= 1 for r in done.rounds)
+    assert done.metrics["training"]["heldout"] == done.rounds[-1]["heldout"]
+    assert_paid_once(any_service, job_id, slow_teacher, key)
+
+
 def test_cancel_stops_a_running_job_within_seconds_and_failures_are_one_line(
     service: Service, slow_teacher: str
 ) -> None:

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from adaptive.config import AdaptiveConfig, Score
 from distill.config import Objective
 from extractor.profiles import BUILT_IN, ApiProfile, load_profile
 from extractor.views import DEFAULT_SCALES
@@ -34,6 +35,23 @@ def storable(value: str) -> str:
     except UnicodeEncodeError:
         raise ValueError("must be valid Unicode (an unpaired surrogate is not)") from None
     return value
+
+
+class AdaptiveOptions(BaseModel):
+    """An adaptive job's rounds (`adaptive.config.AdaptiveConfig`, whose defaults these are)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    first_share: float = Field(
+        default=AdaptiveConfig.first_share,
+        gt=0,
+        le=1,
+        description="share of the budget paid before the first student",
+    )
+    rounds: int = Field(default=AdaptiveConfig.rounds, ge=1, le=20)
+    score: Score = Field(
+        default=AdaptiveConfig.score, description="what makes a query worth paying for"
+    )
 
 
 class JobRequest(BaseModel):
@@ -64,6 +82,14 @@ class JobRequest(BaseModel):
         "a job killed while evaluating may need more)",
     )
     source: Literal["autoregressive", "frequency", "seeded"] = "autoregressive"
+    strategy: Literal["oneshot", "adaptive"] = Field(
+        default="oneshot",
+        description="oneshot: every query decided before any is paid; adaptive: rounds, each "
+        "paying for the queries the student trained so far is least sure of",
+    )
+    adaptive: AdaptiveOptions | None = Field(
+        default=None, description="the adaptive strategy's rounds; null: their defaults"
+    )
     dataset: str | None = Field(default=None, max_length=200, pattern=DATASET_PATTERN)
     scales: list[float] = Field(default=list(DEFAULT_SCALES), min_length=1, max_length=8)
     k: int = Field(default=100, ge=1, description="answer length asked of the black box")
@@ -155,6 +181,8 @@ class JobRequest(BaseModel):
                 f"the {self.source} source needs the black box's catalogue, and the API profile "
                 "lists none: use the seeded source"
             )
+        if self.adaptive is not None and self.strategy != "adaptive":
+            raise ValueError("adaptive settings need strategy 'adaptive'")
         if self.evaluation_budget is not None and not self.dataset:
             raise ValueError("evaluation_budget needs a dataset (nothing is evaluated without)")
         return self
@@ -179,6 +207,10 @@ class JobView(BaseModel):
     attempts: int = Field(description="how many times a worker claimed the job")
     error: str | None
     metrics: dict[str, Any] | None
+    rounds: list[dict[str, Any]] | None = Field(
+        description="adaptive jobs: each round's end (`ends_at`), paid total and the held-out "
+        "agreement of the student trained after it, as they finish; null for one-shot jobs"
+    )
     student_id: str | None
     request: dict[str, Any] = Field(description="the job's request, without the teacher API key")
     created_at: datetime

@@ -89,6 +89,7 @@ class Job(Base):
     cached: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    rounds: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)  # adaptive jobs only
     student_id: Mapped[str | None] = mapped_column(String(36))  # set when done
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     lease_owner: Mapped[str | None] = mapped_column(String(255))
