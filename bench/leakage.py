@@ -39,6 +39,8 @@ import torch
 from host import host
 from spread import mean_std
 
+from adaptive.config import AdaptiveConfig
+from adaptive.run import StealConfig, steal
 from distill.config import DistillConfig, ObjectiveConfig
 from distill.fidelity import fidelity_report, rank_with_model
 from distill.run import distill
@@ -80,7 +82,12 @@ METHODS: dict[str, dict[str, Any]] = {
     "bahsd_scores3": {"name": "bahsd", "score_weight": 3.0},
     "bahsd_scores03": {"name": "bahsd", "score_weight": 0.3},
     "dfme_scores": {"name": "dfme", "score_weight": 1.0},
+    # The default objective on the probe set of an adaptive extraction (issue 25), whose rounds
+    # end at the curve's budgets, so each budget trains on what adaptive rounds paid by then.
+    "adaptive": {"name": DEFAULT_METHOD},
 }
+ADAPTIVE = "adaptive"
+ADAPTIVE_SCORE = "views"
 # recmimic's contract read through a profile that keeps the scores the teacher sends with its
 # answers (it serves them in this bench): the regime seeded-scores, the seeded queries with
 # each answer's scores in the probe set.
@@ -94,7 +101,7 @@ SCORED_CONTRACT = {
     "answer": {"items": "results[*].items", "scores": "results[*].scores"},
     "catalogue": {"path": "/v1/items", "items": "items"},
 }
-CURVE_METHODS = ("bahsd", "dfme")
+CURVE_METHODS = ("bahsd", "dfme", ADAPTIVE)
 ABLATION_BUDGET = 10000
 BUDGETS = (1000, 2000, 5000, 10000, 20000)
 QUICK_BUDGETS = (1000, 2000, 5000)
@@ -123,10 +130,19 @@ class Plan:
     ablation_budget: int = ABLATION_BUDGET
     report_only: bool = False  # write what is finished; train nothing
 
-    def probe_set(self, teacher: str, regime: str, seed: int) -> tuple[Path, int]:
+    def probe_set(
+        self, teacher: str, regime: str, seed: int, method: str = DEFAULT_METHOD
+    ) -> tuple[Path, int]:
         """The probe set of this (teacher, regime, seed) and the budget it is extracted with:
-        the curve's largest, whose first answers every smaller budget trains on."""
-        return self.workdir / teacher / regime / f"seed{seed}" / "probes", max(self._every(teacher))
+        the curve's largest, whose first answers every smaller budget trains on. The adaptive
+        method's is its own run's (`adaptive/probes`)."""
+        seed_dir = self.workdir / teacher / regime / f"seed{seed}"
+        where = seed_dir / ADAPTIVE / "probes" if method == ADAPTIVE else seed_dir / "probes"
+        return where, max(self._every(teacher))
+
+    def adaptive(self, teacher: str) -> AdaptiveConfig:
+        """The adaptive runs' rounds: they end at the curve's budgets."""
+        return AdaptiveConfig(boundaries=self._every(teacher), score=ADAPTIVE_SCORE)
 
     def _every(self, teacher: str) -> tuple[int, ...]:
         return QUICK_BUDGETS if self.quick else TEACHER_BUDGETS[teacher]
@@ -209,6 +225,30 @@ def extract_once(url: str, out: Path, budget: int, regime: str, seed: int) -> di
     return json.loads((out / SUMMARY_FILENAME).read_text())
 
 
+def steal_once(
+    plan: Plan, url: str, probes: Path, budget: int, teacher: str, regime: str, seed: int
+) -> None:
+    """An adaptive run (`adaptive.run.steal`) into `probes`' parent, with the regime's
+    extraction settings and the default objective; an existing one is resumed or reused."""
+    settings = extraction_settings(regime, budget)
+    config = StealConfig(
+        out=probes.parent,
+        extract=ExtractConfig(
+            teacher_url=url, api_key=KEY, budget=budget, out=probes, seed=seed, **settings
+        ),
+        distill=DistillConfig(
+            probes=probes,
+            out=probes,
+            objective=ObjectiveConfig(**METHODS[ADAPTIVE]),
+            max_epochs=plan.max_epochs,
+            seed=seed,
+            progress=False,
+        ),
+        adaptive=plan.adaptive(teacher),
+    )
+    steal(config)
+
+
 def train_student(
     plan: Plan, probes: Path, method: str, budget: int, seed: int, evaluate
 ) -> dict[str, Any]:
@@ -256,6 +296,8 @@ def identity(plan: Plan, method: str, probes: Path) -> dict[str, Any]:
     teacher, regime = probes.relative_to(plan.workdir).parts[:2]
     _, budget = plan.probe_set(teacher, regime, 0)
     extraction = json.loads(json.dumps(extraction_settings(regime, budget)))  # tuples as lists
+    if method == ADAPTIVE:
+        extraction["adaptive"] = plan.adaptive(teacher).to_dict()
     return {
         "objective": ObjectiveConfig(**METHODS[method]).identity(),
         "probe_set": probes.relative_to(plan.workdir).as_posix(),
@@ -301,7 +343,7 @@ def run(plan: Plan, port: int, earlier: dict[tuple, dict[str, Any]]) -> dict[str
                     for budget in plan.budgets(arch):
                         for method in plan.methods_at(budget):
                             key = (arch, regime, seed, method, budget)
-                            probes, paid = plan.probe_set(arch, regime, seed)
+                            probes, paid = plan.probe_set(arch, regime, seed, method)
                             entry = earlier.get(key)
                             reused = entry is not None and (
                                 entry["teacher_version"],
@@ -312,7 +354,10 @@ def run(plan: Plan, port: int, earlier: dict[tuple, dict[str, Any]]) -> dict[str
                                 if result is None and plan.report_only:
                                     continue
                                 if result is None:
-                                    extract_once(url, probes, paid, regime, seed)
+                                    if method == ADAPTIVE:
+                                        steal_once(plan, url, probes, paid, arch, regime, seed)
+                                    else:
+                                        extract_once(url, probes, paid, regime, seed)
                                     result = train_student(
                                         plan, probes, method, budget, seed, evaluate
                                     )

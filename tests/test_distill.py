@@ -50,6 +50,7 @@ from distill.train import CHECKPOINT_DIR, Cancelled, heldout_agreement
 from extractor.config import ExtractConfig
 from extractor.probeset import ProbeRow, ProbeSetWriter, ViewAnswer, read_probe_set
 from extractor.run import CATALOGUE_FILENAME, extract
+from extractor.views import VIEW_SCALES
 from seqrec.artifacts import load_artifact
 from seqrec.data.dataset import leave_one_out
 from seqrec.data.loading import load_dataset
@@ -96,6 +97,7 @@ def probe_dir(teacher_url: str, tmp_path_factory: pytest.TempPathFactory) -> Pat
         dataset=DATASET,
         prefixes=4,
         k=20,
+        scales=VIEW_SCALES,  # the views feed reliability, InfoNCE and view examples
     )
     asyncio.run(extract(config, progress=False))
     return out
