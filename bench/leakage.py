@@ -40,6 +40,7 @@ from host import host
 from spread import mean_std
 
 from adaptive.config import AdaptiveConfig
+from adaptive.run import STATE_FILENAME as ADAPTIVE_STATE
 from adaptive.run import StealConfig, steal
 from distill.config import DistillConfig, ObjectiveConfig
 from distill.fidelity import fidelity_report, rank_with_model
@@ -249,6 +250,13 @@ def steal_once(
     steal(config)
 
 
+def adaptive_run(out: Path) -> dict[str, Any]:
+    """An adaptive run's rounds (end, paid total, held-out agreement, seconds choosing,
+    paying and training) and their total seconds, from its `adaptive.json`."""
+    rounds = json.loads((out / ADAPTIVE_STATE).read_text())["rounds"]
+    return {"seconds": sum(sum(r["seconds"].values()) for r in rounds), "rounds": rounds}
+
+
 def train_student(
     plan: Plan, probes: Path, method: str, budget: int, seed: int, evaluate
 ) -> dict[str, Any]:
@@ -368,8 +376,11 @@ def run(plan: Plan, port: int, earlier: dict[tuple, dict[str, Any]]) -> dict[str
                                     **dict(zip(RUN_KEY, key, strict=True)),
                                     "teacher_version": version,
                                     "extraction_paid": summary["spent_total"],
+                                    "extraction_s": summary["wall_s"],  # its last run's
                                     **result,
                                 }
+                                if method == ADAPTIVE:
+                                    entry["adaptive_run"] = adaptive_run(probes.parent)
                             runs.append(entry)
                             print(
                                 f"{arch:8s} {regime:9s} seed {seed} {method:14s} {budget:6d} "
@@ -466,10 +477,69 @@ def targets(table: dict[str, Any], teachers: dict[str, dict[str, float]]) -> lis
                 f"seeded sasrec 10000: tail-user NDCG@10 above dfme by {gap:+.4f} "
                 f"(spread {spread:.4f}): {verdict(gap > spread and len(mine['runs']) > 1)}"
             )
+    lines += adaptive_targets(table)
     free = table.get("data-free", {}).get("sasrec", {}).get(DEFAULT_METHOD, {})
     if "10000" in free:
         agr = free["10000"]["Agr@10"]["mean"]
         lines.append(f"data-free sasrec 10000: Agr@10 {agr:.4f} >= 0.70: {verdict(agr >= 0.7)}")
+    return lines
+
+
+def adaptive_targets(table: dict[str, Any]) -> list[str]:
+    """The adaptive issue's targets, per regime with SASRec: adaptive at 10,000 against
+    oneshot at 20,000, and adaptive above oneshot at every budget from 2,000 (by more than
+    the seeds' spread at half of them or more)."""
+    lines = []
+    for regime, by_teacher in table.items():
+        methods = by_teacher.get("sasrec", {})
+        ours, theirs = methods.get(ADAPTIVE, {}), methods.get(DEFAULT_METHOD, {})
+        if "10000" in ours and "20000" in theirs:
+            mine, best = ours["10000"]["Agr@10"]["mean"], theirs["20000"]["Agr@10"]["mean"]
+            lines.append(
+                f"{regime} sasrec: adaptive at 10000 Agr@10 {mine:.4f} >= oneshot at 20000 "
+                f"{best:.4f}: {verdict(mine >= best)}"
+            )
+        shared = [b for b in ours if b in theirs and int(b) >= 2000]
+        if not shared:
+            continue
+        gaps = [
+            (
+                ours[b]["Agr@10"]["mean"] - theirs[b]["Agr@10"]["mean"],
+                max(ours[b]["Agr@10"]["std"], theirs[b]["Agr@10"]["std"]),
+            )
+            for b in shared
+        ]
+        above = sum(gap > 0 for gap, _ in gaps)
+        clear = sum(gap > spread for gap, spread in gaps)
+        lines.append(
+            f"{regime} sasrec: adaptive above oneshot at {above} of {len(gaps)} budgets from "
+            f"2000 (target all): {verdict(above == len(gaps))}; by more than the spread at "
+            f"{clear} (target {math.ceil(len(gaps) / 2)}): {verdict(clear >= len(gaps) / 2)}"
+        )
+    return lines
+
+
+def adaptive_wall(runs: list[dict[str, Any]]) -> list[str]:
+    """Whole adaptive runs (rounds of training included) against one-shot extraction plus
+    distillation at the same (largest) budget, seed by seed: at most twice its wall time."""
+    lines = []
+    oneshot = {
+        (r["teacher"], r["regime"], r["seed"], r["budget"]): r["seconds"] + r["extraction_s"]
+        for r in runs
+        if r["method"] == DEFAULT_METHOD and "extraction_s" in r
+    }
+    for r in runs:
+        key = (r["teacher"], r["regime"], r["seed"], r["budget"])
+        if "adaptive_run" not in r or key not in oneshot:
+            continue
+        if r["adaptive_run"]["rounds"][-1]["ends_at"] != r["budget"]:
+            continue  # compared where the run ends: its last round trained the final student
+        ratio = r["adaptive_run"]["seconds"] / oneshot[key]
+        lines.append(
+            f"{r['regime']} {r['teacher']} seed {r['seed']} {r['budget']}: adaptive run "
+            f"{r['adaptive_run']['seconds']:.0f} s, {ratio:.2f} times one-shot's "
+            f"{oneshot[key]:.0f} s (target at most 2): {verdict(ratio <= 2)}"
+        )
     return lines
 
 
@@ -623,7 +693,7 @@ def main() -> None:
         "methods": {name: METHODS[name] for name in plan.methods},
         "teachers": raw["teachers"],
         "curves": table,
-        "targets": targets(table, raw["teachers"]),
+        "targets": targets(table, raw["teachers"]) + adaptive_wall(raw["runs"]),
         "runs": raw["runs"],
         "wall_s": time.monotonic() - started,
         "students_s": sum(run["seconds"] for run in raw["runs"]),  # when each was trained
