@@ -28,6 +28,7 @@ COPY seqrec seqrec
 COPY teacher_mock teacher_mock
 COPY extractor extractor
 COPY distill distill
+COPY adaptive adaptive
 COPY service service
 RUN pip install . && rm -rf /src
 
