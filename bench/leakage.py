@@ -641,7 +641,9 @@ def main() -> None:
         help=", ".join(REGIMES),
     )
     parser.add_argument("--seeds", default=None, help="comma-separated (default 0,1,2; quick 0)")
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument(
+        "--methods", default=None, help="comma-separated (default: all; quick: all but adaptive)"
+    )
     parser.add_argument("--budgets", default=None, help="train only these budgets of the curve")
     parser.add_argument(
         "--ablation-budget", type=int, default=ABLATION_BUDGET, help="where every method runs"
@@ -662,6 +664,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.methods is None:  # the quick curve stays short: no adaptive rounds of training
+        args.methods = ",".join(m for m in METHODS if not (args.quick and m == ADAPTIVE))
     unknown = set(args.methods.split(",")) - set(METHODS)
     if unknown:
         parser.error(f"unknown methods {sorted(unknown)}; known: {', '.join(METHODS)}")
