@@ -50,7 +50,7 @@ from teacher_mock.settings import TeacherSettings
 
 DATASET = "synthetic:30:20"
 K = 10
-KEYS = [f"extract-test-key-{i}" for i in range(18)]
+KEYS = [f"extract-test-key-{i}" for i in range(19)]
 StartTeacher = Callable[..., str]
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -182,7 +182,7 @@ def part_files(directory: Path) -> list[bytes]:
 def test_by_default_each_query_is_asked_once_without_views(
     clean: str, reference: Artifact, tmp_path: Path
 ) -> None:
-    key = KEYS[16]
+    key = KEYS[18]
     before = usage(clean, key)
     cfg = ExtractConfig(
         teacher_url=clean,
