@@ -2,7 +2,8 @@
 higher is more informative. Every score costs student forward passes only, never a paid query.
 
 - `views`: BAHSD's reliability idea turned on the student: the share of its top 10 for the
-  whole query that its top 10 for the query's most recent half does not hold. An answer that
+  whole query that its top 10 for the most recent half of the query (of what it sees of it)
+  does not hold. An answer that
   changes under truncation is one the student is unsure how to build.
 - `margin`: how close the student's 10th and 11th items are (the negated gap of their scores):
   a top 10 the student barely separates from the rest is the one Agr@10 reads.
@@ -51,10 +52,11 @@ def overlap(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     return (a[:, :, None] == b[:, None, :]).any(-1).float().mean(-1).cpu().numpy()
 
 
-def recent_halves(histories: Sequences) -> Sequences:
-    """Each history's most recent `ceil(n / 2)` items (the view at scale 1/2)."""
-    lengths = histories.lengths
-    keep = (lengths + 1) // 2
+def recent_halves(histories: Sequences, window: int) -> Sequences:
+    """The most recent half of what the student sees of each history: `ceil(min(n, window)
+    / 2)` items. Halving the whole history instead would leave a history of more than twice
+    the window unchanged in the student's eyes, so long queries would never look unsure."""
+    keep = (np.minimum(histories.lengths, window) + 1) // 2
     rows = [histories[u][-k:] for u, k in enumerate(keep.tolist())]
     return Sequences.from_lists([row.tolist() for row in rows])
 
@@ -63,7 +65,8 @@ def views_score(
     model: SequentialRecommender, histories: Sequences, rng: np.random.Generator
 ) -> np.ndarray:
     model.eval()
-    return 1.0 - overlap(_top_items(model, histories), _top_items(model, recent_halves(histories)))
+    halves = recent_halves(histories, model.config.max_len)
+    return 1.0 - overlap(_top_items(model, histories), _top_items(model, halves))
 
 
 def margin_score(

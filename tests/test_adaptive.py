@@ -26,7 +26,7 @@ from tiny_teacher import save_tiny_teacher
 
 from adaptive.candidates import choose, dense, grown_candidates, seeded_candidates
 from adaptive.config import AdaptiveConfig
-from adaptive.informativeness import informativeness, overlap
+from adaptive.informativeness import informativeness, overlap, recent_halves
 from adaptive.run import STATE_FILENAME, RoundHooks, StealConfig, steal
 from distill.config import DistillConfig
 from distill.warm import warm_start
@@ -150,6 +150,12 @@ def test_views_score_is_zero_where_the_recent_half_is_the_whole_query() -> None:
     scores = informativeness("views", model, histories, np.random.default_rng(0))
     assert scores[:2].tolist() == [0.0, 0.0]
     assert 0.0 <= scores[2] <= 1.0
+
+
+def test_views_halve_what_the_student_sees_of_a_history() -> None:
+    histories = Sequences.from_lists([[7], [1, 2, 3, 4, 5], list(range(1, 101))])
+    halves = recent_halves(histories, window=20).to_lists()
+    assert halves == [[7], [3, 4, 5], list(range(91, 101))]  # of 100 items the student sees 20
 
 
 def test_margin_score_is_the_negated_gap_between_the_10th_and_11th_item() -> None:
