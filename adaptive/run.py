@@ -40,6 +40,7 @@ from extractor.run import ChosenQueries, ExtractSummary, extract
 from extractor.tasks import run_event_loop
 from seqrec.artifacts import load_artifact
 from seqrec.hashing import write_atomically
+from seqrec.models.base import SequentialRecommender
 
 STATE_FILENAME = "adaptive.json"
 
@@ -210,7 +211,7 @@ def _best(config: StealConfig, round_: int, paid: set[str], want: int) -> Prefix
 
 def _score_and_choose(
     settings: AdaptiveConfig,
-    model: Any,
+    model: SequentialRecommender,
     item_ids: list[str],
     pool: Candidates,
     want: int,
