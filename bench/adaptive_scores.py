@@ -6,8 +6,8 @@ served over real HTTP as a black box) with one informativeness score, rounds end
 on everything paid, from the last round's weights) is evaluated on ML-100k's real test split.
 The rounds' students are selected on held-out probes of their own run only.
 
-    python bench/adaptive.py --json bench/results/adaptive-scores.json --scores views,margin,random
-    python bench/adaptive.py --json OUT.json --source autoregressive --seeds 0,1,2
+    python bench/adaptive_scores.py --json bench/results/adaptive-scores.json --scores views,margin,random
+    python bench/adaptive_scores.py --json OUT.json --source autoregressive --seeds 0,1,2
 
 A run's directory under `--workdir` is resumed when started again (`steal` reads its rounds
 back), and finished runs are read back from the `--json` file, so the bench can be run in parts.
@@ -119,7 +119,7 @@ def main() -> None:
                 )
                 print(json.dumps({k: v for k, v in runs[-1].items() if k != "rounds"}), flush=True)
     results = {
-        "command": "python bench/adaptive.py " + " ".join(sys.argv[1:]),
+        "command": "python bench/adaptive_scores.py " + " ".join(sys.argv[1:]),
         "teacher_version": file_sha256(TEACHER / WEIGHTS),
         "runs": runs + list(done.values()),
         "machine": host(),
