@@ -6,7 +6,8 @@ served over real HTTP as a black box) with one informativeness score, rounds end
 on everything paid, from the last round's weights) is evaluated on ML-100k's real test split.
 The rounds' students are selected on held-out probes of their own run only.
 
-    python bench/adaptive_scores.py --json bench/results/adaptive-scores.json --scores views,margin,random
+    python bench/adaptive_scores.py --json bench/results/adaptive-scores.json \
+        --scores views,margin,random
     python bench/adaptive_scores.py --json OUT.json --source autoregressive --seeds 0,1,2
 
 A run's directory under `--workdir` is resumed when started again (`steal` reads its rounds
