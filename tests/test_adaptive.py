@@ -369,3 +369,29 @@ def test_a_run_killed_in_a_round_or_between_rounds_resumes_without_paying_twice(
     records = steal(config)
     assert [r.paid_total for r in records] == [20, 40, 60]
     assert_spent_once(url, key, config.out, 60)
+
+
+def test_recmimic_steal_prints_each_round_and_writes_the_student(
+    start_teacher: StartTeacher, tmp_path: Path
+) -> None:
+    url, key = start_teacher(), KEYS[4]
+    out = tmp_path / "steal"
+    args = ["--teacher-url", url, "--budget", "40", "--out", str(out), "--dataset", DATASET]
+    args += ["--k", str(K), "--rounds", "2", "--first-share", "0.5", "--pool", "100"]
+    args += ["--round-epochs", "1", "--max-epochs", "1", "--no-progress"]
+    env = {**os.environ, "RECMIMIC_API_KEY": key}
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli", "steal", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("round 0: paid 20 of 40, held-out Agr@10 ")
+    assert lines[1].startswith("round 1: paid 40 of 40, held-out Agr@10 ")
+    assert lines[-1] == f"student -> {out / 'student'}"
+    assert load_artifact(out / "student").info.item_ids and usage(url, key) == 40
+    assert key not in done.stdout + done.stderr
