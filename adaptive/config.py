@@ -65,8 +65,7 @@ class AdaptiveConfig:
         if self.rounds == 1 or first >= budget:
             return [budget]
         ratio = (budget / first) ** (1 / (self.rounds - 1))
-        ends = sorted({min(budget, round(first * ratio**r)) for r in range(self.rounds)})
-        return [*ends[:-1], budget] if ends[-1] == budget else [*ends, budget]
+        return sorted({round(first * ratio**r) for r in range(self.rounds - 1)} | {budget})
 
     def to_dict(self) -> dict[str, Any]:
         payload = asdict(self)

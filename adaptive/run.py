@@ -100,7 +100,7 @@ def steal(
         if record.paid_total is None:
             started = time.monotonic()
             before = records[record.round - 1].paid_total if record.round else 0
-            chosen = _chosen(config, record, before)
+            chosen = _chosen(config, record, before or 0)
             record.seconds["choose"] = time.monotonic() - started
             started = time.monotonic()
             extraction = replace(config.extract, budget=record.ends_at)
@@ -141,13 +141,12 @@ def _round_distill(config: StealConfig, round_: int, last: bool) -> DistillConfi
 
 
 def _student_dir(config: StealConfig, round_: int) -> Path:
-    last = len(config.adaptive.schedule(config.extract.budget)) - 1
-    return config.distill.out if round_ == last else config.out / "students" / f"r{round_}"
+    """The student trained after round `round_`, any round but the last (whose student is
+    `config.distill.out`)."""
+    return config.out / "students" / f"r{round_}"
 
 
-def _chosen(
-    config: StealConfig, record: RoundRecord, paid_before: int | None
-) -> ChosenQueries | None:
+def _chosen(config: StealConfig, record: RoundRecord, paid_before: int) -> ChosenQueries | None:
     """The round's queries: read back when a killed run chose them already, else chosen and
     saved before any is paid for. Round 0 is a one-shot run's first share (data-free: the
     source's own sequences, None)."""
@@ -163,7 +162,7 @@ def _chosen(
     if record.round == 0:
         picks = seeded_candidates(config.extract).queries[: record.ends_at]
     else:
-        want = record.ends_at - (paid_before or 0)
+        want = record.ends_at - paid_before
         picks = _best(config, record.round, set(done.values()), want)
     first = int(max(done, default=-1)) + 1
     chosen = ChosenQueries(np.arange(first, first + len(picks)), picks)

@@ -136,8 +136,6 @@ def test_grown_candidates_are_the_prefixes_of_sequences_grown_from_the_student()
         assert len(whole) <= 8 and len(set(whole)) == len(whole)  # never an item twice
         assert sorted(map(len, queries)) == list(range(1, len(whole) + 1))
         assert all(whole[: len(query)] == query for query in queries)
-    # each next item is among the student's top 100 for the history before it: all 30 here
-    assert {item for query in pool.queries for item in query} <= set(item_ids)
 
 
 # --- scores --------------------------------------------------------------------------------
@@ -304,18 +302,14 @@ def test_rounds_pay_up_to_each_end_and_the_final_student_learns_from_all(
     assert [r["paid_total"] for r in state["rounds"]] == [r.paid_total for r in records]
     # each later round asked exactly the queries it saved, under ids after every earlier one
     table = read_probe_set(config.extract.out)
-    for r in (1, 2):
+    rows = dict(zip(table["query_id"].to_pylist(), table["history"].to_pylist(), strict=True))
+    later: set[int] = set()
+    for r in (2, 1):
         saved = json.loads((config.out / "rounds" / f"r{r}.json").read_text())
-        rows = {
-            i: h
-            for i, h in zip(
-                table["query_id"].to_pylist(), table["history"].to_pylist(), strict=True
-            )
-        }
-        assert [rows[i] for i in saved["ids"] if i in rows] == [
-            q for i, q in zip(saved["ids"], saved["queries"], strict=True) if i in rows
-        ]
-        assert min(saved["ids"]) > max(i for i in rows if i < min(saved["ids"]))
+        asked = [(i, q) for i, q in zip(saved["ids"], saved["queries"], strict=True) if i in rows]
+        assert asked and all(rows[i] == q for i, q in asked)
+        later |= set(saved["ids"])
+        assert min(saved["ids"]) > max(i for i in rows if i not in later)
     student = load_artifact(config.distill.out)  # trained on every paid answer
     summary = json.loads((config.distill.out / "distill.json").read_text())
     assert summary["queries"] == table.num_rows and student.info.item_ids
