@@ -330,6 +330,7 @@ def run(plan: Plan, port: int, earlier: dict[tuple, dict[str, Any]]) -> dict[str
     data = load_dataset(DATASET)
     split = leave_one_out(data)
     runs: list[dict[str, Any]] = []
+    missing: list[dict[str, Any]] = []  # points of the plan a report-only run finds unfinished
     teachers: dict[str, dict[str, float]] = {}
     for arch in plan.teachers:
         base = plan.workdir / arch
@@ -360,6 +361,7 @@ def run(plan: Plan, port: int, earlier: dict[tuple, dict[str, Any]]) -> dict[str
                             if not reused:
                                 result = finished(plan, method, probes, budget)
                                 if result is None and plan.report_only:
+                                    missing.append(dict(zip(RUN_KEY, key, strict=True)))
                                     continue
                                 if result is None:
                                     if method == ADAPTIVE:
@@ -391,7 +393,7 @@ def run(plan: Plan, port: int, earlier: dict[tuple, dict[str, Any]]) -> dict[str
                                 flush=True,
                             )
         teachers[arch] = metric_row(evaluate(teacher_dir), "teacher")
-    return {"runs": runs, "teachers": teachers}
+    return {"runs": runs, "teachers": teachers, "missing": missing}
 
 
 RUN_KEY = ("teacher", "regime", "seed", "method", "budget")
@@ -589,7 +591,23 @@ def markdown(results: dict[str, Any]) -> str:
                     n = len(stats["Agr@10"]["runs"])
                     lines.append(f"| {regime} | {teacher} | {method} | {budget} | {n} | {cells} |")
     lines += ["", "Targets:", ""] + [f"- {line}" for line in results["targets"]]
+    if results.get("missing"):
+        lines += ["", "Not run yet (report-only: the plan's points with no finished student):", ""]
+        lines += [f"- {line}" for line in unfinished(results["missing"])]
     return "\n".join(lines) + "\n"
+
+
+def unfinished(missing: list[dict[str, Any]]) -> list[str]:
+    """One line per (regime, teacher, method, budget) the plan holds but no student finished,
+    with the seeds it lacks."""
+    seeds: dict[tuple, list[int]] = {}
+    for point in missing:
+        key = (point["regime"], point["teacher"], point["method"], point["budget"])
+        seeds.setdefault(key, []).append(point["seed"])
+    return [
+        f"{regime} {teacher} {method} {budget}: seeds {', '.join(map(str, sorted(which)))}"
+        for (regime, teacher, method, budget), which in sorted(seeds.items())
+    ]
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -699,6 +717,7 @@ def main() -> None:
         "curves": table,
         "targets": targets(table, raw["teachers"]) + adaptive_wall(raw["runs"]),
         "runs": raw["runs"],
+        "missing": raw["missing"],
         "wall_s": time.monotonic() - started,
         "students_s": sum(run["seconds"] for run in raw["runs"]),  # when each was trained
         "machine": host(),
