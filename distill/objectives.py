@@ -33,6 +33,11 @@ rest lowered it (0.756 with the rest at 0.3, 0.715 with the top 10 alone), so ev
 alike by default; the tilt, the temperature and InfoNCE moved held-out agreement by less than
 its noise there (bench/results/leakage-variants-5000.md; the curve: bench/results/leakage.md).
 
+With each query asked once (the extractor's default since the curve showed new queries teach
+more than views at a fixed budget) a probe set has no views: every c(s) is the same, so t = 0,
+tau is one constant, and L_NCE has nothing to contrast. `bahsd` is then L_list + hinge_weight
+L_rank, and the reliability terms act only on probe sets bought with `--scales`.
+
 Scores: where the black box gave scores with an answer, `score_weight` > 0 adds
 score_weight L_score to any objective, L_score being the mean over those answers of
 KL(softmax(standardised teacher scores / T) || softmax(student scores / T)) over the answer's
