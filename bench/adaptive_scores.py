@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 from host import host
+from leakage import metric_row
 
 from adaptive.config import AdaptiveConfig
 from adaptive.run import StealConfig, steal
@@ -111,10 +112,7 @@ def main() -> None:
                         "score": score,
                         "seed": seed,
                         "budget": args.budget,
-                        "Agr@10": report["agreement"]["overall"]["agr10"],
-                        "Agr@1": report["agreement"]["overall"]["agr1"],
-                        "NDCG@10": report["student"]["overall"]["NDCG@10"],
-                        "tail-user NDCG@10": report["student"]["tail_users"]["NDCG@10"],
+                        **metric_row(report, "student"),
                         **result,
                     }
                 )

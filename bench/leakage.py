@@ -591,7 +591,7 @@ def markdown(results: dict[str, Any]) -> str:
                     n = len(stats["Agr@10"]["runs"])
                     lines.append(f"| {regime} | {teacher} | {method} | {budget} | {n} | {cells} |")
     lines += ["", "Targets:", ""] + [f"- {line}" for line in results["targets"]]
-    if results.get("missing"):
+    if results["missing"]:
         lines += ["", "Not run yet (report-only: the plan's points with no finished student):", ""]
         lines += [f"- {line}" for line in unfinished(results["missing"])]
     return "\n".join(lines) + "\n"
