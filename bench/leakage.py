@@ -35,7 +35,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +99,7 @@ ADAPTIVE_SCORE = "views"
 ADAPTIVE_BUDGET = 10000  # the issue's: adaptive with 10,000 against one-shot with 20,000
 # When this invocation started: kept with every student it trains, so that wall times are
 # compared only between students measured in one run (on one machine, under one load).
-INVOCATION = datetime.now(UTC).isoformat(timespec="seconds")
+INVOCATION = datetime.now(timezone.utc).isoformat(timespec="seconds")
 # recmimic's contract read through a profile that keeps the scores the teacher sends with its
 # answers (it serves them in this bench): the regime seeded-scores, the seeded queries with
 # each answer's scores in the probe set.
