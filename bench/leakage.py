@@ -93,9 +93,11 @@ METHODS: dict[str, dict[str, Any]] = {
     # budget trains on what the rounds had paid by then, the run's own budget is its final
     # student (what `recmimic steal` hands a user).
     "adaptive": {"name": DEFAULT_METHOD},
+    # The same rounds with queries drawn at random: the control for what the score adds.
+    "adaptive_random": {"name": DEFAULT_METHOD},
 }
 ADAPTIVE = "adaptive"
-ADAPTIVE_SCORE = "views"
+ADAPTIVE_SCORES = {ADAPTIVE: "views", "adaptive_random": "random"}  # adaptive method -> score
 ADAPTIVE_BUDGET = 10000  # the issue's: adaptive with 10,000 against one-shot with 20,000
 # When this invocation started: kept with every student it trains, so that wall times are
 # compared only between students measured in one run (on one machine, under one load).
@@ -113,7 +115,7 @@ SCORED_CONTRACT = {
     "answer": {"items": "results[*].items", "scores": "results[*].scores"},
     "catalogue": {"path": "/v1/items", "items": "items"},
 }
-CURVE_METHODS = ("bahsd", "dfme", ADAPTIVE)
+CURVE_METHODS = ("bahsd", "dfme", *ADAPTIVE_SCORES)
 ABLATION_BUDGET = 10000
 BUDGETS = (1000, 2000, 5000, 10000, 20000)
 QUICK_BUDGETS = (1000, 2000, 5000)
@@ -149,13 +151,13 @@ class Plan:
         the curve's largest, whose first answers every smaller budget trains on. The adaptive
         method's is its own run's (`adaptive/probes`), of `adaptive_budget` paid answers."""
         seed_dir = self.workdir / teacher / regime / f"seed{seed}"
-        if method == ADAPTIVE:
-            return seed_dir / ADAPTIVE / "probes", self.adaptive_budget(teacher)
+        if method in ADAPTIVE_SCORES:
+            return seed_dir / method / "probes", self.adaptive_budget(teacher)
         return seed_dir / "probes", max(self._every(teacher))
 
-    def adaptive(self, teacher: str) -> AdaptiveConfig:
-        """The adaptive runs' rounds: they end at the curve's budgets."""
-        return AdaptiveConfig(boundaries=self._every(teacher), score=ADAPTIVE_SCORE)
+    def adaptive(self, teacher: str, method: str) -> AdaptiveConfig:
+        """An adaptive method's rounds: they end at the curve's budgets."""
+        return AdaptiveConfig(boundaries=self._every(teacher), score=ADAPTIVE_SCORES[method])
 
     def adaptive_budget(self, teacher: str) -> int:
         return min(ADAPTIVE_BUDGET, max(self._every(teacher)))
@@ -174,7 +176,7 @@ class Plan:
             m
             for m in self.methods
             if (m in CURVE_METHODS or budget == self.ablation_budget)
-            and (m != ADAPTIVE or budget <= self.adaptive_budget(teacher))
+            and (m not in ADAPTIVE_SCORES or budget <= self.adaptive_budget(teacher))
         ]
 
     @property
@@ -248,11 +250,11 @@ def extract_once(url: str, out: Path, budget: int, regime: str, seed: int) -> di
     return json.loads((out / SUMMARY_FILENAME).read_text())
 
 
-def steal_once(
-    plan: Plan, url: str, probes: Path, budget: int, teacher: str, regime: str, seed: int
-) -> None:
-    """An adaptive run (`adaptive.run.steal`) into `probes`' parent, with the regime's
-    extraction settings and the default objective; an existing one is resumed or reused."""
+def steal_once(plan: Plan, url: str, probes: Path, budget: int, key: tuple) -> None:
+    """The adaptive run (`adaptive.run.steal`) of a point's method (its score) into `probes`'
+    parent, with the regime's extraction settings and the default objective; an existing one
+    is resumed or reused."""
+    teacher, regime, seed, method, _ = key
     settings = extraction_settings(regime, budget)
     config = StealConfig(
         out=probes.parent,
@@ -262,12 +264,12 @@ def steal_once(
         distill=DistillConfig(
             probes=probes,
             out=probes,
-            objective=ObjectiveConfig(**METHODS[ADAPTIVE]),
+            objective=ObjectiveConfig(**METHODS[method]),
             max_epochs=plan.max_epochs,
             seed=seed,
             progress=False,
         ),
-        adaptive=plan.adaptive(teacher),
+        adaptive=plan.adaptive(teacher, method),
     )
     steal(config)
 
@@ -277,12 +279,12 @@ def new_point(plan: Plan, url: str, key: tuple, evaluate) -> dict[str, Any]:
     budget takes the run's final student."""
     teacher, regime, seed, method, budget = key
     probes, paid = plan.probe_set(teacher, regime, seed, method)
-    if method != ADAPTIVE:
+    if method not in ADAPTIVE_SCORES:
         extract_once(url, probes, paid, regime, seed)
     else:
-        steal_once(plan, url, probes, paid, teacher, regime, seed)
+        steal_once(plan, url, probes, paid, key)
         if budget == paid:
-            return adaptive_student(plan, probes, budget, evaluate)
+            return adaptive_student(plan, probes, method, budget, evaluate)
     return train_student(plan, probes, method, budget, seed, evaluate)
 
 
@@ -338,12 +340,14 @@ def score_student(
     return result
 
 
-def adaptive_student(plan: Plan, probes: Path, budget: int, evaluate) -> dict[str, Any]:
+def adaptive_student(
+    plan: Plan, probes: Path, method: str, budget: int, evaluate
+) -> dict[str, Any]:
     """The adaptive run's final student (trained on everything paid, from the last round's
     weights), scored as its budget's point."""
     student = probes.parent / "student"
     summary = DistillSummary(**json.loads((student / DISTILL_SUMMARY).read_text()))
-    return score_student(plan, probes, ADAPTIVE, budget, student, summary, evaluate)
+    return score_student(plan, probes, method, budget, student, summary, evaluate)
 
 
 def finished(plan: Plan, method: str, probes: Path, budget: int) -> dict[str, Any] | None:
@@ -361,8 +365,8 @@ def identity(plan: Plan, method: str, probes: Path) -> dict[str, Any]:
     teacher, regime = probes.relative_to(plan.workdir).parts[:2]
     _, budget = plan.probe_set(teacher, regime, 0, method)
     extraction = json.loads(json.dumps(extraction_settings(regime, budget)))  # tuples as lists
-    if method == ADAPTIVE:
-        extraction["adaptive"] = plan.adaptive(teacher).to_dict()
+    if method in ADAPTIVE_SCORES:
+        extraction["adaptive"] = plan.adaptive(teacher, method).to_dict()
     return {
         "objective": ObjectiveConfig(**METHODS[method]).identity(),
         "probe_set": probes.relative_to(plan.workdir).as_posix(),
@@ -433,7 +437,7 @@ def run(plan: Plan, port: int, earlier: dict[tuple, dict[str, Any]]) -> dict[str
                                     "extraction_s": summary["wall_s"],  # its last run's
                                     **result,
                                 }
-                                if method == ADAPTIVE:
+                                if method in ADAPTIVE_SCORES:
                                     entry["adaptive_run"] = adaptive_run(probes.parent)
                             runs.append(entry)
                             print(
@@ -703,7 +707,9 @@ def main() -> None:
     )
     parser.add_argument("--seeds", default=None, help="comma-separated (default 0,1,2; quick 0)")
     parser.add_argument(
-        "--methods", default=None, help="comma-separated (default: all; quick: all but adaptive)"
+        "--methods",
+        default=None,
+        help="comma-separated (default: all; quick: all but the adaptive ones)",
     )
     parser.add_argument("--budgets", default=None, help="train only these budgets of the curve")
     parser.add_argument(
@@ -726,7 +732,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.methods is None:  # the quick curve stays short: no adaptive rounds of training
-        args.methods = ",".join(m for m in METHODS if not (args.quick and m == ADAPTIVE))
+        args.methods = ",".join(m for m in METHODS if not (args.quick and m in ADAPTIVE_SCORES))
     unknown = set(args.methods.split(",")) - set(METHODS)
     if unknown:
         parser.error(f"unknown methods {sorted(unknown)}; known: {', '.join(METHODS)}")
