@@ -95,9 +95,13 @@ METHODS: dict[str, dict[str, Any]] = {
     "adaptive": {"name": DEFAULT_METHOD},
     # The same rounds with queries drawn at random: the control for what the score adds.
     "adaptive_random": {"name": DEFAULT_METHOD},
+    # The adaptive run's answers, its student trained from scratch instead of from the last
+    # round's weights (at the ablation budget, like the objectives' ablations).
+    "adaptive_fresh": {"name": DEFAULT_METHOD},
 }
 ADAPTIVE = "adaptive"
 ADAPTIVE_SCORES = {ADAPTIVE: "views", "adaptive_random": "random"}  # adaptive method -> score
+ADAPTIVE_FRESH = "adaptive_fresh"
 ADAPTIVE_BUDGET = 10000  # the issue's: adaptive with 10,000 against one-shot with 20,000
 # When this invocation started: kept with every student it trains, so that wall times are
 # compared only between students measured in one run (on one machine, under one load).
@@ -151,8 +155,9 @@ class Plan:
         the curve's largest, whose first answers every smaller budget trains on. The adaptive
         method's is its own run's (`adaptive/probes`), of `adaptive_budget` paid answers."""
         seed_dir = self.workdir / teacher / regime / f"seed{seed}"
-        if method in ADAPTIVE_SCORES:
-            return seed_dir / method / "probes", self.adaptive_budget(teacher)
+        adaptive = adaptive_run_of(method)
+        if adaptive is not None:
+            return seed_dir / adaptive / "probes", self.adaptive_budget(teacher)
         return seed_dir / "probes", max(self._every(teacher))
 
     def adaptive(self, teacher: str, method: str) -> AdaptiveConfig:
@@ -176,7 +181,7 @@ class Plan:
             m
             for m in self.methods
             if (m in CURVE_METHODS or budget == self.ablation_budget)
-            and (m not in ADAPTIVE_SCORES or budget <= self.adaptive_budget(teacher))
+            and (adaptive_run_of(m) is None or budget <= self.adaptive_budget(teacher))
         ]
 
     @property
@@ -279,13 +284,21 @@ def new_point(plan: Plan, url: str, key: tuple, evaluate) -> dict[str, Any]:
     budget takes the run's final student."""
     teacher, regime, seed, method, budget = key
     probes, paid = plan.probe_set(teacher, regime, seed, method)
-    if method not in ADAPTIVE_SCORES:
+    adaptive = adaptive_run_of(method)
+    if adaptive is None:
         extract_once(url, probes, paid, regime, seed)
     else:
-        steal_once(plan, url, probes, paid, key)
-        if budget == paid:
+        steal_once(plan, url, probes, paid, (teacher, regime, seed, adaptive, budget))
+        if method == adaptive and budget == paid:
             return adaptive_student(plan, probes, method, budget, evaluate)
     return train_student(plan, probes, method, budget, seed, evaluate)
+
+
+def adaptive_run_of(method: str) -> str | None:
+    """The adaptive method whose run pays a method's answers (None: a one-shot probe set)."""
+    if method == ADAPTIVE_FRESH:
+        return ADAPTIVE
+    return method if method in ADAPTIVE_SCORES else None
 
 
 def adaptive_run(out: Path) -> dict[str, Any]:
@@ -365,8 +378,9 @@ def identity(plan: Plan, method: str, probes: Path) -> dict[str, Any]:
     teacher, regime = probes.relative_to(plan.workdir).parts[:2]
     _, budget = plan.probe_set(teacher, regime, 0, method)
     extraction = json.loads(json.dumps(extraction_settings(regime, budget)))  # tuples as lists
-    if method in ADAPTIVE_SCORES:
-        extraction["adaptive"] = plan.adaptive(teacher, method).to_dict()
+    adaptive = adaptive_run_of(method)
+    if adaptive is not None:
+        extraction["adaptive"] = plan.adaptive(teacher, adaptive).to_dict()
     return {
         "objective": ObjectiveConfig(**METHODS[method]).identity(),
         "probe_set": probes.relative_to(plan.workdir).as_posix(),
@@ -732,7 +746,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.methods is None:  # the quick curve stays short: no adaptive rounds of training
-        args.methods = ",".join(m for m in METHODS if not (args.quick and m in ADAPTIVE_SCORES))
+        args.methods = ",".join(m for m in METHODS if not (args.quick and adaptive_run_of(m)))
     unknown = set(args.methods.split(",")) - set(METHODS)
     if unknown:
         parser.error(f"unknown methods {sorted(unknown)}; known: {', '.join(METHODS)}")
