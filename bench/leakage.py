@@ -20,7 +20,8 @@ a killed run started again trains only what is missing. The results JSON is read
 `--json` file itself and any `--read-back` files): a later session, whose work directory is
 gone, retrains the teacher (seeded, deterministic on one machine) and reuses every committed
 student whose teacher has the same weights (sha256) and whose objective settings are unchanged;
-parts run in separate processes end in one JSON with `--read-back PART.json ...`. Writes JSON
+parts run in separate processes end in one JSON with `--read-back PART.json ...` (a part's
+student of a point replaces the `--json` file's). Writes JSON
 (`curves`, `teachers`, `default_method`, `targets`, `runs`), a Markdown table and a PNG of Agr@10
 and NDCG@10 against paid answers (mean line, band = min to max over seeds), with one stem.
 """
@@ -734,7 +735,7 @@ def main() -> None:
         type=Path,
         nargs="*",
         default=[],
-        help="results files whose finished students are reused (the --json file always is)",
+        help="results files whose finished students are reused (and win over the --json file's)",
     )
     parser.add_argument(
         "--report-only", action="store_true", help="write what is finished, train nothing"
@@ -767,7 +768,7 @@ def main() -> None:
         report_only=args.report_only,
     )
     started = time.monotonic()
-    raw = run(plan, args.port, read_back([*args.read_back, args.json]))
+    raw = run(plan, args.port, read_back([args.json, *args.read_back]))  # parts win
     table = curves(raw["runs"])
     results = {
         "dataset": load_dataset(DATASET).card(),
