@@ -691,10 +691,12 @@ def plot(results: dict[str, Any], path: Path) -> None:
                     continue  # an ablation at one budget is a table entry, not a curve
                 budgets = sorted(points, key=int)
                 x = [int(b) for b in budgets]
-                ax.plot(x, [points[b][label]["mean"] for b in budgets], marker="o", label=method)
+                color = f"C{list(METHODS).index(method) % 10}"  # one colour per method
+                means = [points[b][label]["mean"] for b in budgets]
+                ax.plot(x, means, marker="o", label=method, color=color)
                 low = [min(points[b][label]["runs"]) for b in budgets]
                 high = [max(points[b][label]["runs"]) for b in budgets]
-                ax.fill_between(x, low, high, alpha=0.2)
+                ax.fill_between(x, low, high, alpha=0.2, color=color)
             if label == "NDCG@10":
                 teacher_ndcg = results["teachers"][teacher]["NDCG@10"]
                 ax.axhline(teacher_ndcg, color="grey", ls="--", lw=1, label="teacher")
