@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, get_args
 
-Score = Literal["views", "margin", "committee", "random"]
+Score = Literal["views", "margin", "committee", "neighbour", "random"]
+GrowFrom = Literal["student", "teacher"]
 
 
 class StealError(RuntimeError):
@@ -28,6 +29,8 @@ class AdaptiveConfig:
     times its even share of the round, so one round does not buy near-duplicates. Students
     between rounds train for at most `round_epochs` epochs (patience `round_patience`) from the
     previous round's weights; the final one for the distillation's full schedule.
+    Data-free candidates `grow_from` the student's answers (whole sequences) or the teacher's
+    paid ones (each a paid query and one item of its answer).
     """
 
     first_share: float = 0.2
@@ -38,10 +41,15 @@ class AdaptiveConfig:
     group_share: float = 2.0
     round_epochs: int = 20
     round_patience: int = 5
+    grow_from: GrowFrom = "student"
 
     def __post_init__(self) -> None:
         if self.score not in get_args(Score):
             raise ValueError(f"unknown score {self.score!r}; expected one of {get_args(Score)}")
+        if self.grow_from not in get_args(GrowFrom):
+            raise ValueError(
+                f"unknown grow_from {self.grow_from!r}; expected one of {get_args(GrowFrom)}"
+            )
         if not 0 < self.first_share <= 1:
             raise ValueError(f"first_share must be in (0, 1], got {self.first_share}")
         if self.rounds < 1 or self.pool < 1:
@@ -55,6 +63,16 @@ class AdaptiveConfig:
             ends = self.boundaries
             if not ends or ends[0] < 2 or any(b <= a for a, b in zip(ends, ends[1:], strict=False)):
                 raise ValueError(f"boundaries must rise from at least 2, got {list(ends)}")
+
+    def problem_with(self, source: str) -> str | None:
+        """Why these rounds cannot run with the query `source`, or None."""
+        if self.score == "neighbour" and source != "seeded" and self.grow_from != "teacher":
+            return (
+                "the neighbour score compares the student with paid answers near each "
+                "candidate: it needs the seeded source or data-free candidates grown from "
+                "the teacher's answers (grow_from 'teacher')"
+            )
+        return None
 
     def schedule(self, budget: int) -> list[int]:
         """The paid total at the end of each round; the last is the budget."""

@@ -9,6 +9,10 @@ higher is more informative. Every score costs student forward passes only, never
   a top 10 the student barely separates from the rest is the one Agr@10 reads.
 - `committee`: disagreement between `COMMITTEE` dropout samples of the student (one minus the
   mean overlap of their top 10s, over every pair).
+- `neighbour`: how far the student's top 10 is from the teacher's paid answer to the nearest
+  paid query (the same user's nearest prefix, or the query a grown candidate branched from):
+  the only score that reads what the teacher said, so it points where the student is wrong,
+  not merely unsure. A candidate with nothing paid near it scores highest.
 - `random`: a uniform draw, the control that tells the rounds' worth from the scores'.
 """
 
@@ -107,9 +111,25 @@ SCORES: dict[
 }
 
 
-def informativeness(
-    score: Score, model: SequentialRecommender, histories: Sequences, rng: np.random.Generator
+def neighbour_score(
+    model: SequentialRecommender, histories: Sequences, hints: np.ndarray
 ) -> np.ndarray:
-    """[n] how informative each history is under `score` (higher: pay for it first)."""
+    model.eval()
+    return 1.0 - overlap(_top_items(model, histories), torch.as_tensor(hints[:, :TOP]))
+
+
+def informativeness(
+    score: Score,
+    model: SequentialRecommender,
+    histories: Sequences,
+    rng: np.random.Generator,
+    hints: np.ndarray | None = None,
+) -> np.ndarray:
+    """[n] how informative each history is under `score` (higher: pay for it first);
+    `neighbour` needs `hints` (`candidates.dense_hints`)."""
     with torch.no_grad():
+        if score == "neighbour":
+            if hints is None:
+                raise ValueError("the neighbour score needs the paid answers near each query")
+            return neighbour_score(model, histories, hints)
         return SCORES[score](model, histories, rng)

@@ -23,13 +23,16 @@ import numpy as np
 
 from adaptive.candidates import (
     Candidates,
+    answer_candidates,
     choose,
     dense,
+    dense_hints,
     grown_candidates,
     seeded_candidates,
+    with_nearest_answers,
 )
 from adaptive.config import AdaptiveConfig, StealError
-from adaptive.informativeness import informativeness
+from adaptive.informativeness import TOP, informativeness
 from distill.config import DistillConfig
 from distill.run import distill
 from extractor.client import BUDGET_REFUSED
@@ -56,6 +59,9 @@ class StealConfig:
     adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig)
 
     def __post_init__(self) -> None:
+        problem = self.adaptive.problem_with(self.extract.source)
+        if problem is not None:
+            raise ValueError(problem)
         self.out = Path(self.out)
         self.extract = replace(self.extract, out=self.out / "probes")
         self.distill = replace(self.distill, probes=self.out / "probes", out=self.out / "student")
@@ -193,6 +199,17 @@ def _best(config: StealConfig, round_: int, paid: set[str], want: int) -> Prefix
     item_ids = student.info.item_ids
     if config.extract.source == "seeded":
         pool = seeded_candidates(config.extract)
+        if settings.score == "neighbour":
+            pool = with_nearest_answers(pool, _paid_answers(config))
+    elif settings.grow_from == "teacher":
+        table = read_probe_set(config.extract.out, columns=["query_id", "history", "items"])
+        pool = answer_candidates(
+            Prefixes.of(table.column("history").to_pylist()),
+            table.column("items").to_pylist(),
+            settings.pool,
+            config.extract.max_length,
+            rng,
+        )
     else:
         pool = grown_candidates(
             student.model, item_ids, settings.pool, config.extract.max_length, rng
@@ -208,6 +225,13 @@ def _best(config: StealConfig, round_: int, paid: set[str], want: int) -> Prefix
     return _score_and_choose(settings, student.model, item_ids, pool.subset(fresh), want, rng)
 
 
+def _paid_answers(config: StealConfig) -> dict[str, list[str] | None]:
+    """History text -> the paid answer's items, for every query on disk."""
+    table = read_probe_set(config.extract.out, columns=["query_id", "history", "items"])
+    texts = Prefixes.of(table.column("history").to_pylist()).texts()
+    return dict(zip(texts, table.column("items").to_pylist(), strict=True))
+
+
 def _score_and_choose(
     settings: AdaptiveConfig,
     model: SequentialRecommender,
@@ -217,8 +241,11 @@ def _score_and_choose(
     rng: np.random.Generator,
 ) -> Prefixes:
     histories, scorable = dense(pool.queries, item_ids)
+    hints = None
+    if settings.score == "neighbour":
+        hints = dense_hints(pool, item_ids, TOP)[scorable]
     scores = np.full(len(pool), -np.inf)
-    scores[scorable] = informativeness(settings.score, model, histories, rng)
+    scores[scorable] = informativeness(settings.score, model, histories, rng, hints)
     picks = choose(scores, pool.groups, want, settings.group_share)
     return pool.queries.subset(picks)
 

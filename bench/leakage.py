@@ -96,12 +96,28 @@ METHODS: dict[str, dict[str, Any]] = {
     "adaptive": {"name": DEFAULT_METHOD},
     # The same rounds with queries drawn at random: the control for what the score adds.
     "adaptive_random": {"name": DEFAULT_METHOD},
+    # The rounds with students trained on the full schedule between rounds (not 20 epochs):
+    # does a better student choose better queries?
+    "adaptive_trained": {"name": DEFAULT_METHOD},
+    # Data-free: candidates one item beyond a paid query, the item from its paid answer,
+    # instead of sequences grown from the student's answers.
+    "adaptive_answers": {"name": DEFAULT_METHOD},
+    # The score that reads the teacher: the student against the paid answer nearest each
+    # candidate (data-free: with the candidates of adaptive_answers).
+    "adaptive_neighbour": {"name": DEFAULT_METHOD},
     # The adaptive run's answers, its student trained from scratch instead of from the last
     # round's weights (at the ablation budget, like the objectives' ablations).
     "adaptive_fresh": {"name": DEFAULT_METHOD},
 }
 ADAPTIVE = "adaptive"
-ADAPTIVE_SCORES = {ADAPTIVE: "views", "adaptive_random": "random"}  # adaptive method -> score
+# Adaptive method -> its `AdaptiveConfig` settings beyond the rounds' ends.
+ADAPTIVE_RUNS: dict[str, dict[str, Any]] = {
+    ADAPTIVE: {"score": "views"},
+    "adaptive_random": {"score": "random"},
+    "adaptive_trained": {"score": "views", "round_epochs": 100, "round_patience": 10},
+    "adaptive_answers": {"score": "views", "grow_from": "teacher"},
+    "adaptive_neighbour": {"score": "neighbour", "grow_from": "teacher"},
+}
 ADAPTIVE_FRESH = "adaptive_fresh"
 ADAPTIVE_BUDGET = 10000  # the issue's: adaptive with 10,000 against one-shot with 20,000
 # When this invocation started: kept with every student it trains, so that wall times are
@@ -120,7 +136,7 @@ SCORED_CONTRACT = {
     "answer": {"items": "results[*].items", "scores": "results[*].scores"},
     "catalogue": {"path": "/v1/items", "items": "items"},
 }
-CURVE_METHODS = ("bahsd", "dfme", *ADAPTIVE_SCORES)
+CURVE_METHODS = ("bahsd", "dfme", *ADAPTIVE_RUNS)
 ABLATION_BUDGET = 10000
 BUDGETS = (1000, 2000, 5000, 10000, 20000)
 QUICK_BUDGETS = (1000, 2000, 5000)
@@ -163,7 +179,7 @@ class Plan:
 
     def adaptive(self, teacher: str, method: str) -> AdaptiveConfig:
         """An adaptive method's rounds: they end at the curve's budgets."""
-        return AdaptiveConfig(boundaries=self._every(teacher), score=ADAPTIVE_SCORES[method])
+        return AdaptiveConfig(boundaries=self._every(teacher), **ADAPTIVE_RUNS[method])
 
     def adaptive_budget(self, teacher: str) -> int:
         return min(ADAPTIVE_BUDGET, max(self._every(teacher)))
@@ -213,8 +229,12 @@ def ensure_teacher(directory: Path, arch: str, quick: bool) -> Path:
 # budget so that the budget, not the source, ends the run: seeded, `per_user` prefixes per
 # 800 (views: 2,400) paid answers plus 2, over 943 users; data-free, budget / 20 sequences of
 # uniform target lengths up to 50 items, about 25 answers each (views: budget / 50, about 70).
+# `seeded-all` draws from every prefix of every user in one seeded shuffle (`recmimic
+# extract`'s default), so users with longer histories get more queries: the pool the adaptive
+# rounds draw from.
 REGIMES: dict[str, dict[str, Any]] = {
     "seeded": {"source": "seeded", "scales": (1.0,)},
+    "seeded-all": {"source": "seeded", "scales": (1.0,), "prefixes": "all"},
     "seeded-views": {"source": "seeded", "scales": VIEW_SCALES},
     "seeded-whole-first": {"source": "seeded", "scales": VIEW_SCALES, "whole_first": True},
     "seeded-scores": {"source": "seeded", "scales": VIEW_SCALES, "scored": True},
@@ -231,7 +251,7 @@ def extraction_settings(regime: str, budget: int) -> dict[str, Any]:
     if spec["source"] == "seeded":
         settings |= {
             "dataset": DATASET,
-            "prefixes": budget // (2400 if views else 800) + 2,
+            "prefixes": spec.get("prefixes", budget // (2400 if views else 800) + 2),
             "whole_first": spec.get("whole_first", False),
         }
     else:
@@ -299,7 +319,7 @@ def adaptive_run_of(method: str) -> str | None:
     """The adaptive method whose run pays a method's answers (None: a one-shot probe set)."""
     if method == ADAPTIVE_FRESH:
         return ADAPTIVE
-    return method if method in ADAPTIVE_SCORES else None
+    return method if method in ADAPTIVE_RUNS else None
 
 
 def adaptive_run(out: Path) -> dict[str, Any]:
@@ -370,6 +390,7 @@ def finished(plan: Plan, method: str, probes: Path, budget: int) -> dict[str, An
     if not done.is_file():
         return None
     result = json.loads(done.read_text())
+    with_adaptive_defaults(result.get("identity", {}))
     return result if result.get("identity") == identity(plan, method, probes) else None
 
 
@@ -452,7 +473,7 @@ def run(plan: Plan, port: int, earlier: dict[tuple, dict[str, Any]]) -> dict[str
                                     "extraction_s": summary["wall_s"],  # its last run's
                                     **result,
                                 }
-                                if method in ADAPTIVE_SCORES:
+                                if method in ADAPTIVE_RUNS:
                                     entry["adaptive_run"] = adaptive_run(probes.parent)
                             runs.append(entry)
                             print(
@@ -478,8 +499,18 @@ def read_back(paths: list[Path]) -> dict[tuple, dict[str, Any]]:
         if path.is_file():
             for entry in json.loads(path.read_text()).get("runs", []):
                 if "teacher_version" in entry and "identity" in entry:
+                    with_adaptive_defaults(entry["identity"])
                     earlier[tuple(entry[name] for name in RUN_KEY)] = entry
     return earlier
+
+
+def with_adaptive_defaults(student_identity: dict[str, Any]) -> dict[str, Any]:
+    """An adaptive student's identity with the rounds' settings added since it was trained at
+    their defaults (what it ran with), so a new setting does not orphan earlier students."""
+    adaptive = student_identity.get("extraction", {}).get("adaptive")
+    if adaptive is not None:
+        student_identity["extraction"]["adaptive"] = AdaptiveConfig().to_dict() | adaptive
+    return student_identity
 
 
 def curves(runs: list[dict[str, Any]]) -> dict[str, Any]:

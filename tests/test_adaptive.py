@@ -24,7 +24,16 @@ from fastapi import FastAPI
 from gate import Gate
 from tiny_teacher import save_tiny_teacher
 
-from adaptive.candidates import choose, dense, grown_candidates, seeded_candidates
+from adaptive.candidates import (
+    Candidates,
+    answer_candidates,
+    choose,
+    dense,
+    dense_hints,
+    grown_candidates,
+    seeded_candidates,
+    with_nearest_answers,
+)
 from adaptive.config import AdaptiveConfig
 from adaptive.informativeness import informativeness, overlap, recent_halves
 from adaptive.run import STATE_FILENAME, RoundHooks, StealConfig, steal
@@ -32,6 +41,7 @@ from distill.config import DistillConfig
 from distill.warm import warm_start
 from extractor.budget import read_spent
 from extractor.config import ExtractConfig
+from extractor.prefixes import Prefixes
 from extractor.probeset import read_probe_set
 from extractor.run import LEDGER_FILENAME, dataset_histories
 from seqrec.artifacts import ArtifactInfo, load_artifact, save_artifact
@@ -71,6 +81,7 @@ def test_given_boundaries_end_the_rounds_below_the_budget() -> None:
         {"rounds": 0},
         {"group_share": 0.5},
         {"score": "loudest"},
+        {"grow_from": "oracle"},
         {"boundaries": (5, 5)},
         {"boundaries": (1,)},
     ],
@@ -78,6 +89,14 @@ def test_given_boundaries_end_the_rounds_below_the_budget() -> None:
 def test_bad_settings_are_refused(settings: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         AdaptiveConfig(**settings)
+
+
+def test_the_neighbour_score_needs_paid_answers_near_each_candidate() -> None:
+    neighbour = AdaptiveConfig(score="neighbour")
+    assert neighbour.problem_with("seeded") is None
+    assert "grow_from" in (neighbour.problem_with("autoregressive") or "")
+    assert replace(neighbour, grow_from="teacher").problem_with("autoregressive") is None
+    assert AdaptiveConfig().problem_with("autoregressive") is None
 
 
 # --- choice --------------------------------------------------------------------------------
@@ -138,6 +157,40 @@ def test_grown_candidates_are_the_prefixes_of_sequences_grown_from_the_student()
         assert all(whole[: len(query)] == query for query in queries)
 
 
+def test_answer_candidates_extend_a_paid_query_by_an_item_of_its_answer() -> None:
+    paid = Prefixes.of([["a"], ["a", "b"], ["c"], ["d", "e", "f"], ["g"]])
+    answers = [["b", "x"], ["a", "b", "y"], ["z"], ["q"], None]  # the last one failed
+    pool = answer_candidates(paid, answers, 200, max_length=3, rng=np.random.default_rng(0))
+    grown = {tuple(query) for query in pool.queries}
+    # ["a", "b"] + "a"/"b" would repeat an item, ["d", "e", "f"] is at the longest already
+    assert grown == {("a", "b"), ("a", "x"), ("a", "b", "y"), ("c", "z")}
+    pairs = {(query[0], int(group)) for query, group in zip(pool.queries, pool.groups, strict=True)}
+    assert len(pairs) == len(set(pool.groups.tolist())) == 2  # one group per first item
+    empty = answer_candidates(paid, [None] * 5, 10, max_length=3, rng=np.random.default_rng(0))
+    assert len(empty) == 0
+
+
+def test_each_candidate_is_hinted_with_its_users_nearest_paid_answer() -> None:
+    queries = Prefixes.of([["a"], ["a", "b"], ["a", "b", "c"], ["a", "b", "c", "d"], ["e"]])
+    pool = Candidates(queries, np.array([0, 0, 0, 0, 1]))
+    answers = {queries.subset(np.array([1])).texts()[0]: ["x"]}
+    answers[queries.subset(np.array([3])).texts()[0]] = ["y"]
+    hinted = with_nearest_answers(pool, answers)
+    # length 1 is nearest 2; length 3 is as near 2 as 4 and takes the shorter; user 1 has none
+    assert hinted.hints == [["x"], ["x"], ["x"], ["y"], None]
+    assert hinted.subset(np.array([4, 3])).hints == [None, ["y"]]
+
+
+def test_dense_hints_keep_known_unseen_items_padded_with_minus_one() -> None:
+    pool = Candidates(
+        Prefixes.of([["a"], ["b"], ["c"]]), np.arange(3), [["a", "z", "b", "c"], None, ["a"]]
+    )
+    rows = dense_hints(pool, ["a", "b", "c"], width=2)
+    assert rows.tolist() == [[2, 3], [-1, -1], [1, -1]]  # "a" is in query 0, "z" unknown
+    with pytest.raises(ValueError):
+        dense_hints(Candidates(pool.queries, pool.groups), ["a"], width=2)
+
+
 # --- scores --------------------------------------------------------------------------------
 
 
@@ -168,6 +221,23 @@ def test_margin_score_is_the_negated_gap_between_the_10th_and_11th_item() -> Non
         values[[0, *seen]] = float("-inf")
         top = values.topk(11).values
         assert scores[row] == pytest.approx(-(top[9] - top[10]).item(), abs=1e-5)
+
+
+def test_neighbour_score_is_how_much_of_the_top_10_the_hint_lacks() -> None:
+    item_ids = [f"i{n}" for n in range(30)]
+    model = tiny_student(item_ids)
+    histories = Sequences.from_lists([[1, 2, 3], [4], [5]])
+    rng = np.random.default_rng(0)
+    with torch.no_grad():
+        logits = model.logits(torch.as_tensor(histories.padded(20, np.arange(3))))
+    logits[0, [0, 1, 2, 3]] = float("-inf")
+    top = logits[0].topk(10).indices.tolist()
+    hints = np.array([top, [-1] * 10, top[:5] + [-1] * 5])
+    scores = informativeness("neighbour", model, histories, rng, hints)
+    assert scores[0] == pytest.approx(0.0) and scores[1] == pytest.approx(1.0)
+    assert 0.0 <= scores[2] <= 1.0
+    with pytest.raises(ValueError):
+        informativeness("neighbour", model, histories, rng)
 
 
 def test_a_committee_without_dropout_agrees_and_with_it_can_disagree() -> None:
@@ -285,12 +355,22 @@ def assert_spent_once(url: str, key: str, out: Path, budget: int) -> None:
     assert spent == usage(url, key) <= budget
 
 
-@pytest.mark.parametrize("source", ["seeded", "autoregressive"])
+@pytest.mark.parametrize(
+    ("source", "rounds"),
+    [
+        ("seeded", {}),
+        ("autoregressive", {}),
+        ("seeded", {"score": "neighbour"}),
+        ("autoregressive", {"score": "neighbour", "grow_from": "teacher"}),
+    ],
+    ids=["seeded", "data-free", "seeded-neighbour", "data-free-teacher-neighbour"],
+)
 def test_rounds_pay_up_to_each_end_and_the_final_student_learns_from_all(
-    start_teacher: StartTeacher, tmp_path: Path, source: str
+    start_teacher: StartTeacher, tmp_path: Path, source: str, rounds: dict[str, str]
 ) -> None:
     url, key = start_teacher(), KEYS[0 if source == "seeded" else 1]
     config = steal_config(url, key, tmp_path / "run", source)
+    config.adaptive = replace(config.adaptive, **rounds)
     seen: list[int] = []
     records = steal(config, hooks=RoundHooks(on_round=lambda record: seen.append(record.round)))
     assert seen == [0, 1, 2]
@@ -310,6 +390,9 @@ def test_rounds_pay_up_to_each_end_and_the_final_student_learns_from_all(
         assert asked and all(rows[i] == q for i, q in asked)
         later |= set(saved["ids"])
         assert min(saved["ids"]) > max(i for i in rows if i not in later)
+        if rounds.get("grow_from") == "teacher":  # each one item beyond an earlier query
+            earlier = {tuple(rows[i]) for i in rows if i < min(saved["ids"])}
+            assert all(tuple(q[:-1]) in earlier for _, q in asked)
     student = load_artifact(config.distill.out)  # trained on every paid answer
     summary = json.loads((config.distill.out / "distill.json").read_text())
     assert summary["queries"] == table.num_rows and student.info.item_ids

@@ -280,6 +280,10 @@ def test_cancel_a_queued_job(alice: httpx.Client) -> None:
         ({"strategy": "adaptive", "adaptive": {"first_share": 0}}, "body.adaptive.first_share"),
         ({"strategy": "adaptive", "adaptive": {"score": "loud"}}, "body.adaptive.score"),
         ({"strategy": "adaptive", "adaptive": {"pool": 5}}, "body.adaptive.pool: Extra inputs"),
+        (
+            {"strategy": "adaptive", "adaptive": {"score": "neighbour"}},
+            "the neighbour score compares the student with paid answers",
+        ),
     ],
 )
 def test_job_validation_messages(

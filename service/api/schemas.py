@@ -183,6 +183,10 @@ class JobRequest(BaseModel):
             )
         if self.adaptive is not None and self.strategy != "adaptive":
             raise ValueError("adaptive settings need strategy 'adaptive'")
+        if self.adaptive is not None:
+            problem = AdaptiveConfig(**self.adaptive.model_dump()).problem_with(self.source)
+            if problem is not None:
+                raise ValueError(problem)
         if self.evaluation_budget is not None and not self.dataset:
             raise ValueError("evaluation_budget needs a dataset (nothing is evaluated without)")
         return self
