@@ -31,7 +31,7 @@ def steal(
     source: Annotated[
         str,
         typer.Option(
-            help=f"{' | '.join(SOURCES)} (data-free: later rounds grow candidates from the student)"
+            help=f"{' | '.join(SOURCES)} (data-free: later rounds grow candidates, --grow-from)"
         ),
     ] = "seeded",
     dataset: Annotated[
@@ -65,6 +65,13 @@ def steal(
     round_epochs: Annotated[
         int, typer.Option(help="Epochs of the students between rounds")
     ] = AdaptiveConfig.round_epochs,
+    grow_from: Annotated[
+        str,
+        typer.Option(
+            help="Data-free candidates: student (sequences grown from the student's answers) "
+            "| teacher (a paid query and one item of its paid answer)"
+        ),
+    ] = AdaptiveConfig.grow_from,
     objective: Annotated[str, typer.Option(help=" | ".join(get_args(Objective)))] = "bahsd",
     max_epochs: Annotated[
         int, typer.Option(help="Epochs of the final student")
@@ -95,7 +102,11 @@ def steal(
         pool=pool,
         group_share=group_share,
         round_epochs=round_epochs,
+        grow_from=grow_from,  # type: ignore[arg-type]  # checked by AdaptiveConfig
     )
+    problem = adaptive.problem_with(source)
+    if problem is not None:
+        raise ValueError(problem)
     distill = DistillConfig(
         probes=out,
         out=out,

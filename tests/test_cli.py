@@ -96,6 +96,11 @@ def test_teacher_train_writes_artifact_and_json(tmp_path: Path) -> None:
         (["distill", "--probes", "x", "--out", "y", "--score-weight", "-1"], "score_weight must"),
         (STEAL + ["--score", "loudest"], "unknown score 'loudest'"),
         (STEAL + ["--first-share", "0"], "first_share must be in (0, 1]"),
+        (STEAL + ["--grow-from", "oracle"], "unknown grow_from 'oracle'"),
+        (
+            STEAL + ["--source", "autoregressive", "--score", "neighbour"],
+            "the neighbour score compares the student with paid answers",
+        ),
         (
             ["evaluate", "--teacher", "no-such", "--student", "no-such", "--dataset", "ml-100k"],
             "not a model artifact",
@@ -126,6 +131,7 @@ except SystemExit as stop:
         ["distill", "--probes", "x", "--out", "y", "--score-temperature", "0"],
         STEAL + ["--score", "loudest"],
         STEAL + ["--rounds", "0"],
+        STEAL + ["--source", "autoregressive", "--score", "neighbour"],
         ["distill", "--probes", "no-such-dir", "--out", "y"],
         ["distill", "--probes", "x", "--out", "y", "--arch", "bert4rec", "--experts", "2"],
         ["teacher", "train", "--dataset", "synthetic:50:40", "--arch", "gpt"],

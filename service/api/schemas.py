@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from adaptive.config import AdaptiveConfig, Score
+from adaptive.config import AdaptiveConfig, GrowFrom, Score
 from distill.config import Objective
 from extractor.profiles import BUILT_IN, ApiProfile, load_profile
 from extractor.views import DEFAULT_SCALES
@@ -51,6 +51,11 @@ class AdaptiveOptions(BaseModel):
     rounds: int = Field(default=AdaptiveConfig.rounds, ge=1, le=20)
     score: Score = Field(
         default=AdaptiveConfig.score, description="what makes a query worth paying for"
+    )
+    grow_from: GrowFrom = Field(
+        default=AdaptiveConfig.grow_from,
+        description="data-free candidates: grown from the student's answers, or a paid query "
+        "and one item of the teacher's paid answer",
     )
 
 
