@@ -598,25 +598,36 @@ def clearly_above(ours: dict[str, Any], theirs: dict[str, Any]) -> bool:
 def adaptive_targets(table: dict[str, Any]) -> list[str]:
     """The adaptive issue's targets, per regime with SASRec: adaptive at 10,000 against
     oneshot at 20,000, and adaptive above oneshot at every budget from 2,000 (by more than
-    the seeds' spread at half of them or more)."""
+    the seeds' spread at half of them or more). Seeded, against both one-shot samples: the
+    regime's own (prefixes per user) and, where run, `seeded-all`'s (every prefix)."""
     lines = []
     for regime, by_teacher in table.items():
-        methods = by_teacher.get("sasrec", {})
-        ours, theirs = methods.get(ADAPTIVE, {}), methods.get(DEFAULT_METHOD, {})
-        if "10000" in ours and "20000" in theirs:
-            mine, best = ours["10000"]["Agr@10"]["mean"], theirs["20000"]["Agr@10"]["mean"]
-            lines.append(
-                f"{regime} sasrec: adaptive at 10000 Agr@10 {mine:.4f} >= oneshot at 20000 "
-                f"{best:.4f}: {verdict(mine >= best)}"
-            )
-        shared = [b for b in ours if b in theirs and int(b) >= 2000]
-        if not shared:
-            continue
+        ours = by_teacher.get("sasrec", {}).get(ADAPTIVE, {})
+        for baseline in (regime, f"{regime}-all"):
+            theirs = table.get(baseline, {}).get("sasrec", {}).get(DEFAULT_METHOD, {})
+            if ours and theirs:
+                lines += adaptive_against(f"{regime} sasrec", ours, f"{baseline} oneshot", theirs)
+    return lines
+
+
+def adaptive_against(
+    label: str, ours: dict[str, Any], oneshot: str, theirs: dict[str, Any]
+) -> list[str]:
+    """`adaptive_targets` for one adaptive curve against one one-shot curve."""
+    lines = []
+    if "10000" in ours and "20000" in theirs:
+        mine, best = ours["10000"]["Agr@10"]["mean"], theirs["20000"]["Agr@10"]["mean"]
+        lines.append(
+            f"{label}: adaptive at 10000 Agr@10 {mine:.4f} >= {oneshot} at 20000 "
+            f"{best:.4f}: {verdict(mine >= best)}"
+        )
+    shared = [b for b in ours if b in theirs and int(b) >= 2000]
+    if shared:
         gaps = [ours[b]["Agr@10"]["mean"] - theirs[b]["Agr@10"]["mean"] for b in shared]
         above = sum(gap > 0 for gap in gaps)
         clear = sum(clearly_above(ours[b]["Agr@10"], theirs[b]["Agr@10"]) for b in shared)
         lines.append(
-            f"{regime} sasrec: adaptive above oneshot at {above} of {len(gaps)} budgets from "
+            f"{label}: adaptive above {oneshot} at {above} of {len(gaps)} budgets from "
             f"2000 (target all): {verdict(above == len(gaps))}; by more than the spread at "
             f"{clear} (target {math.ceil(len(gaps) / 2)}): {verdict(clear >= len(gaps) / 2)}"
         )
