@@ -105,6 +105,8 @@ METHODS: dict[str, dict[str, Any]] = {
     # The score that reads the teacher: the student against the paid answer nearest each
     # candidate (data-free: with the candidates of adaptive_answers).
     "adaptive_neighbour": {"name": DEFAULT_METHOD},
+    # Disagreement of four dropout samples of the round's student.
+    "adaptive_committee": {"name": DEFAULT_METHOD},
     # The adaptive run's answers, its student trained from scratch instead of from the last
     # round's weights (at the ablation budget, like the objectives' ablations).
     "adaptive_fresh": {"name": DEFAULT_METHOD},
@@ -117,6 +119,7 @@ ADAPTIVE_RUNS: dict[str, dict[str, Any]] = {
     "adaptive_trained": {"score": "views", "round_epochs": 100, "round_patience": 10},
     "adaptive_answers": {"score": "views", "grow_from": "teacher"},
     "adaptive_neighbour": {"score": "neighbour", "grow_from": "teacher"},
+    "adaptive_committee": {"score": "committee"},
 }
 ADAPTIVE_FRESH = "adaptive_fresh"
 ADAPTIVE_BUDGET = 10000  # the issue's: adaptive with 10,000 against one-shot with 20,000
