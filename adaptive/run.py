@@ -164,13 +164,12 @@ def _chosen(config: StealConfig, record: RoundRecord, paid_before: int) -> Chose
     seeded = config.extract.source == "seeded"
     if record.round == 0 and not seeded:
         return None
-    done = _paid(config)
+    paid = _paid(config)
     if record.round == 0:
         picks = seeded_candidates(config.extract).queries[: record.ends_at]
     else:
-        want = record.ends_at - paid_before
-        picks = _best(config, record.round, set(done.values()), want)
-    first = int(max(done, default=-1)) + 1
+        picks = _best(config, record.round, paid, record.ends_at - paid_before)
+    first = int(max(paid.ids, default=-1)) + 1
     chosen = ChosenQueries(np.arange(first, first + len(picks)), picks)
     payload = {"ids": chosen.ids.tolist(), "queries": [list(q) for q in picks]}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -179,17 +178,27 @@ def _chosen(config: StealConfig, record: RoundRecord, paid_before: int) -> Chose
     return chosen
 
 
-def _paid(config: StealConfig) -> dict[int, str]:
-    """Query id -> history text of every query on disk."""
+@dataclass(frozen=True)
+class PaidQueries:
+    """Every query on disk and its answer's items (None where it failed), read once a round."""
+
+    ids: list[int]
+    queries: Prefixes
+    answers: list[list[str] | None]
+
+
+def _paid(config: StealConfig) -> PaidQueries:
     if not (config.extract.out).is_dir():
-        return {}
-    table = read_probe_set(config.extract.out, columns=["query_id", "history"])
-    ids = table.column("query_id").to_pylist()
-    texts = Prefixes.of(table.column("history").to_pylist()).texts()
-    return dict(zip(ids, texts, strict=True))
+        return PaidQueries([], Prefixes.of([]), [])
+    table = read_probe_set(config.extract.out, columns=["query_id", "history", "items"])
+    return PaidQueries(
+        table.column("query_id").to_pylist(),
+        Prefixes.of(table.column("history").to_pylist()),
+        table.column("items").to_pylist(),
+    )
 
 
-def _best(config: StealConfig, round_: int, paid: set[str], want: int) -> Prefixes:
+def _best(config: StealConfig, round_: int, paid: PaidQueries, want: int) -> Prefixes:
     """The `want` most informative candidates, by the last round's student. Only histories
     not paid for yet and each once: a repeat would be answered by the cache, free, and leave
     the round short of its end."""
@@ -197,24 +206,21 @@ def _best(config: StealConfig, round_: int, paid: set[str], want: int) -> Prefix
     rng = np.random.default_rng([config.extract.seed, round_])
     student = load_artifact(_student_dir(config, round_ - 1))
     item_ids = student.info.item_ids
+    paid_texts = paid.queries.texts()
     if config.extract.source == "seeded":
         pool = seeded_candidates(config.extract)
         if settings.score == "neighbour":
-            pool = with_nearest_answers(pool, _paid_answers(config))
+            answers = dict(zip(paid_texts, paid.answers, strict=True))
+            pool = with_nearest_answers(pool, answers)
     elif settings.grow_from == "teacher":
-        table = read_probe_set(config.extract.out, columns=["query_id", "history", "items"])
         pool = answer_candidates(
-            Prefixes.of(table.column("history").to_pylist()),
-            table.column("items").to_pylist(),
-            settings.pool,
-            config.extract.max_length,
-            rng,
+            paid.queries, paid.answers, settings.pool, config.extract.max_length, rng
         )
     else:
         pool = grown_candidates(
             student.model, item_ids, settings.pool, config.extract.max_length, rng
         )
-    seen, fresh_positions = set(paid), []
+    seen, fresh_positions = set(paid_texts), []
     for position, text in enumerate(pool.queries.texts()):
         if text not in seen:
             seen.add(text)
@@ -223,13 +229,6 @@ def _best(config: StealConfig, round_: int, paid: set[str], want: int) -> Prefix
     if len(fresh) > settings.pool:
         fresh = np.sort(rng.choice(fresh, size=settings.pool, replace=False))
     return _score_and_choose(settings, student.model, item_ids, pool.subset(fresh), want, rng)
-
-
-def _paid_answers(config: StealConfig) -> dict[str, list[str] | None]:
-    """History text -> the paid answer's items, for every query on disk."""
-    table = read_probe_set(config.extract.out, columns=["query_id", "history", "items"])
-    texts = Prefixes.of(table.column("history").to_pylist()).texts()
-    return dict(zip(texts, table.column("items").to_pylist(), strict=True))
 
 
 def _score_and_choose(
